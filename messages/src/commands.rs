@@ -1,0 +1,49 @@
+//! The actix messages the transport actor takes, with their result types.
+//!
+//! They live here, not beside the actor, so that an application can hold a
+//! `Recipient<Register>` without depending on the transport's internals.
+
+use actix::Message;
+
+use crate::auth::Authentication;
+use crate::error::ProvisioningError;
+use crate::outcome::RegistrationResponse;
+use crate::request::RegistrationRequest;
+
+/// What a register or a poll answers: the response, or why there is none.
+pub type RequestResult = Result<RegistrationResponse, ProvisioningError>;
+
+/// Registers a device: connects and subscribes if needed, publishes the register request, and
+/// answers with the service's response (SRS 18_002 .. 18_015).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "RequestResult")]
+pub struct Register {
+    /// The device and where to register it.
+    pub request: RegistrationRequest,
+}
+
+/// Asks for the status of a registration operation (SRS 18_016 .. 18_029).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "RequestResult")]
+pub struct QueryStatus {
+    /// The device and where it registered.
+    pub request: RegistrationRequest,
+    /// The operation id from an earlier register response.
+    pub operation_id: String,
+}
+
+/// Cancels the request in flight, if any, which then answers `OperationCancelled`
+/// (SRS 18_030 .. 18_034, 18_062). Always answers `Ok`.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), ProvisioningError>")]
+pub struct Cancel;
+
+/// Cancels the request in flight, if any, unsubscribes and disconnects (SRS 18_044 .. 18_061).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), ProvisioningError>")]
+pub struct Disconnect;
+
+/// Sets the credentials used from the next connection on (SRS 18_001).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SetAuthentication(pub Authentication);

@@ -1,0 +1,318 @@
+//! The MQTT CONNECT parameters of a DPS device: endpoint, clientId, username, clean session.
+
+use std::fmt;
+
+use crate::encoding::{HexCase, percent_encode};
+use crate::error::ProvisioningError;
+use crate::request::RegistrationRequest;
+
+/// The DPS API version the username announces.
+pub const API_VERSION: &str = "2019-03-31";
+
+/// The MQTT port of DPS.
+pub const MQTTS_PORT: u16 = 8883;
+
+/// The WebSocket port of DPS.
+pub const WSS_PORT: u16 = 443;
+
+/// The WebSocket path of DPS.
+pub const WEBSOCKET_PATH: &str = "/$iothub/websocket";
+
+/// The WebSocket subprotocol of MQTT.
+pub const WEBSOCKET_SUBPROTOCOL: &str = "mqtt";
+
+/// The user agent sent in the username's `ClientVersion`: this crate, its version and the
+/// platform, as the Azure SDKs do.
+pub fn user_agent() -> String {
+    format!(
+        "{}/{} (rust; {}; {})",
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+/// How the device reaches the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// MQTT over TLS, `mqtts://<host>`, port 8883 (the Node SDK's `Mqtt`).
+    Mqtt,
+    /// MQTT over WebSocket over TLS, `wss://<host>:443/$iothub/websocket` (`MqttWs`).
+    MqttWs,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Mqtt => "mqtts",
+            Protocol::MqttWs => "wss",
+        })
+    }
+}
+
+/// Where to connect: protocol, host and port kept apart (a `host:port` string would be looked up
+/// in DNS whole), and the WebSocket path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// MQTT over TLS or over WebSocket.
+    pub protocol: Protocol,
+    /// The host name or IP address, also the TLS server name. IPv6 addresses have no brackets.
+    pub host: String,
+    /// The TCP port.
+    pub port: u16,
+    /// The WebSocket path (empty for [`Protocol::Mqtt`]).
+    pub path: String,
+}
+
+impl Endpoint {
+    /// The endpoint the spec derives from a provisioning host: `mqtts://<host>` (SRS 18_050) or
+    /// `wss://<host>:443/$iothub/websocket` (SRS 18_049).
+    pub fn for_host(protocol: Protocol, host: &str) -> Result<Self, ProvisioningError> {
+        match protocol {
+            Protocol::Mqtt => Self::parse(&format!("mqtts://{host}")),
+            Protocol::MqttWs => Self::parse(&format!("wss://{host}:{WSS_PORT}{WEBSOCKET_PATH}")),
+        }
+    }
+
+    /// Parses an endpoint URI: `mqtts://host[:port]` (port 8883 by default) or
+    /// `wss://host[:port][/path]` (port 443 and path `/$iothub/websocket` by default).
+    pub fn parse(uri: &str) -> Result<Self, ProvisioningError> {
+        let bad = |why: &str| ProvisioningError::InvalidRequest(format!("endpoint `{uri}`: {why}"));
+        let url = url::Url::parse(uri).map_err(|e| bad(&e.to_string()))?;
+        let protocol = match url.scheme() {
+            "mqtts" => Protocol::Mqtt,
+            "wss" => Protocol::MqttWs,
+            other => return Err(bad(&format!("scheme `{other}` is not mqtts or wss"))),
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            _ => return Err(bad("no host")),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("credentials do not belong in the endpoint"));
+        }
+        let (default_port, path) = match protocol {
+            Protocol::Mqtt => {
+                if !matches!(url.path(), "" | "/") {
+                    return Err(bad("an mqtts endpoint has no path"));
+                }
+                (MQTTS_PORT, String::new())
+            }
+            Protocol::MqttWs => {
+                let path = match url.path() {
+                    "" | "/" => WEBSOCKET_PATH.to_owned(),
+                    p => p.to_owned(),
+                };
+                (WSS_PORT, path)
+            }
+        };
+        Ok(Self {
+            protocol,
+            host,
+            port: url.port().unwrap_or(default_port),
+            path,
+        })
+    }
+
+    /// The endpoint as a URI.
+    pub fn uri(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("{}://{}:{}{}", self.protocol, host, self.port, self.path)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.uri())
+    }
+}
+
+/// Everything in a DPS device's MQTT CONNECT except the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectParams {
+    /// Where to connect.
+    pub endpoint: Endpoint,
+    /// The MQTT clientId: the registration id (SRS 18_035).
+    pub client_id: String,
+    /// `<idScope>/registrations/<registrationId>/api-version=2019-03-31&ClientVersion=<ua>`
+    /// (SRS 18_038).
+    pub username: String,
+    /// Always true: DPS keeps no session (SRS 18_036).
+    pub clean_session: bool,
+}
+
+impl ConnectParams {
+    /// The connect parameters for `request` over `protocol`; the request's endpoint, when set,
+    /// replaces the host-derived one (SRS 18_039).
+    pub fn new(
+        protocol: Protocol,
+        request: &RegistrationRequest,
+    ) -> Result<Self, ProvisioningError> {
+        request.validate()?;
+        let endpoint = match &request.endpoint {
+            Some(uri) => Endpoint::parse(uri)?,
+            None => Endpoint::for_host(protocol, &request.provisioning_host)?,
+        };
+        Ok(Self {
+            endpoint,
+            client_id: request.registration_id.clone(),
+            username: username(&request.id_scope, &request.registration_id),
+            clean_session: true,
+        })
+    }
+
+    /// The SAS resource a symmetric-key device signs: `<idScope>/registrations/<registrationId>`.
+    pub fn sas_resource(request: &RegistrationRequest) -> String {
+        format!(
+            "{}/registrations/{}",
+            request.id_scope, request.registration_id
+        )
+    }
+}
+
+/// The MQTT username of a DPS device (SRS 18_038). The spec's text says `clientVersion`; every
+/// SDK's code sends `ClientVersion`, and so do we.
+pub fn username(id_scope: &str, registration_id: &str) -> String {
+    format!(
+        "{id_scope}/registrations/{registration_id}/api-version={API_VERSION}&ClientVersion={}",
+        percent_encode(&user_agent(), HexCase::Upper)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> RegistrationRequest {
+        RegistrationRequest::new("0ne00000001", "dev-1").with_host("dps.example.net")
+    }
+
+    // SRS_NODE_PROVISIONING_MQTT_18_035: the clientId is the registration id.
+    #[test]
+    fn srs_18_035_client_id_is_registration_id() {
+        let p = ConnectParams::new(Protocol::Mqtt, &request()).unwrap();
+        assert_eq!(p.client_id, "dev-1");
+    }
+
+    // SRS_NODE_PROVISIONING_MQTT_18_036: clean session is true.
+    #[test]
+    fn srs_18_036_clean_session_is_true() {
+        for protocol in [Protocol::Mqtt, Protocol::MqttWs] {
+            assert!(
+                ConnectParams::new(protocol, &request())
+                    .unwrap()
+                    .clean_session
+            );
+        }
+    }
+
+    // SRS_NODE_PROVISIONING_MQTT_18_038: username is
+    // <idScope>/registrations/<registrationId>/api-version=<v>&ClientVersion=<urlencoded ua>.
+    #[test]
+    fn srs_18_038_username_carries_scope_id_api_version_and_encoded_user_agent() {
+        let p = ConnectParams::new(Protocol::Mqtt, &request()).unwrap();
+        let prefix = "0ne00000001/registrations/dev-1/api-version=2019-03-31&ClientVersion=";
+        let ua = p.username.strip_prefix(prefix).expect(&p.username);
+        assert_eq!(ua, percent_encode(&user_agent(), HexCase::Upper));
+        assert!(
+            ua.starts_with(&format!("dps-messages%2F{}%20", env!("CARGO_PKG_VERSION"))),
+            "{ua}"
+        );
+        // Nothing in the encoded agent can break the query apart.
+        assert!(!ua.contains(['&', '=', ' ', '/', '(', ';']), "{ua}");
+    }
+
+    // SRS_NODE_PROVISIONING_MQTT_18_050: the Mqtt uri is 'mqtts://' + provisioningDeviceHost.
+    #[test]
+    fn srs_18_050_mqtt_uri_is_mqtts_host() {
+        let p = ConnectParams::new(Protocol::Mqtt, &request()).unwrap();
+        assert_eq!(
+            p.endpoint,
+            Endpoint {
+                protocol: Protocol::Mqtt,
+                host: "dps.example.net".into(),
+                port: 8883,
+                path: String::new()
+            }
+        );
+        assert_eq!(p.endpoint.uri(), "mqtts://dps.example.net:8883");
+    }
+
+    // SRS_NODE_PROVISIONING_MQTT_18_049: MqttWs uses 'wss://<host>:443/$iothub/websocket'.
+    #[test]
+    fn srs_18_049_websocket_uri() {
+        let p = ConnectParams::new(Protocol::MqttWs, &request()).unwrap();
+        assert_eq!(
+            p.endpoint.uri(),
+            "wss://dps.example.net:443/$iothub/websocket"
+        );
+        assert_eq!(
+            (p.endpoint.port, p.endpoint.path.as_str()),
+            (443, "/$iothub/websocket")
+        );
+    }
+
+    // SRS_NODE_PROVISIONING_MQTT_18_039: a uri in the request replaces the derived one.
+    #[test]
+    fn srs_18_039_request_endpoint_overrides_the_host() {
+        let req = request().with_endpoint("mqtts://127.0.0.1:40123");
+        let p = ConnectParams::new(Protocol::Mqtt, &req).unwrap();
+        assert_eq!(
+            (p.endpoint.host.as_str(), p.endpoint.port),
+            ("127.0.0.1", 40123)
+        );
+
+        let req = request().with_endpoint("wss://localhost:4443");
+        let p = ConnectParams::new(Protocol::Mqtt, &req).unwrap();
+        assert_eq!(p.endpoint.protocol, Protocol::MqttWs);
+        assert_eq!(p.endpoint.uri(), "wss://localhost:4443/$iothub/websocket");
+
+        let p = Endpoint::parse("mqtts://[::1]:1").unwrap();
+        assert_eq!(
+            (p.host.as_str(), p.uri()),
+            ("::1", "mqtts://[::1]:1".to_owned())
+        );
+    }
+
+    #[test]
+    fn rejects_unusable_endpoints() {
+        for uri in [
+            "http://host",
+            "mqtt://host",
+            "mqtts://",
+            "not a uri",
+            "mqtts://host/path",
+            "mqtts://user:pw@host",
+            "mqtts://host:99999",
+        ] {
+            assert!(
+                matches!(
+                    Endpoint::parse(uri),
+                    Err(ProvisioningError::InvalidRequest(_))
+                ),
+                "{uri}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_host_with_a_port_keeps_it() {
+        let e = Endpoint::for_host(Protocol::Mqtt, "localhost:1883").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("localhost", 1883));
+    }
+
+    #[test]
+    fn sas_resource_is_scope_registrations_id() {
+        assert_eq!(
+            ConnectParams::sas_resource(&request()),
+            "0ne00000001/registrations/dev-1"
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! The one error type of the workspace, [`ProvisioningError`], and the details it carries.
+//!
+//! Every error is `Clone + Send + 'static` so that an actor can answer a request with it, keep a
+//! copy for its logs, and hand it across threads.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::response::RegistrationResult;
+use crate::topic::TopicError;
+
+/// Everything that can go wrong while provisioning a device.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProvisioningError {
+    /// The service rejected the request as malformed (status 400).
+    #[error("the service rejected the request as invalid (400): {0}")]
+    Argument(ServiceError),
+    /// The service did not accept the device's credentials (status 401).
+    #[error("the service did not accept the device's credentials (401): {0}")]
+    Unauthorized(ServiceError),
+    /// The service knows no enrollment or operation for the device (status 404).
+    #[error("device or operation not found (404): {0}")]
+    DeviceNotFound(ServiceError),
+    /// The service failed internally (status 500).
+    #[error("the service failed internally (500): {0}")]
+    InternalServer(ServiceError),
+    /// Any other failure status in `300..=428`.
+    #[error("the service answered with status {status}: {0}", status = .0.status)]
+    Service(ServiceError),
+    /// The registration ended with status `failed`; the result carries `errorCode` and
+    /// `errorMessage`.
+    #[error("the registration failed: {}", failure_summary(.0))]
+    RegistrationFailed(Box<RegistrationResult>),
+    /// The registration ended with a final status other than `assigned` or `failed`
+    /// (`disabled`, `unassigned`, or one this crate does not know).
+    #[error("the registration ended with status `{}`", .0.status)]
+    RegistrationNotAssigned(Box<RegistrationResult>),
+    /// The operation was cancelled by a `Cancel` or `Disconnect` before it finished.
+    #[error("the operation was cancelled")]
+    OperationCancelled,
+    /// A deadline passed.
+    #[error("timed out after {after:?} waiting for {stage}")]
+    Timeout {
+        /// What was being waited for.
+        stage: Stage,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// A request arrived while another was still in flight; the first is left untouched.
+    #[error("another operation is in progress")]
+    OperationInProgress,
+    /// The request could not be made as given (bad registration id, endpoint, payload ...).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The broker refused the MQTT connection in its CONNACK.
+    #[error("the service refused the connection: {0}")]
+    ConnectionRefused(ConnackRefusal),
+    /// The TLS handshake failed; the rustls reason says why (unknown issuer, bad name ...).
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] rustls::Error),
+    /// The network connection failed or was lost.
+    #[error("transport error: {0}")]
+    Transport(#[from] TransportError),
+    /// The service sent something that breaks the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The device's credentials are missing or unusable.
+    #[error("authentication error: {0}")]
+    Auth(#[from] AuthError),
+}
+
+fn failure_summary(result: &RegistrationResult) -> String {
+    let state = result.registration_state.as_ref();
+    let code = state.and_then(|s| s.error_code);
+    let message = state.and_then(|s| s.error_message.clone());
+    match (code, message) {
+        (Some(code), Some(message)) => format!("errorCode {code}: {message}"),
+        (Some(code), None) => format!("errorCode {code}"),
+        (None, Some(message)) => message,
+        (None, None) => "no reason given".to_owned(),
+    }
+}
+
+impl ProvisioningError {
+    /// Builds the error the service meant by a failure status (`300..=428`), per the Node SDK's
+    /// `translateError`: 400, 401, 404 and 500 have their own variants, the rest are
+    /// [`ProvisioningError::Service`].
+    pub fn from_service(error: ServiceError) -> Self {
+        match error.status {
+            400 => Self::Argument(error),
+            401 => Self::Unauthorized(error),
+            404 => Self::DeviceNotFound(error),
+            500 => Self::InternalServer(error),
+            _ => Self::Service(error),
+        }
+    }
+
+    /// Shorthand for a [`ProvisioningError::Timeout`].
+    pub fn timeout(stage: Stage, after: Duration) -> Self {
+        Self::Timeout { stage, after }
+    }
+
+    /// The service's error details, when the service answered with a failure status.
+    pub fn service_error(&self) -> Option<&ServiceError> {
+        match self {
+            Self::Argument(e)
+            | Self::Unauthorized(e)
+            | Self::DeviceNotFound(e)
+            | Self::InternalServer(e)
+            | Self::Service(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What the service said when it failed a request: its status, and the fields of its JSON error
+/// body when there was one (`{"errorCode","trackingId","message","timestampUtc"}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceError {
+    /// The status from the response topic.
+    pub status: u16,
+    /// DPS's six-digit error code, e.g. `401002`.
+    pub error_code: Option<i64>,
+    /// The service's tracking id for a support request.
+    pub tracking_id: Option<String>,
+    /// The service's human-readable message.
+    pub message: Option<String>,
+    /// When the service failed the request.
+    pub timestamp_utc: Option<String>,
+    /// The response body as received (lossily decoded as UTF-8).
+    pub body: String,
+}
+
+impl ServiceError {
+    /// Reads a failure body. A body that is not the documented JSON shape is kept only as text:
+    /// the status alone is enough to classify the failure.
+    pub fn from_body(status: u16, body: &[u8]) -> Self {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire {
+            error_code: Option<serde_json::Value>,
+            tracking_id: Option<String>,
+            message: Option<String>,
+            timestamp_utc: Option<String>,
+        }
+        let wire: Option<Wire> = serde_json::from_slice(body).ok();
+        let (error_code, tracking_id, message, timestamp_utc) = match wire {
+            Some(w) => (
+                w.error_code.and_then(crate::response::error_code_from),
+                w.tracking_id,
+                w.message,
+                w.timestamp_utc,
+            ),
+            None => (None, None, None, None),
+        };
+        Self {
+            status,
+            error_code,
+            tracking_id,
+            message,
+            timestamp_utc,
+            body: String::from_utf8_lossy(body).into_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.message, self.error_code) {
+            (Some(m), Some(c)) => write!(f, "{m} (errorCode {c})")?,
+            (Some(m), None) => f.write_str(m)?,
+            (None, Some(c)) => write!(f, "errorCode {c}")?,
+            (None, None) => write!(f, "status {}", self.status)?,
+        }
+        if let Some(t) = &self.tracking_id {
+            write!(f, ", trackingId {t}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The stage of a request a deadline belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Opening the connection: TCP, TLS, WebSocket and CONNACK.
+    Connect,
+    /// The SUBACK for the response topic subscription.
+    Subscribe,
+    /// The PUBACK for a register or poll publish.
+    PublishAck,
+    /// The service's response on the response topic.
+    Response,
+    /// The whole registration, across every request and retry.
+    Registration,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Connect => "the connection (CONNACK)",
+            Stage::Subscribe => "the subscription (SUBACK)",
+            Stage::PublishAck => "the publish acknowledgement (PUBACK)",
+            Stage::Response => "the service's response",
+            Stage::Registration => "the registration to finish",
+        })
+    }
+}
+
+/// A CONNACK return code other than "accepted" (MQTT 3.1.1, section 3.2.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnackRefusal {
+    /// 1: unacceptable protocol version.
+    UnacceptableProtocolVersion,
+    /// 2: identifier rejected.
+    IdentifierRejected,
+    /// 3: server unavailable.
+    ServerUnavailable,
+    /// 4: bad user name or password.
+    BadUserNameOrPassword,
+    /// 5: not authorized.
+    NotAuthorized,
+    /// Any other (reserved) code.
+    Other(u8),
+}
+
+impl ConnackRefusal {
+    /// The refusal a CONNACK return code stands for; `None` for 0 (accepted).
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => return None,
+            1 => Self::UnacceptableProtocolVersion,
+            2 => Self::IdentifierRejected,
+            3 => Self::ServerUnavailable,
+            4 => Self::BadUserNameOrPassword,
+            5 => Self::NotAuthorized,
+            other => Self::Other(other),
+        })
+    }
+
+    /// The return code on the wire.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::UnacceptableProtocolVersion => 1,
+            Self::IdentifierRejected => 2,
+            Self::ServerUnavailable => 3,
+            Self::BadUserNameOrPassword => 4,
+            Self::NotAuthorized => 5,
+            Self::Other(code) => code,
+        }
+    }
+}
+
+impl fmt::Display for ConnackRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Self::UnacceptableProtocolVersion => "unacceptable protocol version",
+            Self::IdentifierRejected => "identifier rejected",
+            Self::ServerUnavailable => "server unavailable",
+            Self::BadUserNameOrPassword => "bad user name or password",
+            Self::NotAuthorized => "not authorized",
+            Self::Other(_) => "unknown return code",
+        };
+        write!(f, "{text} (CONNACK code {})", self.code())
+    }
+}
+
+/// A network failure: what was being done, and what the network layer said.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {detail}")]
+pub struct TransportError {
+    /// What failed.
+    pub kind: TransportErrorKind,
+    /// The underlying cause, as the network layer reported it.
+    pub detail: String,
+}
+
+impl TransportError {
+    /// Builds a transport error of `kind` with a cause.
+    pub fn new(kind: TransportErrorKind, detail: impl fmt::Display) -> Self {
+        Self {
+            kind,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// The kind of network failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// Opening the connection failed (DNS, TCP, WebSocket upgrade, MQTT handshake).
+    Connect,
+    /// The connection was lost while it was in use.
+    ConnectionLost,
+    /// The SUBSCRIBE failed or was refused (SUBACK 0x80).
+    Subscribe,
+    /// A PUBLISH could not be sent or was not acknowledged.
+    Publish,
+    /// The UNSUBSCRIBE failed.
+    Unsubscribe,
+    /// The DISCONNECT failed.
+    Disconnect,
+    /// The actor or runtime that owns the connection is gone.
+    Shutdown,
+}
+
+impl fmt::Display for TransportErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "connect failed",
+            Self::ConnectionLost => "connection lost",
+            Self::Subscribe => "subscribe failed",
+            Self::Publish => "publish failed",
+            Self::Unsubscribe => "unsubscribe failed",
+            Self::Disconnect => "disconnect failed",
+            Self::Shutdown => "transport shut down",
+        })
+    }
+}
+
+/// The service broke the protocol.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A message arrived on a topic that is not a DPS response topic.
+    #[error("bad response topic: {0}")]
+    BadTopic(#[from] TopicError),
+    /// A success response whose body is not a registration result.
+    #[error("bad response body for status {status}: {detail}")]
+    BadJson {
+        /// The response status.
+        status: u16,
+        /// What the JSON parser said.
+        detail: String,
+        /// The body as received (lossily decoded as UTF-8).
+        body: String,
+    },
+    /// A response body larger than [`crate::outcome::MAX_RESPONSE_BYTES`].
+    #[error("response body of {len} bytes is over the {max} byte limit")]
+    PayloadTooLarge {
+        /// The body's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A poll answered without an `operationId` when the request needs one.
+    #[error("the response carries no operationId")]
+    MissingOperationId,
+}
+
+/// The device's credentials are missing or unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// A request was made before any credentials were set.
+    #[error("no authentication was set; send SetAuthentication first")]
+    Missing,
+    /// The certificate PEM holds no certificate, or cannot be read.
+    #[error("unreadable certificate PEM: {0}")]
+    BadCertificate(String),
+    /// The private key PEM holds no key, or cannot be read.
+    #[error("unreadable private key PEM: {0}")]
+    BadPrivateKey(String),
+    /// The private key does not belong to the certificate, or is of an unsupported kind.
+    #[error("the private key does not match the certificate: {0}")]
+    KeyMismatch(String),
+    /// A symmetric key that is not valid base64.
+    #[error("the symmetric key is not valid base64")]
+    BadSymmetricKey,
+    /// A SAS token that cannot be parsed.
+    #[error("malformed SAS token: {0}")]
+    BadToken(String),
+}

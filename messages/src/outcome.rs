@@ -1,0 +1,321 @@
+//! Turning a response into what the caller gets: a result with a polling interval, or a typed
+//! error.
+//!
+//! The rules, from the Node transport and the service docs:
+//! * status `< 300`: success; the body is a [`RegistrationResult`] (SRS 18_013, 18_027);
+//! * `300..=428`: failure, translated to a typed error (SRS 18_012, 18_026);
+//! * `>= 429` (throttling and every 5xx): not an error; the caller retries after the polling
+//!   interval, with status `registering` for a register (SRS 06_003) and `assigning` plus the
+//!   caller's operation id for a poll (SRS 06_004).
+
+use std::time::Duration;
+
+use crate::error::{ProtocolError, ProvisioningError, ServiceError};
+use crate::response::{RegistrationResult, RegistrationStatus};
+use crate::topic::ResponseTopic;
+
+/// The polling interval when the service gives no `retry-after` (SRS 06_005, 06_006).
+pub const DEFAULT_POLLING_INTERVAL: Duration = Duration::from_millis(2_000);
+
+/// The largest response body read. DPS caps a message at 96 KB; a little headroom keeps a
+/// well-formed response from ever being refused.
+pub const MAX_RESPONSE_BYTES: usize = 128 * 1024;
+
+/// The first status treated as "retry later" rather than failure.
+pub const RETRY_STATUS: u16 = 429;
+
+/// Which request a response answers; decides what a throttled response becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind<'a> {
+    /// A register request.
+    Register,
+    /// An operation status poll for `operation_id`.
+    Poll {
+        /// The operation polled for.
+        operation_id: &'a str,
+    },
+}
+
+/// A response the caller can act on: the result and when to ask again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrationResponse {
+    /// The status from the response topic.
+    pub status_code: u16,
+    /// The result: the service's body, or the transport's `registering`/`assigning` stand-in
+    /// for a throttled response.
+    pub result: RegistrationResult,
+    /// How long to wait before the next poll or register.
+    pub polling_interval: Duration,
+    /// A `retry-after` value that was not a whole number of seconds and was replaced by
+    /// [`DEFAULT_POLLING_INTERVAL`]; kept so the transport can report it.
+    pub invalid_retry_after: Option<String>,
+}
+
+/// The polling interval a `retry-after` value asks for: its seconds times 1000 ms, or
+/// [`DEFAULT_POLLING_INTERVAL`] when absent (SRS 06_005, 06_006).
+///
+/// A value that is not a non-negative whole number of seconds is an error carrying the value;
+/// the caller falls back to the default rather than to zero.
+pub fn polling_interval(retry_after: Option<&str>) -> Result<Duration, InvalidRetryAfter> {
+    let Some(raw) = retry_after else {
+        return Ok(DEFAULT_POLLING_INTERVAL);
+    };
+    let digits = raw.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(InvalidRetryAfter(raw.to_owned()));
+    }
+    digits
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| InvalidRetryAfter(raw.to_owned()))
+}
+
+/// A `retry-after` that is not a non-negative whole number of seconds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("retry-after `{0}` is not a whole number of seconds")]
+pub struct InvalidRetryAfter(pub String);
+
+/// Classifies the response `topic` + `body` to a request of `kind`.
+pub fn classify(
+    kind: RequestKind<'_>,
+    topic: &ResponseTopic,
+    body: &[u8],
+) -> Result<RegistrationResponse, ProvisioningError> {
+    let status = topic.status;
+    if body.len() > MAX_RESPONSE_BYTES {
+        return Err(ProtocolError::PayloadTooLarge {
+            len: body.len(),
+            max: MAX_RESPONSE_BYTES,
+        }
+        .into());
+    }
+    if (300..RETRY_STATUS).contains(&status) {
+        return Err(ProvisioningError::from_service(ServiceError::from_body(
+            status, body,
+        )));
+    }
+
+    let (polling_interval, invalid_retry_after) =
+        match polling_interval(topic.retry_after.as_deref()) {
+            Ok(interval) => (interval, None),
+            Err(InvalidRetryAfter(raw)) => (DEFAULT_POLLING_INTERVAL, Some(raw)),
+        };
+    let result = if status >= RETRY_STATUS {
+        match kind {
+            RequestKind::Register => {
+                RegistrationResult::pending(RegistrationStatus::Registering, None)
+            }
+            RequestKind::Poll { operation_id } => RegistrationResult::pending(
+                RegistrationStatus::Assigning,
+                Some(operation_id.to_owned()),
+            ),
+        }
+    } else {
+        serde_json::from_slice(body).map_err(|e| ProtocolError::BadJson {
+            status,
+            detail: e.to_string(),
+            body: String::from_utf8_lossy(body).into_owned(),
+        })?
+    };
+    Ok(RegistrationResponse {
+        status_code: status,
+        result,
+        polling_interval,
+        invalid_retry_after,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn topic(status: u16, retry_after: Option<&str>) -> ResponseTopic {
+        ResponseTopic {
+            status,
+            rid: "1".into(),
+            retry_after: retry_after.map(str::to_owned),
+            params: vec![],
+        }
+    }
+
+    const ASSIGNING: &[u8] = br#"{"operationId":"op-1","status":"assigning"}"#;
+
+    // SRS_NODE_PROVISIONING_MQTT_06_006: a register response's retry-after * 1000 is the polling
+    // interval, otherwise the default.
+    #[test]
+    fn srs_06_006_register_polling_interval_from_retry_after() {
+        let r = classify(RequestKind::Register, &topic(202, Some("3")), ASSIGNING).unwrap();
+        assert_eq!(r.polling_interval, Duration::from_millis(3_000));
+        let r = classify(RequestKind::Register, &topic(202, None), ASSIGNING).unwrap();
+        assert_eq!(r.polling_interval, DEFAULT_POLLING_INTERVAL);
+        assert_eq!(DEFAULT_POLLING_INTERVAL, Duration::from_millis(2_000));
+    }
+
+    // SRS_NODE_PROVISIONING_MQTT_06_005: the same rule for a poll response.
+    #[test]
+    fn srs_06_005_poll_polling_interval_from_retry_after() {
+        let poll = RequestKind::Poll {
+            operation_id: "op-1",
+        };
+        let r = classify(poll, &topic(202, Some("0")), ASSIGNING).unwrap();
+        assert_eq!(r.polling_interval, Duration::ZERO);
+        let r = classify(poll, &topic(200, None), ASSIGNING).unwrap();
+        assert_eq!(r.polling_interval, DEFAULT_POLLING_INTERVAL);
+    }
+
+    #[test]
+    fn a_bad_retry_after_falls_back_to_the_default_and_is_reported() {
+        for raw in [
+            "",
+            "abc",
+            "-1",
+            "1.5",
+            "+2",
+            "99999999999999999999999",
+            "0x10",
+        ] {
+            assert_eq!(
+                polling_interval(Some(raw)),
+                Err(InvalidRetryAfter(raw.into())),
+                "{raw}"
+            );
+            let r = classify(RequestKind::Register, &topic(202, Some(raw)), ASSIGNING).unwrap();
+            assert_eq!(r.polling_interval, DEFAULT_POLLING_INTERVAL, "{raw}");
+            assert_eq!(r.invalid_retry_after.as_deref(), Some(raw));
+        }
+    }
+
+    // SRS_NODE_PROVISIONING_MQTT_18_012: a register answered with 300..429 fails, translated.
+    #[test]
+    fn srs_18_012_register_failure_statuses_are_translated() {
+        let body = br#"{"errorCode":401002,"trackingId":"t-1","message":"bad creds","timestampUtc":"2026-11-24T00:00:00Z"}"#;
+        let err = classify(RequestKind::Register, &topic(401, None), body).unwrap_err();
+        let ProvisioningError::Unauthorized(e) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(e.status, 401);
+        assert_eq!(e.error_code, Some(401002));
+        assert_eq!(e.tracking_id.as_deref(), Some("t-1"));
+        assert_eq!(e.message.as_deref(), Some("bad creds"));
+        assert_eq!(e.timestamp_utc.as_deref(), Some("2026-11-24T00:00:00Z"));
+        assert_eq!(e.body.as_bytes(), body);
+
+        for (status, check) in [
+            (
+                300u16,
+                (|e: &ProvisioningError| matches!(e, ProvisioningError::Service(_)))
+                    as fn(&_) -> bool,
+            ),
+            (400, |e| matches!(e, ProvisioningError::Argument(_))),
+            (404, |e| matches!(e, ProvisioningError::DeviceNotFound(_))),
+            (
+                409,
+                |e| matches!(e, ProvisioningError::Service(s) if s.status == 409),
+            ),
+            (428, |e| matches!(e, ProvisioningError::Service(_))),
+        ] {
+            let err =
+                classify(RequestKind::Register, &topic(status, None), b"not json").unwrap_err();
+            assert!(check(&err), "{status}: {err:?}");
+            assert_eq!(err.service_error().unwrap().body, "not json");
+        }
+    }
+
+    // SRS_NODE_PROVISIONING_MQTT_18_026: a poll answered with 300..429 fails, translated.
+    #[test]
+    fn srs_18_026_poll_failure_statuses_are_translated() {
+        let poll = RequestKind::Poll {
+            operation_id: "op-1",
+        };
+        let err = classify(poll, &topic(400, None), br#"{"errorCode":400004}"#).unwrap_err();
+        assert!(matches!(&err, ProvisioningError::Argument(e) if e.error_code == Some(400004)));
+        // On the wire 500 is a retry status; the translation still names it, for callers that
+        // translate statuses themselves.
+        let err = ProvisioningError::from_service(ServiceError::from_body(500, b""));
+        assert!(matches!(err, ProvisioningError::InternalServer(_)));
+    }
+
+    // SRS_NODE_PROVISIONING_MQTT_06_003: a register answered with >= 429 gives status
+    // `registering` and no operationId.
+    #[test]
+    fn srs_06_003_throttled_register_is_registering_without_operation_id() {
+        for status in [429u16, 500, 503, 599] {
+            let r = classify(RequestKind::Register, &topic(status, Some("5")), b"garbage").unwrap();
+            assert_eq!(r.result.status, RegistrationStatus::Registering);
+            assert_eq!(r.result.operation_id, None);
+            assert_eq!(r.polling_interval, Duration::from_secs(5));
+            assert_eq!(r.status_code, status);
+        }
+    }
+
+    // SRS_NODE_PROVISIONING_MQTT_06_004: a poll answered with >= 429 gives `assigning` and the
+    // caller's operationId.
+    #[test]
+    fn srs_06_004_throttled_poll_is_assigning_with_callers_operation_id() {
+        let poll = RequestKind::Poll {
+            operation_id: "op-7",
+        };
+        let r = classify(poll, &topic(429, None), b"").unwrap();
+        assert_eq!(r.result.status, RegistrationStatus::Assigning);
+        assert_eq!(r.result.operation_id.as_deref(), Some("op-7"));
+        assert_eq!(r.polling_interval, DEFAULT_POLLING_INTERVAL);
+    }
+
+    #[test]
+    fn success_parses_the_body() {
+        let body = json!({"operationId": "op", "status": "assigned",
+            "registrationState": {"assignedHub": "h", "deviceId": "d"}});
+        let r = classify(
+            RequestKind::Register,
+            &topic(200, None),
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.result.status, RegistrationStatus::Assigned);
+        assert_eq!(
+            r.result.registration_state.unwrap().assigned_hub.as_deref(),
+            Some("h")
+        );
+    }
+
+    #[test]
+    fn success_with_a_bad_body_is_a_protocol_error() {
+        for body in [
+            &b"not json"[..],
+            b"",
+            b"[]",
+            br#"{"operationId":"x"}"#,
+            b"\xff\xfe",
+        ] {
+            let err = classify(RequestKind::Register, &topic(200, None), body).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ProvisioningError::Protocol(ProtocolError::BadJson { status: 200, .. })
+                ),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_huge_body_is_refused_whatever_the_status() {
+        let body = vec![b' '; MAX_RESPONSE_BYTES + 1];
+        for status in [200, 401, 429] {
+            let err = classify(RequestKind::Register, &topic(status, None), &body).unwrap_err();
+            assert!(matches!(
+                err,
+                ProvisioningError::Protocol(ProtocolError::PayloadTooLarge { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn unusual_success_statuses_are_successes() {
+        let r = classify(RequestKind::Register, &topic(0, None), ASSIGNING).unwrap();
+        assert_eq!(r.result.operation_id.as_deref(), Some("op-1"));
+        let r = classify(RequestKind::Register, &topic(299, None), ASSIGNING).unwrap();
+        assert_eq!(r.status_code, 299);
+    }
+}

@@ -1,0 +1,189 @@
+//! What a device asks the service for, and the register body it sends.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::ProvisioningError;
+
+/// The global DPS endpoint, the host of every public-cloud device.
+pub const DEFAULT_PROVISIONING_HOST: &str = "global.azure-devices-provisioning.net";
+
+/// The body of a poll publish. Both official SDKs send a single space; the service ignores it.
+pub const POLL_BODY: &[u8] = b" ";
+
+/// DPS allows registration ids up to 128 characters.
+pub const MAX_REGISTRATION_ID_LEN: usize = 128;
+
+/// One device's registration: who it is, where to register it, and what to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrationRequest {
+    /// The DPS instance's id scope, e.g. `0ne000EEBBD`.
+    pub id_scope: String,
+    /// The device's registration id (for X.509 devices, its certificate's CN).
+    pub registration_id: String,
+    /// The DPS host, [`DEFAULT_PROVISIONING_HOST`] unless set.
+    pub provisioning_host: String,
+    /// Custom allocation data, sent as the body's `payload` (SRS 06_002).
+    pub payload: Option<Value>,
+    /// An endpoint URI that replaces the one derived from the host, e.g.
+    /// `mqtts://127.0.0.1:40123` or `wss://127.0.0.1:40124/$iothub/websocket` (SRS 18_039).
+    pub endpoint: Option<String>,
+}
+
+impl RegistrationRequest {
+    /// A request for `registration_id` in the DPS instance `id_scope`, against the global host.
+    pub fn new(id_scope: impl Into<String>, registration_id: impl Into<String>) -> Self {
+        Self {
+            id_scope: id_scope.into(),
+            registration_id: registration_id.into(),
+            provisioning_host: DEFAULT_PROVISIONING_HOST.to_owned(),
+            payload: None,
+            endpoint: None,
+        }
+    }
+
+    /// Sets the DPS host.
+    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+        self.provisioning_host = host.into();
+        self
+    }
+
+    /// Sets custom allocation data.
+    pub fn with_payload(mut self, payload: Value) -> Self {
+        self.payload = Some(payload);
+        self
+    }
+
+    /// Sets an endpoint URI that overrides the host-derived one.
+    pub fn with_endpoint(mut self, uri: impl Into<String>) -> Self {
+        self.endpoint = Some(uri.into());
+        self
+    }
+
+    /// Checks what the service would reject anyway, so the caller hears it before any network
+    /// traffic: an empty or overlong id scope or registration id, or characters DPS does not
+    /// allow in a registration id (lower-case letters, digits, `-._:`; upper case is accepted
+    /// here because the service folds it).
+    pub fn validate(&self) -> Result<(), ProvisioningError> {
+        let bad = |why: String| Err(ProvisioningError::InvalidRequest(why));
+        if self.id_scope.is_empty() {
+            return bad("the id scope is empty".into());
+        }
+        if self.id_scope.contains('/') {
+            return bad(format!("the id scope `{}` contains `/`", self.id_scope));
+        }
+        let id = &self.registration_id;
+        if id.is_empty() {
+            return bad("the registration id is empty".into());
+        }
+        if id.len() > MAX_REGISTRATION_ID_LEN {
+            return bad(format!(
+                "the registration id is over {MAX_REGISTRATION_ID_LEN} characters"
+            ));
+        }
+        if let Some(c) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-._:".contains(*c)))
+        {
+            return bad(format!("the registration id `{id}` contains `{c}`"));
+        }
+        Ok(())
+    }
+
+    /// The register body: `{"registrationId":..}` plus `"payload"` only when one was given
+    /// (SRS 06_001, 06_002).
+    pub fn register_body(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'a> {
+            registration_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            payload: Option<&'a Value>,
+        }
+        let body = Body {
+            registration_id: &self.registration_id,
+            payload: self.payload.as_ref(),
+        };
+        // Serializing a struct of a &str and a Value cannot fail.
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// What a register body says, as the service reads it (the mock broker's side).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterBody {
+    /// The registration id in the body.
+    pub registration_id: Option<String>,
+    /// Custom allocation data; `None` for both an absent and a `null` payload.
+    #[serde(default)]
+    pub payload: Option<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    // SRS_NODE_PROVISIONING_MQTT_06_001: the register body is a JSON object with a
+    // registrationId property.
+    #[test]
+    fn srs_06_001_body_has_registration_id_and_no_payload_when_unset() {
+        let req = RegistrationRequest::new("scope", "dev-1");
+        assert_eq!(req.register_body(), br#"{"registrationId":"dev-1"}"#);
+    }
+
+    // SRS_NODE_PROVISIONING_MQTT_06_002: custom allocation data goes in a payload property,
+    // whatever JSON value it is.
+    #[test]
+    fn srs_06_002_body_carries_any_json_payload() {
+        for payload in [
+            json!({"a": [1, 2, {"b": null}]}),
+            json!("text"),
+            json!(7),
+            json!(null),
+        ] {
+            let req = RegistrationRequest::new("scope", "dev-1").with_payload(payload.clone());
+            let body: Value = serde_json::from_slice(&req.register_body()).unwrap();
+            assert_eq!(body, json!({"registrationId": "dev-1", "payload": payload}));
+        }
+    }
+
+    #[test]
+    fn register_body_parses_back() {
+        let req = RegistrationRequest::new("s", "d").with_payload(json!({"k": 1}));
+        let body: RegisterBody = serde_json::from_slice(&req.register_body()).unwrap();
+        assert_eq!(body.registration_id.as_deref(), Some("d"));
+        assert_eq!(body.payload, Some(json!({"k": 1})));
+    }
+
+    #[test]
+    fn validate_accepts_dps_ids_and_rejects_others() {
+        assert!(
+            RegistrationRequest::new("0ne00000001", "my-dev.1_a:b")
+                .validate()
+                .is_ok()
+        );
+        for (scope, id) in [
+            ("", "dev"),
+            ("scope", ""),
+            ("scope", "has space"),
+            ("scope", "slash/y"),
+            ("sc/ope", "dev"),
+            ("scope", &"x".repeat(129)),
+        ] {
+            let err = RegistrationRequest::new(scope, id).validate().unwrap_err();
+            assert!(
+                matches!(err, ProvisioningError::InvalidRequest(_)),
+                "{scope} {id}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_to_the_global_host() {
+        let req = RegistrationRequest::new("s", "d");
+        assert_eq!(req.provisioning_host, DEFAULT_PROVISIONING_HOST);
+        assert_eq!(req.with_host("h").provisioning_host, "h");
+    }
+}

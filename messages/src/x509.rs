@@ -1,0 +1,150 @@
+//! An X.509 device identity: a certificate chain and its private key, read from PEM
+//! (SRS 18_001, 18_037).
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+
+use crate::error::AuthError;
+
+/// A device certificate chain (leaf first) and the leaf's private key.
+///
+/// `Debug` shows only the chain's length, never the key.
+pub struct X509Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl X509Identity {
+    /// Reads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or
+    /// SEC1), and checks that the key is usable and belongs to the leaf certificate.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, AuthError> {
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| AuthError::BadCertificate(e.to_string()))?;
+        if chain.is_empty() {
+            return Err(AuthError::BadCertificate(
+                "no CERTIFICATE block found".into(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| AuthError::BadPrivateKey(e.to_string()))?;
+        Self::from_der(chain, key)
+    }
+
+    /// Builds an identity from DER, with the same checks as [`X509Identity::from_pem`].
+    pub fn from_der(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, AuthError> {
+        if chain.is_empty() {
+            return Err(AuthError::BadCertificate(
+                "the certificate chain is empty".into(),
+            ));
+        }
+        let provider = provider();
+        CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider)
+            .map_err(|e| AuthError::KeyMismatch(e.to_string()))?;
+        Ok(Self { chain, key })
+    }
+
+    /// The certificate chain, leaf first.
+    pub fn cert_chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// A copy of the private key, for a TLS client configuration.
+    pub fn private_key(&self) -> PrivateKeyDer<'static> {
+        self.key.clone_key()
+    }
+}
+
+/// The crypto provider of the workspace: ring, so no C toolchain beyond a compiler is needed.
+pub fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// [`provider`] behind an `Arc`, as rustls' builders take it.
+pub fn shared_provider() -> Arc<CryptoProvider> {
+    Arc::new(provider())
+}
+
+impl Clone for X509Identity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl fmt::Debug for X509Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("X509Identity")
+            .field("certificates", &self.chain.len())
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(cn: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    // SRS_NODE_PROVISIONING_MQTT_18_001 (X.509 half): the certificate and key given are the
+    // ones kept for the connection.
+    #[test]
+    fn srs_18_001_reads_a_matching_certificate_and_key() {
+        let (cert_pem, key_pem) = cert("dev-1");
+        let id = X509Identity::from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+        assert_eq!(id.cert_chain().len(), 1);
+        let expected = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        assert_eq!(id.cert_chain()[0], expected);
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        assert_eq!(id.private_key().secret_der(), key.secret_der());
+    }
+
+    #[test]
+    fn rejects_a_key_from_another_certificate() {
+        let (cert_pem, _) = cert("dev-1");
+        let (_, other_key) = cert("dev-2");
+        let err = X509Identity::from_pem(cert_pem.as_bytes(), other_key.as_bytes()).unwrap_err();
+        assert!(matches!(err, AuthError::KeyMismatch(_)), "{err:?}");
+    }
+
+    #[test]
+    fn rejects_unreadable_pem() {
+        let (cert_pem, key_pem) = cert("dev-1");
+        let err = X509Identity::from_pem(b"garbage", key_pem.as_bytes()).unwrap_err();
+        assert!(matches!(err, AuthError::BadCertificate(_)), "{err:?}");
+        let err = X509Identity::from_pem(cert_pem.as_bytes(), b"").unwrap_err();
+        assert!(matches!(err, AuthError::BadPrivateKey(_)), "{err:?}");
+        // A key where the certificate should be, and the other way round.
+        let err = X509Identity::from_pem(key_pem.as_bytes(), cert_pem.as_bytes()).unwrap_err();
+        assert!(matches!(err, AuthError::BadCertificate(_)), "{err:?}");
+        let broken = cert_pem.replace("MII", "!!!");
+        assert!(X509Identity::from_pem(broken.as_bytes(), key_pem.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let (cert_pem, key_pem) = cert("dev-1");
+        let id = X509Identity::from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+        let shown = format!("{id:?}");
+        assert!(shown.contains("<redacted>") && !shown.contains("PRIVATE"));
+    }
+}
