@@ -1,2 +1,469 @@
-//! A real MQTT 3.1.1 server that speaks the Azure IoT DPS protocol from a script.
+//! A real MQTT 3.1.1 server that speaks the Azure IoT Device Provisioning Service protocol from a
+//! script, so that transport tests, demos and benchmarks run over real sockets with no cloud
+//! account.
+//!
+//! ```no_run
+//! use dps_mock_broker::MockBroker;
+//!
+//! let broker = MockBroker::builder().start().expect("broker starts");
+//! println!("DPS over MQTT at {}, over WebSocket at {:?}", broker.mqtts_uri(), broker.wss_uri());
+//! // Trust broker.ca_pem(), connect, register, poll ... then look at what the broker saw:
+//! for connection in broker.records() {
+//!     println!("{} {:?}", connection.client_id, connection.publishes());
+//! }
+//! ```
+//!
+//! The broker runs on a thread of its own with its own ntex runtime, so any test runtime (actix,
+//! tokio, none) can use it. It checks credentials as DPS does ([`auth`]), answers from a
+//! [`script::Script`] and then DPS's default behaviour ([`dps`]), and records every connection
+//! ([`record`]).
 #![warn(missing_docs)]
+
+pub mod auth;
+mod clock;
+mod der;
+pub mod dps;
+pub mod pki;
+pub mod record;
+pub mod script;
+mod server;
+mod tls;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ntex::service::chain_factory;
+
+pub use crate::der::subject_common_name;
+pub use crate::pki::{CertifiedPem, TestPki};
+pub use crate::record::{ConnectionRecord, Event, Recorder, Transport};
+pub use crate::script::Script;
+
+use crate::auth::AuthConfig;
+use crate::dps::{Dps, DpsConfig};
+use crate::server::{Shared, mqtt_config, mqtt_server, websocket_server};
+
+/// The id scope the broker expects unless told otherwise.
+pub const DEFAULT_ID_SCOPE: &str = "0ne00000001";
+
+/// The hub the broker assigns unless told otherwise.
+pub const DEFAULT_ASSIGNED_HUB: &str = "mock-hub.azure-devices.net";
+
+/// The broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS configuration is unusable.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// The test PKI could not be made.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    /// The broker's thread failed to start.
+    #[error("the broker thread failed: {0}")]
+    Thread(String),
+}
+
+/// Starts brokers; see [`BrokerBuilder`].
+pub struct MockBroker;
+
+impl MockBroker {
+    /// A builder with the defaults: TLS and WebSocket listeners on ephemeral loopback ports, a
+    /// freshly generated PKI, [`DEFAULT_ID_SCOPE`], retry-after 1 s, no script.
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+}
+
+/// The broker's settings.
+pub struct BrokerBuilder {
+    listen: SocketAddr,
+    ws_listen: Option<SocketAddr>,
+    tcp_listen: Option<SocketAddr>,
+    pki: Option<Arc<TestPki>>,
+    server_cert: Option<CertifiedPem>,
+    server_ca_pem: Option<String>,
+    device_ca_pem: Option<String>,
+    id_scope: String,
+    assigned_hub: String,
+    retry_after: u64,
+    symmetric_keys: BTreeMap<String, String>,
+    group_keys: Vec<String>,
+    script: Script,
+    workers: usize,
+    record_sink: Option<Box<dyn Write + Send>>,
+}
+
+impl Default for BrokerBuilder {
+    fn default() -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            listen: loopback,
+            ws_listen: Some(loopback),
+            tcp_listen: None,
+            pki: None,
+            server_cert: None,
+            server_ca_pem: None,
+            device_ca_pem: None,
+            id_scope: DEFAULT_ID_SCOPE.to_owned(),
+            assigned_hub: DEFAULT_ASSIGNED_HUB.to_owned(),
+            retry_after: 1,
+            symmetric_keys: BTreeMap::new(),
+            group_keys: Vec::new(),
+            script: Script::default(),
+            workers: 1,
+            record_sink: None,
+        }
+    }
+}
+
+impl BrokerBuilder {
+    /// The MQTT-over-TLS address (port 0: an ephemeral port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The MQTT-over-WebSocket-over-TLS address, or `None` for no WebSocket listener.
+    pub fn ws_listen(mut self, addr: Option<SocketAddr>) -> Self {
+        self.ws_listen = addr;
+        self
+    }
+
+    /// A plain-TCP MQTT listener, for tests of the protocol alone. Off by default.
+    pub fn tcp_listen(mut self, addr: Option<SocketAddr>) -> Self {
+        self.tcp_listen = addr;
+        self
+    }
+
+    /// Uses `pki`'s server certificate, and its CA as the device CA (unless set otherwise).
+    pub fn pki(mut self, pki: Arc<TestPki>) -> Self {
+        self.pki = Some(pki);
+        self
+    }
+
+    /// Uses this server certificate chain and key; `ca_pem` is what clients should trust (for
+    /// [`BrokerHandle::ca_pem`]).
+    pub fn server_cert(mut self, cert: CertifiedPem, ca_pem: Option<String>) -> Self {
+        self.server_cert = Some(cert);
+        self.server_ca_pem = ca_pem;
+        self
+    }
+
+    /// Verifies device certificates against this CA (PEM).
+    pub fn device_ca(mut self, pem: impl Into<String>) -> Self {
+        self.device_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// The id scope devices must name.
+    pub fn id_scope(mut self, scope: impl Into<String>) -> Self {
+        self.id_scope = scope.into();
+        self
+    }
+
+    /// The hub devices are assigned to.
+    pub fn assigned_hub(mut self, hub: impl Into<String>) -> Self {
+        self.assigned_hub = hub.into();
+        self
+    }
+
+    /// The `retry-after` of a `202 assigning`, in seconds (0 allowed).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = seconds;
+        self
+    }
+
+    /// An individual symmetric-key enrollment.
+    pub fn symmetric_key(
+        mut self,
+        registration_id: impl Into<String>,
+        key_base64: impl Into<String>,
+    ) -> Self {
+        self.symmetric_keys
+            .insert(registration_id.into(), key_base64.into());
+        self
+    }
+
+    /// A symmetric-key group enrollment.
+    pub fn group_key(mut self, key_base64: impl Into<String>) -> Self {
+        self.group_keys.push(key_base64.into());
+        self
+    }
+
+    /// The script to answer from.
+    pub fn script(mut self, script: Script) -> Self {
+        self.script = script;
+        self
+    }
+
+    /// The number of worker threads serving connections (default 1).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Writes each connection's record, as a JSON line, to `sink` when it ends.
+    pub fn record_to(mut self, sink: Box<dyn Write + Send>) -> Self {
+        self.record_sink = Some(sink);
+        self
+    }
+
+    /// Binds the listeners and starts serving on a thread of the broker's own. Returns once
+    /// every listener accepts connections.
+    pub fn start(self) -> Result<BrokerHandle, BrokerError> {
+        let pki = match (&self.pki, &self.server_cert) {
+            (Some(pki), _) => Some(pki.clone()),
+            (None, None) => Some(Arc::new(TestPki::generate()?)),
+            (None, Some(_)) => None,
+        };
+        let (server_cert, ca_pem) = match (&self.server_cert, &pki) {
+            (Some(cert), _) => (cert.clone(), self.server_ca_pem.clone()),
+            (None, Some(pki)) => (pki.server.clone(), Some(pki.ca_pem().to_owned())),
+            (None, None) => unreachable!("a PKI is generated when no certificate is given"),
+        };
+        let device_ca = self
+            .device_ca_pem
+            .clone()
+            .or_else(|| pki.as_ref().map(|p| p.ca_pem().to_owned()));
+        let tls = tls::server_config(
+            &server_cert.cert_pem,
+            &server_cert.key_pem,
+            device_ca.as_deref(),
+        )?;
+
+        let bind = |addr: SocketAddr| {
+            TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })
+        };
+        let tls_listener = bind(self.listen)?;
+        let ws_listener = self.ws_listen.map(bind).transpose()?;
+        let tcp_listener = self.tcp_listen.map(bind).transpose()?;
+        let local = |l: &TcpListener| {
+            l.local_addr()
+                .map_err(|e| BrokerError::Thread(e.to_string()))
+        };
+        let addr = local(&tls_listener)?;
+        let ws_addr = ws_listener.as_ref().map(local).transpose()?;
+        let tcp_addr = tcp_listener.as_ref().map(local).transpose()?;
+
+        let recorder = Arc::new(Recorder::new(self.record_sink));
+        let shared = Arc::new(Shared {
+            dps: Dps::new(
+                DpsConfig {
+                    assigned_hub: self.assigned_hub,
+                    retry_after: self.retry_after,
+                },
+                self.script,
+            ),
+            auth: AuthConfig {
+                id_scope: self.id_scope,
+                symmetric_keys: self.symmetric_keys,
+                group_keys: self.group_keys,
+            },
+            recorder: recorder.clone(),
+        });
+        let listeners = Listeners {
+            tls_listener,
+            ws_listener,
+            tcp_listener,
+        };
+        let (stop_tx, thread) = spawn_runtime(shared, tls, listeners, self.workers)?;
+        Ok(BrokerHandle {
+            addr,
+            ws_addr,
+            tcp_addr,
+            ca_pem,
+            recorder,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+struct Listeners {
+    tls_listener: TcpListener,
+    ws_listener: Option<TcpListener>,
+    tcp_listener: Option<TcpListener>,
+}
+
+type StopSender = tokio::sync::oneshot::Sender<()>;
+
+fn spawn_runtime(
+    shared: Arc<Shared>,
+    tls: Arc<rustls::ServerConfig>,
+    listeners: Listeners,
+    workers: usize,
+) -> Result<(StopSender, std::thread::JoinHandle<()>), BrokerError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("dps-mock-broker".into())
+        .spawn(move || {
+            let failed = ready_tx.clone();
+            let result = ntex::rt::System::build()
+                .name("dps-mock-broker")
+                .disable_signals()
+                .build(ntex::rt::DefaultRuntime)
+                .run(move || {
+                    let server = build_server(shared, tls, listeners, workers)?.run();
+                    ntex::rt::spawn(async move {
+                        // A dropped handle stops the broker too.
+                        let _ = stop_rx.await;
+                        server.stop(false).await;
+                        ntex::rt::System::current().stop();
+                    });
+                    let _ = ready_tx.send(Ok(()));
+                    Ok(())
+                });
+            if let Err(e) = result {
+                let _ = failed.send(Err(e.to_string()));
+            }
+        })
+        .map_err(|e| BrokerError::Thread(e.to_string()))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok((stop_tx, thread)),
+        Ok(Err(e)) => Err(BrokerError::Thread(e)),
+        Err(_) => Err(BrokerError::Thread(
+            "the broker thread ended before it was ready".into(),
+        )),
+    }
+}
+
+fn build_server(
+    shared: Arc<Shared>,
+    tls: Arc<rustls::ServerConfig>,
+    listeners: Listeners,
+    workers: usize,
+) -> std::io::Result<ntex::server::ServerBuilder> {
+    use ntex::tls::rustls::TlsAcceptor;
+
+    let tls_error = |e: std::io::Error| {
+        tracing::debug!("TLS handshake failed: {e}");
+        ntex_mqtt::MqttError::Service(server::ConnError(format!("tls: {e}")))
+    };
+    let s = shared.clone();
+    let t = tls.clone();
+    let mut builder = ntex::server::build()
+        .name("dps-mock-broker")
+        .workers(workers)
+        .disable_signals()
+        .listen("mqtts", listeners.tls_listener, async move |_| {
+            chain_factory(TlsAcceptor::new(t.clone()))
+                .map_err(tls_error)
+                .and_then(mqtt_server(s.clone(), Transport::Tls))
+        })?
+        .config("mqtts", mqtt_config());
+    if let Some(listener) = listeners.ws_listener {
+        let s = shared.clone();
+        let t = tls.clone();
+        builder = builder
+            .listen("wss", listener, async move |_| {
+                chain_factory(TlsAcceptor::new(t.clone()))
+                    .map_err(|e| server::ConnError(format!("tls: {e}")))
+                    .and_then(websocket_server(s.clone()))
+            })?
+            .config("wss", mqtt_config());
+    }
+    if let Some(listener) = listeners.tcp_listener {
+        let s = shared.clone();
+        builder = builder
+            .listen("mqtt", listener, async move |_| {
+                mqtt_server(s.clone(), Transport::Tcp)
+            })?
+            .config("mqtt", mqtt_config());
+    }
+    Ok(builder)
+}
+
+/// A running broker. Dropping it stops the broker.
+pub struct BrokerHandle {
+    addr: SocketAddr,
+    ws_addr: Option<SocketAddr>,
+    tcp_addr: Option<SocketAddr>,
+    ca_pem: Option<String>,
+    recorder: Arc<Recorder>,
+    stop: Option<StopSender>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BrokerHandle {
+    /// The MQTT-over-TLS address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The MQTT-over-WebSocket address, if that listener is on.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
+    }
+
+    /// The plain-TCP MQTT address, if that listener is on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// `mqtts://127.0.0.1:<port>`, for a request's endpoint override.
+    pub fn mqtts_uri(&self) -> String {
+        format!("mqtts://{}", self.addr)
+    }
+
+    /// `wss://127.0.0.1:<port>/$iothub/websocket`, if the WebSocket listener is on.
+    pub fn wss_uri(&self) -> Option<String> {
+        self.ws_addr
+            .map(|a| format!("wss://{a}{}", dps_messages::connect::WEBSOCKET_PATH))
+    }
+
+    /// The CA certificate (PEM) clients must trust, when the broker knows it.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// The record of every connection so far.
+    pub fn records(&self) -> Vec<ConnectionRecord> {
+        self.recorder.snapshot()
+    }
+
+    /// The recorder, for waiting on what the broker sees.
+    pub fn recorder(&self) -> &Arc<Recorder> {
+        &self.recorder
+    }
+
+    /// Waits up to `timeout` until `done` holds for the records; see [`Recorder::wait_until`].
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        done: impl FnMut(&[ConnectionRecord]) -> bool,
+    ) -> (Vec<ConnectionRecord>, bool) {
+        self.recorder.wait_until(timeout, done)
+    }
+
+    /// Stops the broker and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,572 @@
+//! The DPS service behind the broker, with no IO: given a request a device published, what to
+//! answer. The server module carries out the [`Reply`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use dps_messages::request::RegisterBody;
+use dps_messages::topic::{RESPONSE_TOPIC_PREFIX, RequestTopic, ResponseTopic};
+use serde_json::{Value, json};
+
+use crate::clock::iso8601;
+use crate::script::{ConnectStep, Malformation, Script, Step};
+
+/// The service settings the default behaviour uses.
+#[derive(Debug, Clone)]
+pub struct DpsConfig {
+    /// The hub every device is assigned to.
+    pub assigned_hub: String,
+    /// The `retry-after` of a `202 assigning`, in seconds (0 allowed).
+    pub retry_after: u64,
+}
+
+/// What to do about one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Publish `payload` on `topic` to the device after `delay`.
+    Send {
+        /// The response topic.
+        topic: String,
+        /// The response body.
+        payload: Vec<u8>,
+        /// How long to wait first.
+        delay: Duration,
+    },
+    /// Answer nothing.
+    Silent,
+    /// Close the device's connection after `delay`.
+    Close {
+        /// How long to wait first.
+        delay: Duration,
+    },
+}
+
+struct Operation {
+    registration_id: String,
+    payload: Option<Value>,
+    created: SystemTime,
+}
+
+struct Device {
+    connect: VecDeque<ConnectStep>,
+    requests: VecDeque<Step>,
+}
+
+#[derive(Default)]
+struct State {
+    devices: HashMap<String, Device>,
+    operations: HashMap<String, Operation>,
+}
+
+/// The scripted DPS: the script, the default behaviour and the operations in flight.
+pub struct Dps {
+    config: DpsConfig,
+    script: Script,
+    state: Mutex<State>,
+}
+
+impl Dps {
+    /// A service that follows `script`, then `config`'s default behaviour.
+    pub fn new(config: DpsConfig, script: Script) -> Self {
+        Self {
+            config,
+            script,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn with_device<T>(
+        &self,
+        registration_id: &str,
+        f: impl FnOnce(&mut Device, &mut HashMap<String, Operation>) -> T,
+    ) -> T {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let State {
+            devices,
+            operations,
+        } = &mut *state;
+        let device = devices
+            .entry(registration_id.to_owned())
+            .or_insert_with(|| {
+                let steps = self.script.steps_for(registration_id);
+                Device {
+                    connect: steps.connect.into(),
+                    requests: steps.requests.into(),
+                }
+            });
+        f(device, operations)
+    }
+
+    /// The step for the next connection of `client_id`.
+    pub fn next_connect_step(&self, client_id: &str) -> ConnectStep {
+        self.with_device(client_id, |d, _| d.connect.pop_front())
+            .unwrap_or(ConnectStep::Accept)
+    }
+
+    /// The reply to a publish from `client_id`.
+    pub fn on_publish(&self, client_id: &str, topic: &str, body: &[u8], now: SystemTime) -> Reply {
+        let Some(request) = RequestTopic::parse(topic) else {
+            tracing::debug!(
+                client_id,
+                topic,
+                "ignoring a publish that is not a DPS request"
+            );
+            return Reply::Silent;
+        };
+        self.with_device(client_id, |device, operations| {
+            let step = device
+                .requests
+                .pop_front()
+                .unwrap_or(Step::Default { delay_ms: 0 });
+            let mut ctx = Ctx {
+                config: &self.config,
+                operations,
+                client_id,
+                request: &request,
+                body,
+                now,
+            };
+            ctx.reply(step)
+        })
+    }
+}
+
+/// One request being answered.
+struct Ctx<'a> {
+    config: &'a DpsConfig,
+    operations: &'a mut HashMap<String, Operation>,
+    client_id: &'a str,
+    request: &'a RequestTopic,
+    body: &'a [u8],
+    now: SystemTime,
+}
+
+fn send(
+    status: u16,
+    rid: &str,
+    retry_after: Option<String>,
+    payload: Vec<u8>,
+    delay_ms: u64,
+) -> Reply {
+    let topic = ResponseTopic {
+        status,
+        rid: rid.to_owned(),
+        retry_after,
+        params: vec![],
+    }
+    .to_topic();
+    Reply::Send {
+        topic,
+        payload,
+        delay: Duration::from_millis(delay_ms),
+    }
+}
+
+impl Ctx<'_> {
+    fn rid(&self) -> &str {
+        match self.request {
+            RequestTopic::Register { rid } | RequestTopic::Poll { rid, .. } => rid,
+        }
+    }
+
+    fn reply(&mut self, step: Step) -> Reply {
+        match step {
+            Step::Default { delay_ms } => {
+                let (status, body, retry_after) = self.default_response();
+                send(
+                    status,
+                    self.rid(),
+                    retry_after,
+                    body.to_string().into_bytes(),
+                    delay_ms,
+                )
+            }
+            Step::Respond {
+                status,
+                body,
+                raw_body,
+                retry_after,
+                delay_ms,
+            } => {
+                let payload = match (raw_body, body) {
+                    (Some(raw), _) => raw.into_bytes(),
+                    (None, Some(mut body)) => {
+                        if status < 300 {
+                            self.fill_operation_id(&mut body);
+                        }
+                        body.to_string().into_bytes()
+                    }
+                    (None, None) if status < 300 => {
+                        self.default_response().1.to_string().into_bytes()
+                    }
+                    (None, None) => self
+                        .error_body(status, "scripted failure")
+                        .to_string()
+                        .into_bytes(),
+                };
+                send(status, self.rid(), retry_after, payload, delay_ms)
+            }
+            Step::Silent => Reply::Silent,
+            Step::Close { delay_ms } => Reply::Close {
+                delay: Duration::from_millis(delay_ms),
+            },
+            Step::Malformed { what } => self.malformed(what),
+        }
+    }
+
+    fn malformed(&mut self, what: Malformation) -> Reply {
+        let rid = self.rid().to_owned();
+        let (_, good_body, _) = self.default_response();
+        let good = good_body.to_string().into_bytes();
+        let reply = |topic: String, payload: Vec<u8>| Reply::Send {
+            topic,
+            payload,
+            delay: Duration::ZERO,
+        };
+        match what {
+            Malformation::BadJson => send(200, &rid, None, b"{this is not json".to_vec(), 0),
+            Malformation::NoRid => {
+                reply(format!("{RESPONSE_TOPIC_PREFIX}200/?retry-after=1"), good)
+            }
+            Malformation::WrongRid => send(200, &format!("{rid}-not-yours"), None, good, 0),
+            Malformation::NonNumericStatus => {
+                reply(format!("{RESPONSE_TOPIC_PREFIX}abc/?$rid={rid}"), good)
+            }
+            Malformation::Oversized => {
+                let padding = "x".repeat(256 * 1024);
+                send(
+                    200,
+                    &rid,
+                    None,
+                    json!({"status": "assigned", "padding": padding})
+                        .to_string()
+                        .into_bytes(),
+                    0,
+                )
+            }
+        }
+    }
+
+    /// An object body without `operationId` gets the one this request is about.
+    fn fill_operation_id(&mut self, body: &mut Value) {
+        if let Value::Object(map) = body
+            && !map.contains_key("operationId")
+        {
+            let id = match self.request {
+                RequestTopic::Poll {
+                    operation_id: Some(id),
+                    ..
+                } => id.clone(),
+                _ => self.new_operation(None),
+            };
+            map.insert("operationId".into(), Value::String(id));
+        }
+    }
+
+    fn new_operation(&mut self, payload: Option<Value>) -> String {
+        let id = format!(
+            "4.{}.{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16],
+            uuid::Uuid::new_v4()
+        );
+        self.operations.insert(
+            id.clone(),
+            Operation {
+                registration_id: self.client_id.to_owned(),
+                payload,
+                created: self.now,
+            },
+        );
+        id
+    }
+
+    fn error_body(&self, status: u16, message: &str) -> Value {
+        json!({
+            "errorCode": u64::from(status) * 1000 + 1,
+            "trackingId": uuid::Uuid::new_v4().to_string(),
+            "message": message,
+            "timestampUtc": iso8601(self.now),
+        })
+    }
+
+    /// What real DPS answers: register -> 202 assigning; poll -> 200 assigned.
+    fn default_response(&mut self) -> (u16, Value, Option<String>) {
+        match self.request.clone() {
+            RequestTopic::Register { .. } => {
+                let body: RegisterBody = match serde_json::from_slice(self.body) {
+                    Ok(body) => body,
+                    Err(_) => {
+                        return (
+                            400,
+                            self.error_body(400, "the register body is not JSON"),
+                            None,
+                        );
+                    }
+                };
+                if body.registration_id.as_deref() != Some(self.client_id) {
+                    return (
+                        400,
+                        self.error_body(400, "registrationId does not match the clientId"),
+                        None,
+                    );
+                }
+                let operation_id = self.new_operation(body.payload);
+                let retry_after = Some(self.config.retry_after.to_string());
+                (
+                    202,
+                    json!({"operationId": operation_id, "status": "assigning"}),
+                    retry_after,
+                )
+            }
+            RequestTopic::Poll {
+                operation_id: None, ..
+            } => (400, self.error_body(400, "no operationId"), None),
+            RequestTopic::Poll {
+                operation_id: Some(id),
+                ..
+            } => match self.operations.get(&id) {
+                Some(op) if op.registration_id == self.client_id => {
+                    (200, self.assignment(&id, op), None)
+                }
+                _ => (404, self.error_body(404, "operation not found"), None),
+            },
+        }
+    }
+
+    fn assignment(&self, operation_id: &str, op: &Operation) -> Value {
+        let mut state = json!({
+            "registrationId": op.registration_id,
+            "createdDateTimeUtc": iso8601(op.created),
+            "assignedHub": self.config.assigned_hub,
+            "deviceId": op.registration_id,
+            "status": "assigned",
+            "substatus": "initialAssignment",
+            "lastUpdatedDateTimeUtc": iso8601(self.now),
+            "etag": format!("\"{}\"", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        });
+        if let Some(payload) = &op.payload {
+            state["payload"] = payload.clone();
+        }
+        json!({"operationId": operation_id, "status": "assigned", "registrationState": state})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::DeviceScript;
+    use dps_messages::topic::{poll_topic, register_topic};
+
+    fn dps(script: Script) -> Dps {
+        Dps::new(
+            DpsConfig {
+                assigned_hub: "hub.example".into(),
+                retry_after: 1,
+            },
+            script,
+        )
+    }
+
+    fn parts(reply: Reply) -> (ResponseTopic, Value) {
+        let Reply::Send { topic, payload, .. } = reply else {
+            panic!("{reply:?}")
+        };
+        (
+            ResponseTopic::parse(&topic).unwrap(),
+            serde_json::from_slice(&payload).unwrap(),
+        )
+    }
+
+    fn register(d: &Dps, id: &str, body: Value) -> Reply {
+        d.on_publish(
+            id,
+            &register_topic("r1"),
+            body.to_string().as_bytes(),
+            SystemTime::now(),
+        )
+    }
+
+    #[test]
+    fn default_register_then_poll_assigns_and_echoes_the_payload() {
+        let d = dps(Script::new());
+        let (topic, body) = parts(register(
+            &d,
+            "dev",
+            json!({"registrationId": "dev", "payload": {"a": 1}}),
+        ));
+        assert_eq!(
+            (
+                topic.status,
+                topic.rid.as_str(),
+                topic.retry_after.as_deref()
+            ),
+            (202, "r1", Some("1"))
+        );
+        assert_eq!(body["status"], "assigning");
+        let op = body["operationId"].as_str().unwrap().to_owned();
+
+        let (topic, body) =
+            parts(d.on_publish("dev", &poll_topic("r2", &op), b" ", SystemTime::now()));
+        assert_eq!((topic.status, topic.rid.as_str()), (200, "r2"));
+        assert_eq!(body["operationId"], op.as_str());
+        let state = &body["registrationState"];
+        assert_eq!(state["assignedHub"], "hub.example");
+        assert_eq!(state["deviceId"], "dev");
+        assert_eq!(state["substatus"], "initialAssignment");
+        assert_eq!(state["payload"], json!({"a": 1}));
+        assert!(state["etag"].is_string() && state["createdDateTimeUtc"].is_string());
+    }
+
+    #[test]
+    fn default_rejects_bad_registers_and_unknown_operations() {
+        let d = dps(Script::new());
+        let reply = d.on_publish("dev", &register_topic("r"), b"nope", SystemTime::now());
+        assert_eq!(parts(reply).0.status, 400);
+        assert_eq!(
+            parts(register(&d, "dev", json!({"registrationId": "other"})))
+                .0
+                .status,
+            400
+        );
+        let reply = d.on_publish("dev", &poll_topic("r", "missing"), b" ", SystemTime::now());
+        let (topic, body) = parts(reply);
+        assert_eq!(topic.status, 404);
+        assert_eq!(body["errorCode"], 404001);
+        // Another device's operation is not yours.
+        let (_, body) = parts(register(&d, "dev", json!({"registrationId": "dev"})));
+        let op = body["operationId"].as_str().unwrap();
+        assert_eq!(
+            parts(d.on_publish("eve", &poll_topic("r", op), b" ", SystemTime::now()))
+                .0
+                .status,
+            404
+        );
+    }
+
+    #[test]
+    fn scripted_steps_are_consumed_in_order_then_default() {
+        let script = Script::new().device(
+            "dev",
+            DeviceScript::new()
+                .request(Step::respond(429).with_retry_after(3))
+                .request(Step::Silent)
+                .request(Step::Close { delay_ms: 7 }),
+        );
+        let d = dps(script);
+        let body = json!({"registrationId": "dev"});
+        let (topic, _) = parts(register(&d, "dev", body.clone()));
+        assert_eq!(
+            (topic.status, topic.retry_after.as_deref()),
+            (429, Some("3"))
+        );
+        assert_eq!(register(&d, "dev", body.clone()), Reply::Silent);
+        assert_eq!(
+            register(&d, "dev", body.clone()),
+            Reply::Close {
+                delay: Duration::from_millis(7)
+            }
+        );
+        assert_eq!(parts(register(&d, "dev", body)).0.status, 202);
+    }
+
+    #[test]
+    fn each_device_gets_its_own_copy_of_the_fallback() {
+        let d = dps(Script::new().fallback(DeviceScript::new().request(Step::Silent)));
+        assert_eq!(
+            register(&d, "a", json!({"registrationId": "a"})),
+            Reply::Silent
+        );
+        assert_eq!(
+            register(&d, "b", json!({"registrationId": "b"})),
+            Reply::Silent
+        );
+        assert_eq!(
+            parts(register(&d, "a", json!({"registrationId": "a"})))
+                .0
+                .status,
+            202
+        );
+    }
+
+    #[test]
+    fn scripted_success_bodies_get_the_operation_id() {
+        let script = Script::new().device(
+            "dev",
+            DeviceScript::new()
+                .request(Step::respond(200).with_body(json!({"status": "failed"})))
+                .request(Step::respond(401)),
+        );
+        let d = dps(script);
+        let reply = d.on_publish("dev", &poll_topic("r", "op-9"), b" ", SystemTime::now());
+        assert_eq!(
+            parts(reply).1,
+            json!({"status": "failed", "operationId": "op-9"})
+        );
+        let (topic, body) = parts(register(&d, "dev", json!({})));
+        assert_eq!(topic.status, 401);
+        assert_eq!(body["errorCode"], 401001);
+        assert!(body["trackingId"].is_string() && body["timestampUtc"].is_string());
+    }
+
+    #[test]
+    fn malformed_steps_break_what_they_say() {
+        use Malformation::*;
+        let steps = [BadJson, NoRid, WrongRid, NonNumericStatus, Oversized];
+        let mut script = DeviceScript::new();
+        for what in steps {
+            script = script.request(Step::Malformed { what });
+        }
+        let d = dps(Script::new().device("dev", script));
+        let body = json!({"registrationId": "dev"});
+        let mut replies = steps
+            .iter()
+            .map(|_| match register(&d, "dev", body.clone()) {
+                Reply::Send { topic, payload, .. } => (topic, payload),
+                other => panic!("{other:?}"),
+            });
+        let (topic, payload) = replies.next().unwrap();
+        assert_eq!(ResponseTopic::parse(&topic).unwrap().status, 200);
+        assert!(serde_json::from_slice::<Value>(&payload).is_err());
+        let (topic, _) = replies.next().unwrap();
+        assert!(ResponseTopic::parse(&topic).is_err());
+        let (topic, _) = replies.next().unwrap();
+        assert_eq!(ResponseTopic::parse(&topic).unwrap().rid, "r1-not-yours");
+        let (topic, _) = replies.next().unwrap();
+        assert!(ResponseTopic::parse(&topic).is_err());
+        let (_, payload) = replies.next().unwrap();
+        assert!(payload.len() > 256 * 1024);
+    }
+
+    #[test]
+    fn connect_steps_run_out_into_accept() {
+        let d =
+            dps(Script::new().device("dev", DeviceScript::new().connect(ConnectStep::FailSuback)));
+        assert_eq!(d.next_connect_step("dev"), ConnectStep::FailSuback);
+        assert_eq!(d.next_connect_step("dev"), ConnectStep::Accept);
+        assert_eq!(d.next_connect_step("other"), ConnectStep::Accept);
+    }
+
+    #[test]
+    fn ignores_publishes_that_are_not_requests() {
+        let d = dps(Script::new());
+        assert_eq!(
+            d.on_publish(
+                "dev",
+                "devices/dev/messages/events/",
+                b"x",
+                SystemTime::now()
+            ),
+            Reply::Silent
+        );
+        assert_eq!(
+            d.on_publish(
+                "dev",
+                "$dps/registrations/PUT/iotdps-register/?x=1",
+                b"{}",
+                SystemTime::now()
+            ),
+            Reply::Silent
+        );
+    }
+}

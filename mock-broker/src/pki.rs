@@ -1,0 +1,171 @@
+//! A test PKI made with rcgen: a CA, a server certificate for `localhost` and `127.0.0.1`, and
+//! device certificates whose CN is their registration id.
+
+use std::fmt;
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// A certificate and its private key, both PEM. `Debug` hides the key.
+#[derive(Clone)]
+pub struct CertifiedPem {
+    /// The certificate (chain), PEM.
+    pub cert_pem: String,
+    /// The private key, PEM (PKCS#8).
+    pub key_pem: String,
+}
+
+impl fmt::Debug for CertifiedPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertifiedPem")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A certificate authority that signs the server's and the devices' certificates.
+pub struct TestPki {
+    ca_cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    /// The server certificate (for `localhost` and `127.0.0.1`) and key.
+    pub server: CertifiedPem,
+}
+
+/// A certificate could not be made or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// rcgen failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl TestPki {
+    /// A fresh CA named `dps-mock-broker test CA` and a server certificate it signed.
+    pub fn generate() -> Result<Self, PkiError> {
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.distinguished_name
+            .push(DnType::CommonName, "dps-mock-broker test CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert_pem = ca.self_signed(&ca_key)?.pem();
+        let issuer = Issuer::new(ca, ca_key);
+
+        let server_key = KeyPair::generate()?;
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_cert = params.signed_by(&server_key, &issuer)?;
+        let server = CertifiedPem {
+            cert_pem: server_cert.pem(),
+            key_pem: server_key.serialize_pem(),
+        };
+        Ok(Self {
+            ca_cert_pem,
+            issuer,
+            server,
+        })
+    }
+
+    /// The CA certificate, PEM: what clients trust and what the broker checks devices against.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_cert_pem
+    }
+
+    /// A device certificate whose subject CN is `registration_id`, signed by the CA.
+    pub fn device(&self, registration_id: &str) -> Result<CertifiedPem, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, registration_id);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(CertifiedPem {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Writes `ca.pem`, `server.pem`, `server.key`, and `<id>.pem` / `<id>.key` for each device
+    /// into `dir` (created if missing).
+    pub fn write_to(&self, dir: &Path, registration_ids: &[String]) -> Result<(), PkiError> {
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|source| PkiError::Write {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        std::fs::create_dir_all(dir).map_err(|source| PkiError::Write {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        write("ca.pem", &self.ca_cert_pem)?;
+        write("server.pem", &self.server.cert_pem)?;
+        write("server.key", &self.server.key_pem)?;
+        for id in registration_ids {
+            let device = self.device(id)?;
+            write(&format!("{id}.pem"), &device.cert_pem)?;
+            write(&format!("{id}.key"), &device.key_pem)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dps_messages::X509Identity;
+
+    #[test]
+    fn device_certificates_carry_the_registration_id_and_load_as_identities() {
+        let pki = TestPki::generate().unwrap();
+        let device = pki.device("dev-7").unwrap();
+        let identity =
+            X509Identity::from_pem(device.cert_pem.as_bytes(), device.key_pem.as_bytes()).unwrap();
+        let cn = crate::der::subject_common_name(identity.cert_chain()[0].as_ref());
+        assert_eq!(cn.as_deref(), Some("dev-7"));
+        assert!(!format!("{device:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn writes_every_file() {
+        let dir = std::env::temp_dir().join(format!("dps-pki-test-{}", std::process::id()));
+        TestPki::generate()
+            .unwrap()
+            .write_to(&dir, &["a".into(), "b".into()])
+            .unwrap();
+        for name in [
+            "ca.pem",
+            "server.pem",
+            "server.key",
+            "a.pem",
+            "a.key",
+            "b.pem",
+            "b.key",
+        ] {
+            assert!(dir.join(name).is_file(), "{name}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

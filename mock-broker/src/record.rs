@@ -1,0 +1,249 @@
+//! What the broker saw, per connection, for tests to assert on and the CLI to write as JSON
+//! lines. Passwords are never recorded, only whether one came.
+
+use std::io::Write;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// How a connection reached the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+    /// MQTT over plain TCP (tests only).
+    Tcp,
+}
+
+/// The broker's answer to a CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Connack {
+    /// Accepted; `method` says how the device authenticated.
+    Accepted {
+        /// `x509`, `symmetric_key`, `group_key`.
+        method: String,
+    },
+    /// Refused with a return code, and why.
+    Refused {
+        /// The CONNACK return code.
+        code: u8,
+        /// Why the broker refused.
+        reason: String,
+    },
+    /// No CONNACK was sent: the connection was dropped on purpose.
+    Dropped,
+}
+
+/// One thing that happened on a connection after CONNECT, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A SUBSCRIBE entry, and whether it was granted.
+    Subscribe {
+        /// The topic filter.
+        topic: String,
+        /// The QoS asked for.
+        qos: u8,
+        /// Whether the SUBACK granted it.
+        granted: bool,
+    },
+    /// An UNSUBSCRIBE.
+    Unsubscribe {
+        /// The topic filters.
+        topics: Vec<String>,
+    },
+    /// A PUBLISH from the device.
+    Publish {
+        /// Its topic.
+        topic: String,
+        /// Its payload (lossily decoded as UTF-8).
+        payload: String,
+        /// Its QoS.
+        qos: u8,
+    },
+    /// A response the broker published to the device.
+    Response {
+        /// Its topic.
+        topic: String,
+        /// Its payload (lossily decoded as UTF-8, cut at 1 KiB).
+        payload: String,
+    },
+    /// A PINGREQ.
+    Ping,
+    /// A DISCONNECT packet.
+    Disconnect,
+}
+
+/// Everything about one connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionRecord {
+    /// The connection's number, from 0 in the order of CONNECTs.
+    pub id: u64,
+    /// TLS or WebSocket.
+    pub transport: Transport,
+    /// The CONNECT clientId.
+    pub client_id: String,
+    /// The CONNECT username.
+    pub username: Option<String>,
+    /// Whether a password came (never its value).
+    pub password_present: bool,
+    /// The CONNECT clean-session flag.
+    pub clean_session: bool,
+    /// The CONNECT keep-alive, in seconds.
+    pub keep_alive: u16,
+    /// The subject CN of the client certificate, if one was presented.
+    pub peer_cert_cn: Option<String>,
+    /// The broker's answer.
+    pub connack: Connack,
+    /// What happened afterwards, in order.
+    pub events: Vec<Event>,
+    /// How the connection ended, once it has.
+    pub ended: Option<String>,
+}
+
+impl ConnectionRecord {
+    /// The topics the device subscribed to.
+    pub fn subscriptions(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Subscribe { topic, .. } => Some(topic.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The device's publishes, as (topic, payload).
+    pub fn publishes(&self) -> Vec<(&str, &str)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Publish { topic, payload, .. } => Some((topic.as_str(), payload.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The broker's responses, as (topic, payload).
+    pub fn responses(&self) -> Vec<(&str, &str)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Response { topic, payload } => Some((topic.as_str(), payload.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.ended.is_some()
+    }
+}
+
+/// The broker's record of every connection, shared by its connections and its handle.
+pub struct Recorder {
+    records: Mutex<Vec<ConnectionRecord>>,
+    changed: Condvar,
+    sink: Mutex<Option<Box<dyn Write + Send>>>,
+}
+
+impl Recorder {
+    /// An empty record; each ended connection is written to `sink` as a JSON line.
+    pub fn new(sink: Option<Box<dyn Write + Send>>) -> Self {
+        Self {
+            records: Mutex::new(Vec::new()),
+            changed: Condvar::new(),
+            sink: Mutex::new(sink),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<ConnectionRecord>> {
+        // A panic elsewhere must not stop the record from being read.
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a new connection and returns its id.
+    pub(crate) fn open(&self, mut record: ConnectionRecord) -> u64 {
+        let mut records = self.lock();
+        record.id = records.len() as u64;
+        let id = record.id;
+        let closed = record.is_closed().then(|| record.clone());
+        records.push(record);
+        drop(records);
+        if let Some(record) = closed {
+            self.write(&record);
+        }
+        self.changed.notify_all();
+        id
+    }
+
+    /// Adds an event to connection `id`.
+    pub(crate) fn event(&self, id: u64, event: Event) {
+        if let Some(r) = self.lock().get_mut(id as usize) {
+            r.events.push(event);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Marks connection `id` ended (the first reason wins) and writes it to the sink.
+    pub(crate) fn close(&self, id: u64, reason: impl Into<String>) {
+        let mut records = self.lock();
+        let Some(r) = records.get_mut(id as usize) else {
+            return;
+        };
+        if r.ended.is_some() {
+            return;
+        }
+        r.ended = Some(reason.into());
+        let record = r.clone();
+        drop(records);
+        self.write(&record);
+        self.changed.notify_all();
+    }
+
+    fn write(&self, record: &ConnectionRecord) {
+        let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(out) = sink.as_mut() {
+            let line = serde_json::to_string(record).unwrap_or_default();
+            if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                tracing::warn!("cannot write the record: {e}");
+            }
+        }
+    }
+
+    /// A copy of every connection's record so far.
+    pub fn snapshot(&self) -> Vec<ConnectionRecord> {
+        self.lock().clone()
+    }
+
+    /// Waits until `done` holds for the records or `timeout` passes; returns the records and
+    /// whether `done` held. Wakes on every change, so a test waits exactly as long as needed.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&[ConnectionRecord]) -> bool,
+    ) -> (Vec<ConnectionRecord>, bool) {
+        let deadline = Instant::now() + timeout;
+        let mut records = self.lock();
+        loop {
+            if done(&records) {
+                return (records.clone(), true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return (records.clone(), false);
+            }
+            records = self
+                .changed
+                .wait_timeout(records, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! A small MQTT test client on ntex-mqtt, over TLS or WebSocket, for driving the broker.
+#![allow(dead_code)]
+
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dps_mock_broker::{BrokerHandle, CertifiedPem};
+use ntex::connect::{Connect, ConnectError};
+use ntex::service::{ServiceFactory, fn_service};
+use ntex::util::{ByteString, Bytes};
+use ntex::{SharedCfg, ws};
+use ntex_mqtt::v3::{self, client};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::mpsc;
+
+/// Runs `f` on a fresh ntex system on this thread.
+pub fn run<F: Future<Output = ()> + 'static>(f: F) {
+    ntex::rt::System::build()
+        .name("test")
+        .build(ntex::rt::DefaultRuntime)
+        .block_on(f)
+}
+
+pub const KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
+
+pub fn username(scope: &str, id: &str) -> String {
+    dps_messages::connect::username(scope, id)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Via {
+    Tls,
+    Wss,
+}
+
+pub struct Options {
+    pub via: Via,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub identity: Option<CertifiedPem>,
+    pub trust_pem: String,
+}
+
+impl Options {
+    pub fn new(broker: &BrokerHandle, client_id: &str) -> Self {
+        Self {
+            via: Via::Tls,
+            client_id: client_id.into(),
+            username: Some(username(dps_mock_broker::DEFAULT_ID_SCOPE, client_id)),
+            password: None,
+            identity: None,
+            trust_pem: broker.ca_pem().unwrap().to_owned(),
+        }
+    }
+
+    pub fn via(mut self, via: Via) -> Self {
+        self.via = via;
+        self
+    }
+
+    pub fn identity(mut self, identity: CertifiedPem) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    fn tls(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.trust_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let builder =
+            rustls::ClientConfig::builder_with_provider(dps_messages::x509::shared_provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots);
+        let config = match &self.identity {
+            Some(id) => {
+                let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+                    .map(Result::unwrap)
+                    .collect();
+                let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).unwrap();
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Arc::new(config)
+    }
+}
+
+pub struct Client {
+    pub sink: v3::MqttSink,
+    pub messages: mpsc::UnboundedReceiver<(String, Bytes)>,
+    pub closed: tokio::sync::oneshot::Receiver<()>,
+}
+
+pub type ConnectResult = Result<Client, client::ClientError<v3::codec::ConnectAck>>;
+
+pub async fn connect(broker: &BrokerHandle, options: Options) -> ConnectResult {
+    let tls = options.tls();
+    let mut connect = client::Connect::new("localhost")
+        .client_id(options.client_id.clone())
+        .clean_session();
+    if let Some(u) = &options.username {
+        connect = connect.username(u.clone());
+    }
+    if let Some(p) = &options.password {
+        connect = connect.password(Bytes::from(p.clone().into_bytes()));
+    }
+    let client = match options.via {
+        Via::Tls => {
+            let addr = broker.addr();
+            let connector = ntex::connect::rustls::TlsConnector::from(tls);
+            let connect = client::Connect::with(Target(addr), connect_packet(connect));
+            client::MqttConnector::new()
+                .connector(connector)
+                .pipeline(SharedCfg::default())
+                .await
+                .unwrap()
+                .call(connect)
+                .await?
+        }
+        Via::Wss => {
+            let url = broker.wss_uri().unwrap().replace("127.0.0.1", "localhost");
+            let addr = broker.ws_addr().unwrap();
+            let mut builder = ws::WsClient::builder(url.as_str());
+            builder
+                .address(addr)
+                .protocols(["mqtt"])
+                .max_frame_size(512 * 1024);
+            let ws_client = Rc::new(
+                builder
+                    .rustls(tls)
+                    .build(SharedCfg::default())
+                    .await
+                    .unwrap(),
+            );
+            let connector = move |_: Connect<&str>| {
+                let ws_client = ws_client.clone();
+                async move {
+                    Ok(ws_client
+                        .connect()
+                        .await
+                        .map_err(|e| ConnectError::Io(io::Error::other(e.to_string())))?
+                        .into_transport())
+                }
+            };
+            let connect = client::Connect::with("localhost", connect_packet(connect));
+            client::MqttConnector::new()
+                .connector(connector)
+                .pipeline(SharedCfg::default())
+                .await
+                .unwrap()
+                .call(connect)
+                .await?
+        }
+    };
+    Ok(start(client))
+}
+
+/// Connects to `localhost` (the TLS server name) at a known address, with no DNS.
+#[derive(Clone, Copy)]
+struct Target(std::net::SocketAddr);
+
+impl ntex::connect::Address for Target {
+    fn host(&self) -> &str {
+        "localhost"
+    }
+    fn port(&self) -> Option<u16> {
+        Some(self.0.port())
+    }
+    fn addr(&self) -> Option<std::net::SocketAddr> {
+        Some(self.0)
+    }
+}
+
+fn connect_packet<A: ntex::connect::Address>(c: client::Connect<A>) -> v3::codec::Connect {
+    let mut packet = None;
+    let _ = c.packet(|p| packet = Some(p.clone()));
+    packet.unwrap()
+}
+
+fn start(client: client::Client) -> Client {
+    let sink = client.sink();
+    let (tx, messages) = mpsc::unbounded_channel();
+    let (closed_tx, closed) = tokio::sync::oneshot::channel();
+    ntex::rt::spawn(async move {
+        let _ = client
+            .start(fn_service(move |msg: client::ProtocolMessage| {
+                let tx = tx.clone();
+                async move {
+                    match msg {
+                        client::ProtocolMessage::Publish(p) => {
+                            let topic = p.packet().topic.to_string();
+                            let payload = p.read_all().await.unwrap_or_default();
+                            let _ = tx.send((topic, payload));
+                            Ok::<_, ()>(p.ack())
+                        }
+                        other => Ok(other.ack()),
+                    }
+                }
+            }))
+            .await;
+        let _ = closed_tx.send(());
+    });
+    Client {
+        sink,
+        messages,
+        closed,
+    }
+}
+
+impl Client {
+    pub async fn subscribe(&self) -> Vec<v3::codec::SubscribeReturnCode> {
+        self.sink
+            .subscribe()
+            .topic_filter(
+                ByteString::from_static("$dps/registrations/res/#"),
+                v3::codec::QoS::AtLeastOnce,
+            )
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn publish(&self, topic: &str, payload: &[u8]) {
+        self.sink
+            .publish(ByteString::from(topic.to_owned()))
+            .send_at_least_once(Bytes::copy_from_slice(payload))
+            .await
+            .unwrap();
+    }
+
+    /// The next message, or None after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<(String, serde_json::Value)> {
+        let (topic, payload) = tokio::time::timeout(timeout, self.messages.recv())
+            .await
+            .ok()??;
+        Some((
+            topic,
+            serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    pub async fn next_raw(&mut self, timeout: Duration) -> Option<(String, Bytes)> {
+        tokio::time::timeout(timeout, self.messages.recv())
+            .await
+            .ok()?
+    }
+
+    /// Waits for the connection to close; false after `timeout`.
+    pub async fn closed(&mut self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, &mut self.closed)
+            .await
+            .is_ok()
+    }
+}
+
+pub const LONG: Duration = Duration::from_secs(10);
