@@ -191,6 +191,8 @@ pub enum Stage {
     PublishAck,
     /// The service's response on the response topic.
     Response,
+    /// The UNSUBSCRIBE acknowledgement and the close of the connection.
+    Disconnect,
     /// The whole registration, across every request and retry.
     Registration,
 }
@@ -202,6 +204,7 @@ impl fmt::Display for Stage {
             Stage::Subscribe => "the subscription (SUBACK)",
             Stage::PublishAck => "the publish acknowledgement (PUBACK)",
             Stage::Response => "the service's response",
+            Stage::Disconnect => "the disconnect to finish",
             Stage::Registration => "the registration to finish",
         })
     }

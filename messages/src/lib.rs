@@ -32,7 +32,7 @@ pub use commands::{Cancel, Disconnect, QueryStatus, Register, SetAuthentication}
 pub use connect::{ConnectParams, Endpoint, Protocol};
 pub use error::{
     AuthError, ConnackRefusal, ProtocolError, ProvisioningError, ServiceError, Stage,
-    TransportError,
+    TransportError, TransportErrorKind,
 };
 pub use outcome::{DEFAULT_POLLING_INTERVAL, RegistrationResponse, RequestKind};
 pub use request::RegistrationRequest;

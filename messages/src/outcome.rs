@@ -75,11 +75,22 @@ pub fn polling_interval(retry_after: Option<&str>) -> Result<Duration, InvalidRe
 #[error("retry-after `{0}` is not a whole number of seconds")]
 pub struct InvalidRetryAfter(pub String);
 
-/// Classifies the response `topic` + `body` to a request of `kind`.
+/// Classifies the response `topic` + `body` to a request of `kind`, with
+/// [`DEFAULT_POLLING_INTERVAL`] where the service gives no `retry-after`.
 pub fn classify(
     kind: RequestKind<'_>,
     topic: &ResponseTopic,
     body: &[u8],
+) -> Result<RegistrationResponse, ProvisioningError> {
+    classify_with_default(kind, topic, body, DEFAULT_POLLING_INTERVAL)
+}
+
+/// [`classify`], with `default_interval` where the service gives no (usable) `retry-after`.
+pub fn classify_with_default(
+    kind: RequestKind<'_>,
+    topic: &ResponseTopic,
+    body: &[u8],
+    default_interval: Duration,
 ) -> Result<RegistrationResponse, ProvisioningError> {
     let status = topic.status;
     if body.len() > MAX_RESPONSE_BYTES {
@@ -95,11 +106,13 @@ pub fn classify(
         )));
     }
 
-    let (polling_interval, invalid_retry_after) =
-        match polling_interval(topic.retry_after.as_deref()) {
+    let (polling_interval, invalid_retry_after) = match topic.retry_after.as_deref() {
+        None => (default_interval, None),
+        Some(raw) => match polling_interval(Some(raw)) {
             Ok(interval) => (interval, None),
-            Err(InvalidRetryAfter(raw)) => (DEFAULT_POLLING_INTERVAL, Some(raw)),
-        };
+            Err(InvalidRetryAfter(raw)) => (default_interval, Some(raw)),
+        },
+    };
     let result = if status >= RETRY_STATUS {
         match kind {
             RequestKind::Register => {
@@ -162,6 +175,30 @@ mod tests {
         assert_eq!(r.polling_interval, Duration::ZERO);
         let r = classify(poll, &topic(200, None), ASSIGNING).unwrap();
         assert_eq!(r.polling_interval, DEFAULT_POLLING_INTERVAL);
+    }
+
+    #[test]
+    fn a_configured_default_replaces_the_2_second_one() {
+        let five = Duration::from_secs(5);
+        let r = classify_with_default(RequestKind::Register, &topic(202, None), ASSIGNING, five)
+            .unwrap();
+        assert_eq!(r.polling_interval, five);
+        let r = classify_with_default(
+            RequestKind::Register,
+            &topic(202, Some("x")),
+            ASSIGNING,
+            five,
+        )
+        .unwrap();
+        assert_eq!(r.polling_interval, five);
+        let r = classify_with_default(
+            RequestKind::Register,
+            &topic(202, Some("1")),
+            ASSIGNING,
+            five,
+        )
+        .unwrap();
+        assert_eq!(r.polling_interval, Duration::from_secs(1));
     }
 
     #[test]

@@ -1,2 +1,4 @@
-//! The Azure IoT DPS device transport over MQTT as an actix actor.
+//! The Azure IoT DPS device transport over MQTT (and MQTT over WebSocket) as an actix actor.
 #![warn(missing_docs)]
+
+pub mod session;
