@@ -52,12 +52,14 @@ pub enum PkiError {
 }
 
 impl TestPki {
-    /// A fresh CA named `dps-mock-broker test CA` and a server certificate it signed.
+    /// A fresh CA named `dps-mock-broker test CA <random>` and a server certificate it signed.
+    /// The random part keeps two test CAs apart: certificate chains are built by name.
     pub fn generate() -> Result<Self, PkiError> {
         let ca_key = KeyPair::generate()?;
         let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
         ca.distinguished_name
-            .push(DnType::CommonName, "dps-mock-broker test CA");
+            .push(DnType::CommonName, format!("dps-mock-broker test CA {tag}"));
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,

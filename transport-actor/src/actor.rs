@@ -1,0 +1,370 @@
+//! `ProvisioningTransportActor`: the actix shell around the [`Session`].
+//!
+//! Handlers feed the session; the actor carries out the session's actions on the MQTT link and
+//! feeds the link's events back. Replies travel on oneshot channels, so no handler ever blocks
+//! the actor's mailbox while a request is in flight.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::{
+    Actor, ActorContext, AsyncContext, Context, Handler, Message, ResponseFuture, SpawnHandle,
+    Supervised,
+};
+use dps_messages::commands::RequestResult;
+use dps_messages::{
+    Authentication, Cancel, Disconnect, ProvisioningError, QueryStatus, Register,
+    SetAuthentication, TransportError, TransportErrorKind,
+};
+use tokio::sync::oneshot;
+
+use crate::config::TransportConfig;
+use crate::link::{Link, LinkCommand, LinkEventMsg, LinkSpec};
+use crate::session::{Action, Command, LinkEvent, LinkId, Reply, Session, State, Token};
+
+/// Asks the actor for its [`State`].
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "State")]
+pub struct GetState;
+
+enum Waiter {
+    Request(oneshot::Sender<RequestResult>),
+    Done(oneshot::Sender<Result<(), ProvisioningError>>),
+}
+
+/// The DPS device transport over MQTT (`Mqtt`) or MQTT over WebSocket (`MqttWs`), as an actor.
+///
+/// Send it [`SetAuthentication`] once, then [`Register`] and [`QueryStatus`]; [`Cancel`] and
+/// [`Disconnect`] end what is in flight. Each request gets exactly one answer. The actor
+/// implements [`Supervised`]: a restart answers every pending request with an error, drops the
+/// connection and starts again from [`State::Disconnected`], keeping its credentials.
+///
+/// ```no_run
+/// use actix::Actor;
+/// use dps_messages::{Protocol, Register, RegistrationRequest, SetAuthentication, SymmetricKey};
+/// use dps_transport_actor::{ProvisioningTransportActor, TransportConfig};
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = TransportConfig::builder(Protocol::Mqtt).build()?;
+/// let transport = ProvisioningTransportActor::new(config).start();
+/// let key = SymmetricKey::new("O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=")?;
+/// transport.send(SetAuthentication(key.into())).await?;
+/// let request = RegistrationRequest::new("0ne00000001", "my-device");
+/// let response = transport.send(Register { request }).await??;
+/// println!("{:?} retry in {:?}", response.result.status, response.polling_interval);
+/// # Ok(()) }
+/// ```
+pub struct ProvisioningTransportActor {
+    config: TransportConfig,
+    session: Session,
+    auth: Option<Authentication>,
+    link: Option<Link>,
+    waiters: HashMap<Token, Waiter>,
+    next_token: Token,
+    timer: Option<SpawnHandle>,
+}
+
+impl ProvisioningTransportActor {
+    /// A disconnected transport with `config`.
+    pub fn new(config: TransportConfig) -> Self {
+        let session = Session::new(config.inner.session.clone());
+        Self {
+            config,
+            session,
+            auth: None,
+            link: None,
+            waiters: HashMap::new(),
+            next_token: 0,
+            timer: None,
+        }
+    }
+
+    /// The session's state.
+    pub fn state(&self) -> State {
+        self.session.state()
+    }
+
+    fn token(&mut self) -> Token {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn request(
+        &mut self,
+        ctx: &mut Context<Self>,
+        make: impl FnOnce(Token) -> Command,
+    ) -> ResponseFuture<RequestResult> {
+        let token = self.token();
+        let (tx, rx) = oneshot::channel();
+        self.waiters.insert(token, Waiter::Request(tx));
+        self.session.handle_command(make(token), Instant::now());
+        self.drive(ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(shut_down())) })
+    }
+
+    fn done(
+        &mut self,
+        ctx: &mut Context<Self>,
+        make: impl FnOnce(Token) -> Command,
+    ) -> ResponseFuture<Result<(), ProvisioningError>> {
+        let token = self.token();
+        let (tx, rx) = oneshot::channel();
+        self.waiters.insert(token, Waiter::Done(tx));
+        self.session.handle_command(make(token), Instant::now());
+        self.drive(ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(shut_down())) })
+    }
+
+    /// Carries out everything the session asks, then arms the timer for its next deadline.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        while let Some(action) = self.session.poll_action() {
+            match action {
+                Action::Connect { link, params } => {
+                    tracing::debug!(?link, client_id = params.client_id, endpoint = %params.endpoint, "connecting");
+                    if let Err(error) = self.open_link(ctx, link, params) {
+                        self.session.handle_link_event(
+                            link,
+                            LinkEvent::ConnectFailed(error),
+                            Instant::now(),
+                        );
+                    }
+                }
+                Action::Subscribe { link } => self.send(link, LinkCommand::Subscribe),
+                Action::Publish {
+                    link,
+                    rid,
+                    topic,
+                    payload,
+                } => {
+                    tracing::debug!(?link, topic, "publishing");
+                    self.send(
+                        link,
+                        LinkCommand::Publish {
+                            rid,
+                            topic,
+                            payload,
+                        },
+                    );
+                }
+                Action::Unsubscribe { link } => self.send(link, LinkCommand::Unsubscribe),
+                Action::Close { link } => {
+                    self.send(link, LinkCommand::Close);
+                    // A link the session has left is not kept; one it waits on stays until closed.
+                    if self.session.state() != State::Disconnecting {
+                        self.link = None;
+                    }
+                }
+                Action::Reply { token, reply } => self.reply(token, reply),
+            }
+        }
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if let Some(at) = self.session.poll_timeout() {
+            let after = at.saturating_duration_since(Instant::now());
+            self.timer = Some(ctx.run_later(after, |actor, ctx| {
+                actor.timer = None;
+                actor.session.handle_timeout(Instant::now());
+                actor.drive(ctx);
+            }));
+        }
+    }
+
+    fn open_link(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: LinkId,
+        params: dps_messages::ConnectParams,
+    ) -> Result<(), ProvisioningError> {
+        let inner = &self.config.inner;
+        let (identity, password) = match &self.auth {
+            Some(Authentication::X509(identity)) => (Some(identity), None),
+            Some(Authentication::SymmetricKey(key)) => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or(Duration::ZERO);
+                let expiry = (now + inner.sas_token_ttl).as_secs();
+                let id_scope = params.username.split('/').next().unwrap_or_default();
+                let token = key.sas_token(id_scope, &params.client_id, expiry);
+                (None, Some(token.to_string()))
+            }
+            None => return Err(dps_messages::AuthError::Missing.into()),
+        };
+        let (tls, tls_errors) = inner.tls.client_config(identity)?;
+        let keep_alive = u16::try_from(inner.keep_alive.as_secs()).unwrap_or(u16::MAX);
+        let presents_certificate = identity.is_some();
+        let spec = LinkSpec {
+            id,
+            params,
+            password,
+            tls,
+            tls_errors,
+            keep_alive,
+            presents_certificate,
+        };
+        // Replacing a link closes the old one (dropping its handle).
+        self.link = Some(Link::open(&inner.runtime, spec, ctx.address().recipient())?);
+        Ok(())
+    }
+
+    fn send(&self, link: LinkId, command: LinkCommand) {
+        match &self.link {
+            Some(current) if current.id == link => current.send(command),
+            _ => tracing::trace!(?link, ?command, "no such link"),
+        }
+    }
+
+    fn reply(&mut self, token: Token, reply: Reply) {
+        match (self.waiters.remove(&token), reply) {
+            (Some(Waiter::Request(tx)), Reply::Response(result)) => {
+                let _ = tx.send(result);
+            }
+            (Some(Waiter::Done(tx)), Reply::Done(result)) => {
+                let _ = tx.send(result);
+            }
+            (waiter, reply) => {
+                tracing::error!(
+                    token,
+                    known = waiter.is_some(),
+                    ?reply,
+                    "a reply does not match its caller"
+                );
+            }
+        }
+    }
+
+    /// Answers everything pending with `error` and drops the connection.
+    fn abort(&mut self, ctx: &mut Context<Self>, error: ProvisioningError) {
+        self.session.abort(error);
+        self.drive(ctx);
+        self.link = None;
+        // Anything the session did not know about (it cannot happen, but never leave a caller hanging).
+        for (_, waiter) in self.waiters.drain() {
+            match waiter {
+                Waiter::Request(tx) => drop(tx.send(Err(shut_down()))),
+                Waiter::Done(tx) => drop(tx.send(Err(shut_down()))),
+            }
+        }
+    }
+}
+
+fn shut_down() -> ProvisioningError {
+    TransportError::new(TransportErrorKind::Shutdown, "the transport actor stopped").into()
+}
+
+impl Actor for ProvisioningTransportActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.abort(ctx, shut_down());
+    }
+}
+
+impl Supervised for ProvisioningTransportActor {
+    fn restarting(&mut self, ctx: &mut Self::Context) {
+        tracing::info!("transport actor restarting");
+        self.abort(
+            ctx,
+            TransportError::new(
+                TransportErrorKind::Shutdown,
+                "the transport actor restarted",
+            )
+            .into(),
+        );
+        self.session = Session::new(self.config.inner.session.clone());
+        self.session.set_authenticated(self.auth.is_some());
+    }
+}
+
+impl Handler<SetAuthentication> for ProvisioningTransportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetAuthentication, _: &mut Context<Self>) {
+        self.auth = Some(msg.0);
+        self.session.set_authenticated(true);
+    }
+}
+
+impl Handler<Register> for ProvisioningTransportActor {
+    type Result = ResponseFuture<RequestResult>;
+
+    fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
+        let rid = uuid::Uuid::new_v4().to_string();
+        self.request(ctx, |token| Command::Register {
+            token,
+            request: msg.request,
+            rid,
+        })
+    }
+}
+
+impl Handler<QueryStatus> for ProvisioningTransportActor {
+    type Result = ResponseFuture<RequestResult>;
+
+    fn handle(&mut self, msg: QueryStatus, ctx: &mut Context<Self>) -> Self::Result {
+        let rid = uuid::Uuid::new_v4().to_string();
+        self.request(ctx, |token| Command::QueryStatus {
+            token,
+            request: msg.request,
+            operation_id: msg.operation_id,
+            rid,
+        })
+    }
+}
+
+impl Handler<Cancel> for ProvisioningTransportActor {
+    type Result = ResponseFuture<Result<(), ProvisioningError>>;
+
+    fn handle(&mut self, _: Cancel, ctx: &mut Context<Self>) -> Self::Result {
+        self.done(ctx, |token| Command::Cancel { token })
+    }
+}
+
+impl Handler<Disconnect> for ProvisioningTransportActor {
+    type Result = ResponseFuture<Result<(), ProvisioningError>>;
+
+    fn handle(&mut self, _: Disconnect, ctx: &mut Context<Self>) -> Self::Result {
+        self.done(ctx, |token| Command::Disconnect { token })
+    }
+}
+
+impl Handler<LinkEventMsg> for ProvisioningTransportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkEventMsg, ctx: &mut Context<Self>) {
+        let closed = matches!(
+            msg.event,
+            LinkEvent::Closed(_) | LinkEvent::ConnectionLost(_) | LinkEvent::ConnectFailed(_)
+        );
+        self.session
+            .handle_link_event(msg.link, msg.event, Instant::now());
+        if closed
+            && self.link.as_ref().is_some_and(|l| l.id == msg.link)
+            && self.session.state() == State::Disconnected
+        {
+            self.link = None;
+        }
+        self.drive(ctx);
+    }
+}
+
+impl Handler<GetState> for ProvisioningTransportActor {
+    type Result = actix::MessageResult<GetState>;
+
+    fn handle(&mut self, _: GetState, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(self.session.state())
+    }
+}
+
+/// Stops the actor (under a [`actix::Supervisor`], restarts it).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Restart;
+
+impl Handler<Restart> for ProvisioningTransportActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,154 @@
+//! The transport's settings, built once and shared by any number of actors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dps_messages::{DEFAULT_POLLING_INTERVAL, Protocol, ProvisioningError};
+
+use crate::runtime::MqttRuntime;
+use crate::session::{SessionConfig, Timeouts};
+use crate::tls::{TlsSetup, TrustRoots};
+
+/// Settings of a [`crate::ProvisioningTransportActor`]; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) session: SessionConfig,
+    pub(crate) tls: TlsSetup,
+    pub(crate) keep_alive: Duration,
+    pub(crate) sas_token_ttl: Duration,
+    pub(crate) runtime: MqttRuntime,
+}
+
+impl TransportConfig {
+    /// Settings for `protocol`, with the defaults: the public web's trust roots, 30-second
+    /// deadlines, a 2-second default polling interval, a 60-second keep-alive, one-hour SAS
+    /// tokens, and the shared MQTT runtime.
+    pub fn builder(protocol: Protocol) -> TransportConfigBuilder {
+        TransportConfigBuilder {
+            protocol,
+            trust: TrustRoots::PublicWeb,
+            timeouts: Timeouts::default(),
+            default_polling_interval: DEFAULT_POLLING_INTERVAL,
+            keep_alive: Duration::from_secs(60),
+            sas_token_ttl: Duration::from_secs(3600),
+            runtime: None,
+        }
+    }
+
+    /// The protocol.
+    pub fn protocol(&self) -> Protocol {
+        self.inner.session.protocol
+    }
+}
+
+/// Builds a [`TransportConfig`].
+#[derive(Clone, Debug)]
+pub struct TransportConfigBuilder {
+    protocol: Protocol,
+    trust: TrustRoots,
+    timeouts: Timeouts,
+    default_polling_interval: Duration,
+    keep_alive: Duration,
+    sas_token_ttl: Duration,
+    runtime: Option<MqttRuntime>,
+}
+
+impl TransportConfigBuilder {
+    /// Which server certificates to trust (the public web's by default).
+    pub fn trust(mut self, roots: TrustRoots) -> Self {
+        self.trust = roots;
+        self
+    }
+
+    /// Trust only the CA certificates in `pem` (a test broker's CA, say).
+    pub fn ca_pem(self, pem: impl Into<String>) -> Self {
+        self.trust(TrustRoots::Pem(pem.into()))
+    }
+
+    /// All the deadlines at once.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// How long to wait for TCP, TLS, WebSocket and CONNACK.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.connect = timeout;
+        self
+    }
+
+    /// How long to wait for the SUBACK.
+    pub fn subscribe_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.subscribe = timeout;
+        self
+    }
+
+    /// How long to wait for a PUBACK.
+    pub fn publish_ack_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.publish_ack = timeout;
+        self
+    }
+
+    /// How long to wait for the service's response after the PUBACK.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.response = timeout;
+        self
+    }
+
+    /// How long to wait for the UNSUBACK and the close.
+    pub fn disconnect_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.disconnect = timeout;
+        self
+    }
+
+    /// The polling interval reported when the service gives no `retry-after`.
+    pub fn default_polling_interval(mut self, interval: Duration) -> Self {
+        self.default_polling_interval = interval;
+        self
+    }
+
+    /// The MQTT keep-alive (whole seconds, at most 65,535; 0 turns it off).
+    pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// How long a symmetric-key device's SAS token is valid from the moment it connects.
+    pub fn sas_token_ttl(mut self, ttl: Duration) -> Self {
+        self.sas_token_ttl = ttl;
+        self
+    }
+
+    /// Runs the connections on this runtime instead of the shared one.
+    pub fn runtime(mut self, runtime: MqttRuntime) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// Checks the settings and builds them. Fails on unusable trust roots or when the MQTT
+    /// runtime cannot start.
+    pub fn build(self) -> Result<TransportConfig, ProvisioningError> {
+        let runtime = match self.runtime {
+            Some(runtime) => runtime,
+            None => MqttRuntime::shared()?,
+        };
+        Ok(TransportConfig {
+            inner: Arc::new(Inner {
+                session: SessionConfig {
+                    protocol: self.protocol,
+                    timeouts: self.timeouts,
+                    default_polling_interval: self.default_polling_interval,
+                },
+                tls: TlsSetup::new(&self.trust)?,
+                keep_alive: self.keep_alive,
+                sas_token_ttl: self.sas_token_ttl,
+                runtime,
+            }),
+        })
+    }
+}

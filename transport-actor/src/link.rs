@@ -1,0 +1,405 @@
+//! The MQTT link: one connection, run on the MQTT runtime thread, taking [`LinkCommand`]s from
+//! the actor and reporting [`LinkEvent`]s back to it.
+//!
+//! The link holds no protocol state: it does what the session asks and says what happened.
+
+use std::cell::Cell;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::{Message, Recipient};
+use dps_messages::{
+    ConnackRefusal, ConnectParams, Protocol, ProvisioningError, TransportError, TransportErrorKind,
+};
+use ntex::connect::{Address, Connect, ConnectError};
+use ntex::service::{ServiceFactory, fn_service};
+use ntex::util::{ByteString, Bytes};
+use ntex::{SharedCfg, ws};
+use ntex_mqtt::v3::{self, client, codec};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::runtime::MqttRuntime;
+use crate::session::{LinkEvent, LinkId};
+use crate::tls::{TlsErrorSlot, rustls_error_in};
+
+/// The largest MQTT packet (and WebSocket frame) the link reads. Above DPS's 96 KB limit, so an
+/// oversized response reaches the protocol layer and fails as a typed error there.
+const MAX_PACKET_BYTES: usize = 1024 * 1024;
+
+/// A link event, addressed to the actor.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct LinkEventMsg {
+    pub(crate) link: LinkId,
+    pub(crate) event: LinkEvent,
+}
+
+/// What the actor asks of a link.
+#[derive(Debug)]
+pub(crate) enum LinkCommand {
+    Subscribe,
+    Publish {
+        rid: String,
+        topic: String,
+        payload: Vec<u8>,
+    },
+    Unsubscribe,
+    Close,
+}
+
+/// Everything a link needs to connect.
+pub(crate) struct LinkSpec {
+    pub(crate) id: LinkId,
+    pub(crate) params: ConnectParams,
+    /// A SAS token for symmetric-key devices. Never logged.
+    pub(crate) password: Option<String>,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) tls_errors: TlsErrorSlot,
+    pub(crate) keep_alive: u16,
+    /// Whether the device presents a client certificate (for a better error when the service
+    /// hangs up during the handshake).
+    pub(crate) presents_certificate: bool,
+}
+
+/// The actor's handle to a link. Dropping it closes the link.
+pub(crate) struct Link {
+    pub(crate) id: LinkId,
+    commands: mpsc::UnboundedSender<LinkCommand>,
+}
+
+impl Link {
+    /// Starts connecting on `runtime`; events go to `events`.
+    pub(crate) fn open(
+        runtime: &MqttRuntime,
+        spec: LinkSpec,
+        events: Recipient<LinkEventMsg>,
+    ) -> Result<Link, ProvisioningError> {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let id = spec.id;
+        runtime.spawn(move || run(spec, rx, events))?;
+        Ok(Link { id, commands })
+    }
+
+    /// Sends a command; a link that has ended has already reported why.
+    pub(crate) fn send(&self, command: LinkCommand) {
+        let _ = self.commands.send(command);
+    }
+}
+
+/// Reports events of one link.
+#[derive(Clone)]
+struct Events {
+    link: LinkId,
+    to: Recipient<LinkEventMsg>,
+}
+
+impl Events {
+    fn emit(&self, event: LinkEvent) {
+        self.to.do_send(LinkEventMsg {
+            link: self.link,
+            event,
+        });
+    }
+}
+
+async fn run(
+    spec: LinkSpec,
+    mut commands: mpsc::UnboundedReceiver<LinkCommand>,
+    to: Recipient<LinkEventMsg>,
+) {
+    let events = Events { link: spec.id, to };
+    let client = tokio::select! {
+        client = connect(&spec) => client,
+        // Closed (or dropped) while connecting: the session has already moved on.
+        _ = closed_while_connecting(&mut commands) => return,
+    };
+    let client = match client {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::debug!(link = ?spec.id, %error, "connect failed");
+            return events.emit(LinkEvent::ConnectFailed(error));
+        }
+    };
+    events.emit(LinkEvent::Connected);
+
+    let sink = client.sink();
+    let closing = Rc::new(Cell::new(false));
+    let (gone_tx, mut gone) = oneshot::channel();
+    let inbound = events.clone();
+    ntex::rt::spawn(async move {
+        let result = client
+            .start(fn_service(move |message: client::ProtocolMessage| {
+                let events = inbound.clone();
+                async move { Ok::<_, ()>(deliver(message, &events).await) }
+            }))
+            .await;
+        let _ = gone_tx.send(result.err().map(|e| format!("{e:?}")));
+    });
+
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(LinkCommand::Subscribe) => spawn_subscribe(&sink, &events),
+                Some(LinkCommand::Publish { rid, topic, payload }) => spawn_publish(&sink, &events, rid, topic, payload),
+                Some(LinkCommand::Unsubscribe) => spawn_unsubscribe(&sink, &events),
+                Some(LinkCommand::Close) | None => {
+                    closing.set(true);
+                    // SRS 18_045: DISCONNECT, then close.
+                    sink.close();
+                    let _ = gone.await;
+                    return events.emit(LinkEvent::Closed(Ok(())));
+                }
+            },
+            ended = &mut gone => {
+                let why = ended.ok().flatten().unwrap_or_else(|| "the service closed the connection".to_owned());
+                let error = TransportError::new(TransportErrorKind::ConnectionLost, why);
+                return events.emit(LinkEvent::ConnectionLost(error.into()));
+            }
+        }
+    }
+}
+
+async fn closed_while_connecting(commands: &mut mpsc::UnboundedReceiver<LinkCommand>) {
+    loop {
+        match commands.recv().await {
+            Some(LinkCommand::Close) | None => return,
+            // Nothing else is sent before Connected.
+            Some(_) => {}
+        }
+    }
+}
+
+async fn deliver(message: client::ProtocolMessage, events: &Events) -> v3::ProtocolMessageAck {
+    match message {
+        client::ProtocolMessage::Publish(publish) => {
+            let topic = publish.packet().topic.to_string();
+            match publish.read_all().await {
+                Ok(payload) => events.emit(LinkEvent::Message {
+                    topic,
+                    payload: payload.to_vec(),
+                }),
+                Err(e) => tracing::warn!(
+                    topic,
+                    "dropping a message whose payload could not be read: {e:?}"
+                ),
+            }
+            publish.ack()
+        }
+        other => other.ack(),
+    }
+}
+
+fn spawn_subscribe(sink: &v3::MqttSink, events: &Events) {
+    let (sink, events) = (sink.clone(), events.clone());
+    ntex::rt::spawn(async move {
+        let filter = ByteString::from_static(dps_messages::topic::RESPONSE_TOPIC_FILTER);
+        let result = sink
+            .subscribe()
+            .topic_filter(filter, codec::QoS::AtLeastOnce)
+            .send()
+            .await;
+        events.emit(match result {
+            Ok(codes)
+                if codes
+                    .iter()
+                    .all(|c| matches!(c, codec::SubscribeReturnCode::Success(_))) =>
+            {
+                LinkEvent::Subscribed
+            }
+            Ok(codes) => LinkEvent::SubscribeFailed(
+                TransportError::new(
+                    TransportErrorKind::Subscribe,
+                    format!("the service refused the subscription: {codes:?}"),
+                )
+                .into(),
+            ),
+            Err(e) => LinkEvent::SubscribeFailed(
+                TransportError::new(TransportErrorKind::Subscribe, e).into(),
+            ),
+        });
+    });
+}
+
+fn spawn_publish(
+    sink: &v3::MqttSink,
+    events: &Events,
+    rid: String,
+    topic: String,
+    payload: Vec<u8>,
+) {
+    let (sink, events) = (sink.clone(), events.clone());
+    ntex::rt::spawn(async move {
+        let result = sink
+            .publish(ByteString::from(topic))
+            .send_at_least_once(Bytes::from(payload))
+            .await;
+        events.emit(match result {
+            Ok(()) => LinkEvent::PublishAcked { rid },
+            Err(e) => LinkEvent::PublishFailed {
+                rid,
+                error: TransportError::new(TransportErrorKind::Publish, e).into(),
+            },
+        });
+    });
+}
+
+fn spawn_unsubscribe(sink: &v3::MqttSink, events: &Events) {
+    let (sink, events) = (sink.clone(), events.clone());
+    ntex::rt::spawn(async move {
+        let filter = ByteString::from_static(dps_messages::topic::RESPONSE_TOPIC_FILTER);
+        let result = sink.unsubscribe().topic_filter(filter).send().await;
+        events.emit(LinkEvent::Unsubscribed(result.map_err(|e| {
+            TransportError::new(TransportErrorKind::Unsubscribe, e).into()
+        })));
+    });
+}
+
+/// Host and port kept apart: a `host:port` string would go to DNS whole. An IP address needs no
+/// lookup; a name is resolved. The host is also the TLS server name.
+#[derive(Clone, Debug)]
+struct Target {
+    host: String,
+    port: u16,
+}
+
+impl Address for Target {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn port(&self) -> Option<u16> {
+        Some(self.port)
+    }
+
+    fn addr(&self) -> Option<SocketAddr> {
+        self.host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+}
+
+fn mqtt_config() -> SharedCfg {
+    SharedCfg::new("dps-transport")
+        .add(ntex_mqtt::MqttServiceConfig::new().set_max_size(MAX_PACKET_BYTES as u32))
+        .build()
+}
+
+fn connect_packet(spec: &LinkSpec) -> codec::Connect {
+    codec::Connect {
+        clean_session: spec.params.clean_session,
+        keep_alive: spec.keep_alive,
+        client_id: ByteString::from(spec.params.client_id.clone()),
+        username: Some(ByteString::from(spec.params.username.clone())),
+        password: spec.password.clone().map(|p| Bytes::from(p.into_bytes())),
+        ..codec::Connect::default()
+    }
+}
+
+/// Opens TCP, TLS, (WebSocket,) and MQTT; the error says why not, with the TLS reason when
+/// there is one.
+async fn connect(spec: &LinkSpec) -> Result<client::Client, ProvisioningError> {
+    let endpoint = &spec.params.endpoint;
+    let target = Target {
+        host: endpoint.host.clone(),
+        port: endpoint.port,
+    };
+    let packet = connect_packet(spec);
+    let cfg = mqtt_config();
+    let result = match endpoint.protocol {
+        Protocol::Mqtt => {
+            let connector = ntex::connect::rustls::TlsConnector::from(spec.tls.clone());
+            let service = client::MqttConnector::new()
+                .connector(connector)
+                .pipeline(cfg)
+                .await
+                .map_err(|_| init_failed())?;
+            service
+                .call(client::Connect::with(target.clone(), packet))
+                .await
+        }
+        Protocol::MqttWs => {
+            let host = if target.host.contains(':') {
+                format!("[{}]", target.host)
+            } else {
+                target.host.clone()
+            };
+            let uri = format!("https://{host}:{}{}", target.port, endpoint.path);
+            let mut builder = ws::WsClient::builder(uri.as_str());
+            builder
+                .protocols([dps_messages::connect::WEBSOCKET_SUBPROTOCOL])
+                .max_frame_size(MAX_PACKET_BYTES);
+            if let Some(addr) = target.addr() {
+                builder.address(addr);
+            }
+            let ws_client = builder
+                .rustls(spec.tls.clone())
+                .build(cfg.clone())
+                .await
+                .map_err(|e| {
+                    TransportError::new(
+                        TransportErrorKind::Connect,
+                        format!("WebSocket client: {e:?}"),
+                    )
+                })?;
+            let ws_client = Rc::new(ws_client);
+            let connector = move |_: Connect<Target>| {
+                let ws_client = ws_client.clone();
+                async move {
+                    let connection = ws_client.connect().await.map_err(|e| {
+                        ConnectError::Io(io::Error::other(format!("WebSocket upgrade: {e}")))
+                    })?;
+                    Ok(connection.into_transport())
+                }
+            };
+            let service = client::MqttConnector::new()
+                .connector(connector)
+                .pipeline(cfg)
+                .await
+                .map_err(|_| init_failed())?;
+            service
+                .call(client::Connect::with(target.clone(), packet))
+                .await
+        }
+    };
+    result.map_err(|e| connect_error(e, spec))
+}
+
+fn init_failed() -> ProvisioningError {
+    TransportError::new(TransportErrorKind::Connect, "the connector could not start").into()
+}
+
+fn connect_error(
+    error: client::ClientError<codec::ConnectAck>,
+    spec: &LinkSpec,
+) -> ProvisioningError {
+    if let Some(tls) = spec.tls_errors.take() {
+        return ProvisioningError::Tls(tls);
+    }
+    let connect = |detail: String| TransportError::new(TransportErrorKind::Connect, detail).into();
+    match error {
+        client::ClientError::Ack(ack) => match ConnackRefusal::from_code(ack.return_code as u8) {
+            Some(refusal) => ProvisioningError::ConnectionRefused(refusal),
+            None => connect("CONNACK without a return code".into()),
+        },
+        client::ClientError::Connect(ConnectError::Io(e))
+        | client::ClientError::Disconnected(Some(e)) => match rustls_error_in(&e) {
+            Some(tls) => ProvisioningError::Tls(tls),
+            None => connect(e.to_string()),
+        },
+        // With TLS 1.3 the server checks the client certificate after the client's handshake is
+        // over, and ntex closes without passing on the alert: say what it most likely means.
+        client::ClientError::Disconnected(None) if spec.presents_certificate => connect(
+            "the service closed the connection before CONNACK; it may have rejected the client \
+             certificate (does it chain to the CA of the enrollment?)"
+                .into(),
+        ),
+        client::ClientError::Disconnected(None) => {
+            connect("the service closed the connection before CONNACK".into())
+        }
+        client::ClientError::HandshakeTimeout => connect("the MQTT handshake timed out".into()),
+        other => connect(other.to_string()),
+    }
+}
