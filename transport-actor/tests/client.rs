@@ -1,0 +1,272 @@
+//! ProvisioningClient against the mock broker: the whole registration in one call.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use dps_messages::{Protocol, ProvisioningError, RegistrationStatus, Stage};
+use dps_mock_broker::Script;
+use dps_mock_broker::script::{DeviceScript, Step};
+use dps_transport_actor::{ClientOptions, ProvisioningClient};
+use serde_json::json;
+
+const MQTT: Protocol = Protocol::Mqtt;
+
+fn fast() -> ClientOptions {
+    ClientOptions {
+        min_interval: Duration::ZERO,
+        max_interval: Duration::from_millis(50),
+        deadline: LONG,
+        ..ClientOptions::default()
+    }
+}
+
+async fn client(f: &Fixture, id: &str, options: ClientOptions) -> ProvisioningClient {
+    ProvisioningClient::new(f.transport(MQTT, id).await, options)
+}
+
+fn steps(id: &str, steps: impl IntoIterator<Item = Step>) -> Script {
+    Script::new().device(
+        id,
+        steps
+            .into_iter()
+            .fold(DeviceScript::new(), DeviceScript::request),
+    )
+}
+
+#[actix_rt::test]
+async fn assigned_ends_with_the_result_and_disconnects() {
+    let f = Fixture::start(Script::new());
+    let c = client(&f, "dev", fast()).await;
+    let result = c
+        .register(f.request(MQTT, "dev").with_payload(json!({"a": 1})))
+        .await
+        .unwrap();
+    assert_eq!(result.status, RegistrationStatus::Assigned);
+    let state = result.registration_state.unwrap();
+    assert_eq!(
+        state.assigned_hub.as_deref(),
+        Some(dps_mock_broker::DEFAULT_ASSIGNED_HUB)
+    );
+    assert_eq!(state.payload, Some(json!({"a": 1})));
+    let records = f.wait_all_closed().await;
+    assert_eq!(records[0].ended.as_deref(), Some("client sent DISCONNECT"));
+}
+
+#[actix_rt::test]
+async fn failed_ends_with_a_registration_failed_error_carrying_the_result() {
+    let failed = json!({"status": "failed", "registrationState": {"status": "failed", "errorCode": 400209, "errorMessage": "no hub"}});
+    let f = Fixture::start(steps(
+        "dev",
+        [
+            Step::Default { delay_ms: 0 },
+            Step::respond(200).with_body(failed),
+        ],
+    ));
+    let err = client(&f, "dev", fast())
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap_err();
+    let ProvisioningError::RegistrationFailed(result) = &err else {
+        panic!("{err:?}")
+    };
+    let state = result.registration_state.as_ref().unwrap();
+    assert_eq!(
+        (state.error_code, state.error_message.as_deref()),
+        (Some(400209), Some("no hub"))
+    );
+    assert!(err.to_string().contains("400209: no hub"), "{err}");
+}
+
+#[actix_rt::test]
+async fn disabled_unassigned_and_unknown_statuses_are_typed_errors() {
+    for status in ["disabled", "unassigned", "quantum"] {
+        let f = Fixture::start(steps(
+            "dev",
+            [Step::respond(200).with_body(json!({"status": status}))],
+        ));
+        let err = client(&f, "dev", fast())
+            .await
+            .register(f.request(MQTT, "dev"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ProvisioningError::RegistrationNotAssigned(r) if r.status.as_str() == status),
+            "{err:?}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn throttled_and_5xx_responses_are_retried_until_assigned() {
+    let script = steps(
+        "dev",
+        [
+            Step::respond(429),
+            Step::respond(503),
+            Step::Default { delay_ms: 0 },
+            Step::respond(500),
+            Step::Default { delay_ms: 0 },
+        ],
+    );
+    let f = Fixture::start(script);
+    let result = client(&f, "dev", fast())
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap();
+    assert_eq!(result.status, RegistrationStatus::Assigned);
+    // register, register, register (202), poll (500 -> still assigning), poll (200).
+    let publishes: Vec<bool> = f.broker.records()[0]
+        .publishes()
+        .iter()
+        .map(|(t, _)| t.contains("PUT"))
+        .collect();
+    assert_eq!(publishes, vec![true, true, true, false, false]);
+}
+
+#[actix_rt::test]
+async fn a_poll_answered_without_an_operation_id_starts_again_from_register() {
+    let f = Fixture::start(steps(
+        "dev",
+        [Step::respond(202).with_body(json!({"status": "assigning", "operationId": null}))],
+    ));
+    let result = client(&f, "dev", fast())
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap();
+    assert_eq!(result.status, RegistrationStatus::Assigned);
+    let kinds: Vec<bool> = f.broker.records()[0]
+        .publishes()
+        .iter()
+        .map(|(t, _)| t.contains("PUT"))
+        .collect();
+    assert_eq!(kinds, vec![true, true, false]);
+}
+
+#[actix_rt::test]
+async fn the_service_interval_is_waited_with_a_floor() {
+    // retry-after 0 with a 300 ms floor: the poll must come at least 300 ms after the register.
+    let f = Fixture::start(Script::new());
+    let options = ClientOptions {
+        min_interval: Duration::from_millis(300),
+        ..fast()
+    };
+    let started = std::time::Instant::now();
+    client(&f, "dev", options)
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[actix_rt::test]
+async fn the_overall_deadline_ends_a_registration_the_service_never_answers() {
+    let f = Fixture::start(steps("dev", [Step::Silent]));
+    let options = ClientOptions {
+        deadline: SHORT,
+        ..fast()
+    };
+    let err = client(&f, "dev", options)
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProvisioningError::Timeout { stage: Stage::Registration, after } if after == SHORT),
+        "{err:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn cancel_ends_a_running_registration_and_a_second_register_is_refused() {
+    let f = Fixture::start(steps("dev", [Step::Silent]));
+    let c = client(&f, "dev", fast()).await;
+    let running = {
+        let c = c.clone();
+        let request = f.request(MQTT, "dev");
+        actix_rt::spawn(async move { c.register(request).await })
+    };
+    f.wait_for_publishes(1).await;
+    let second = c.register(f.request(MQTT, "dev")).await;
+    assert!(matches!(
+        second,
+        Err(ProvisioningError::OperationInProgress)
+    ));
+    c.cancel();
+    assert!(matches!(
+        running.await.unwrap(),
+        Err(ProvisioningError::OperationCancelled)
+    ));
+    // Nothing runs now: the client is usable again.
+    c.cancel();
+}
+
+#[actix_rt::test]
+async fn a_connection_dropped_mid_poll_is_retried() {
+    let f = Fixture::start(steps(
+        "dev",
+        [Step::Default { delay_ms: 0 }, Step::Close { delay_ms: 0 }],
+    ));
+    let result = client(&f, "dev", fast())
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap();
+    assert_eq!(result.status, RegistrationStatus::Assigned);
+    assert_eq!(f.broker.records().len(), 2);
+}
+
+#[actix_rt::test]
+async fn the_cache_returns_a_saved_assignment_without_contacting_dps_unless_forced() {
+    let f = Fixture::start(Script::new());
+    let path = std::env::temp_dir().join(format!("dps-client-cache-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let options = ClientOptions {
+        cache_file: Some(path.clone()),
+        ..fast()
+    };
+    let first = client(&f, "dev", options.clone())
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap();
+    assert!(path.is_file());
+    let again = client(&f, "dev", options.clone())
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(
+        f.broker.records().len(),
+        1,
+        "the cached call must not connect"
+    );
+    let forced = ClientOptions {
+        force: true,
+        ..options
+    };
+    client(&f, "dev", forced)
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap();
+    assert_eq!(f.broker.records().len(), 2);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[actix_rt::test]
+async fn service_errors_end_the_registration() {
+    let f = Fixture::start(steps("dev", [Step::respond(401)]));
+    let err = client(&f, "dev", fast())
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProvisioningError::Unauthorized(_)), "{err:?}");
+}
