@@ -1,5 +1,210 @@
-//! The `dps` command line.
+//! `dps`: provision Azure IoT devices over MQTT, run the demo, scripted scenarios and benchmarks.
 
-fn main() {
-    println!("dps: the demo, provisioning, scenario and benchmark commands are coming.");
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use dps_harness::outcome::Outcome;
+use dps_harness::provision::{Credential, ProvisionArgs};
+use dps_harness::{demo, provision, scenario};
+
+/// Azure IoT Device Provisioning Service over MQTT, from the command line.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Provision three devices against a mock DPS started in this process: X.509 over MQTT,
+    /// X.509 over MQTT-over-WebSocket, and a symmetric key from a group enrollment.
+    Demo,
+    /// Provision one device against DPS (or any endpoint) and print its assignment.
+    ///
+    /// Exit codes: 0 assigned, 1 other error, 2 bad arguments, 3 unauthorized,
+    /// 4 registration failed (failed, disabled or unassigned), 5 timeout,
+    /// 6 transport, TLS or protocol error.
+    Provision(Provision),
+    /// Run scripted scenarios against the mock DPS.
+    Scenario {
+        #[command(subcommand)]
+        command: ScenarioCommand,
+    },
+    /// Measure provisioning throughput, latency, memory and CPU.
+    Bench(dps_harness::bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum ScenarioCommand {
+    /// Run scenario files (default: every file in harness/scenarios/); one line per scenario,
+    /// then `N passed, N failed`.
+    Run {
+        /// Scenario files.
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("credential").required(true).args(["cert", "symmetric_key", "group_key"])))]
+struct Provision {
+    /// The DPS endpoint, HOST[:PORT] (port 8883, or 443 with --ws).
+    #[arg(long, default_value = dps_messages::request::DEFAULT_PROVISIONING_HOST)]
+    endpoint: String,
+    /// The DPS instance's id scope.
+    #[arg(long)]
+    id_scope: String,
+    /// The device's registration id.
+    #[arg(long)]
+    registration_id: String,
+    /// The device certificate chain (PEM); its CN must be the registration id.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The device certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// An individual enrollment's symmetric key (base64).
+    #[arg(long)]
+    symmetric_key: Option<String>,
+    /// A group enrollment's key (base64); the device key is derived from the registration id.
+    #[arg(long)]
+    group_key: Option<String>,
+    /// Trust this CA (PEM) instead of the public web roots.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Use MQTT over WebSocket (wss://HOST:443/$iothub/websocket).
+    #[arg(long)]
+    ws: bool,
+    /// Custom allocation data, JSON.
+    #[arg(long, value_parser = parse_json)]
+    payload: Option<serde_json::Value>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Remember the assignment in this file and reuse it next time.
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Provision even when --cache holds an assignment.
+    #[arg(long)]
+    force: bool,
+    /// Print the whole result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    actix_rt::System::new().block_on(async move {
+        match cli.command {
+            Command::Demo => run_demo().await,
+            Command::Provision(args) => run_provision(args).await,
+            Command::Scenario {
+                command: ScenarioCommand::Run { files },
+            } => run_scenarios(files).await,
+            Command::Bench(args) => dps_harness::bench::main(args).await,
+        }
+    })
+}
+
+async fn run_demo() -> ExitCode {
+    println!(
+        "Starting a mock DPS (MQTT/TLS and MQTT/WebSocket, generated PKI) and provisioning three devices...\n"
+    );
+    match demo::run().await {
+        Ok(rows) => {
+            println!("{}", demo::table(&rows));
+            if rows.iter().all(|r| r.result.is_ok()) {
+                println!("\nAll {} devices provisioned.", rows.len());
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("dps demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_provision(p: Provision) -> ExitCode {
+    let credential = match (p.cert, p.key, p.symmetric_key, p.group_key) {
+        (Some(cert), Some(key), None, None) => Credential::X509 { cert, key },
+        (None, None, Some(key), None) => Credential::SymmetricKey(key),
+        (None, None, None, Some(key)) => Credential::GroupKey(key),
+        _ => {
+            eprintln!(
+                "dps provision: give one credential: --cert and --key, --symmetric-key, or --group-key"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let registration_id = p.registration_id.clone();
+    let args = ProvisionArgs {
+        endpoint: p.endpoint,
+        id_scope: p.id_scope,
+        registration_id: p.registration_id,
+        credential,
+        ca: p.ca,
+        websocket: p.ws,
+        payload: p.payload,
+        timeout: Duration::from_secs(p.timeout),
+        cache: p.cache,
+        force: p.force,
+    };
+    let result = provision::run(args).await;
+    let outcome = Outcome::of(&result);
+    match &result {
+        Ok(assigned) if p.json => println!(
+            "{}",
+            serde_json::to_string_pretty(assigned).unwrap_or_default()
+        ),
+        Ok(assigned) => println!("{}", provision::summary(&registration_id, assigned)),
+        Err(e) => eprintln!("dps provision: {outcome}: {e}"),
+    }
+    ExitCode::from(outcome.exit_code())
+}
+
+async fn run_scenarios(files: Vec<PathBuf>) -> ExitCode {
+    let files = if files.is_empty() {
+        match scenario::files_in(&scenario::shipped_dir()) {
+            Ok(files) => files,
+            Err(e) => {
+                eprintln!("dps scenario run: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        files
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for file in &files {
+        let report = scenario::run_file(file).await;
+        if report.passed() {
+            passed += 1;
+            println!("ok    {}", report.name);
+        } else {
+            failed += 1;
+            println!("FAIL  {} ({})", report.name, report.file.display());
+            for failure in &report.failures {
+                println!("        {failure}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

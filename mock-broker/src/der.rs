@@ -2,9 +2,6 @@
 //! against the clientId. Certificates arrive from the network, so every read is bounds-checked
 //! and a malformed certificate yields `None`, never a panic.
 
-/// The OID of the common name attribute, 2.5.4.3, DER-encoded.
-const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
-
 /// A DER element: its tag, its contents, and what follows it.
 struct Element<'a> {
     tag: u8,
@@ -56,8 +53,19 @@ const SET: u8 = 0x31;
 const OID: u8 = 0x06;
 const EXPLICIT_VERSION: u8 = 0xa0;
 
-/// The subject common name of a DER certificate, if it has one and parses.
-pub fn subject_common_name(cert_der: &[u8]) -> Option<String> {
+/// One attribute of a distinguished name: its type, its string tag and its raw value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Attribute {
+    /// The attribute type's OID, as arcs.
+    pub(crate) oid: Vec<u64>,
+    /// The DER tag of the value (UTF8String, PrintableString ...).
+    pub(crate) tag: u8,
+    /// The value's bytes.
+    pub(crate) value: Vec<u8>,
+}
+
+/// The attributes of a DER certificate's subject, in order; `None` if it does not parse.
+pub(crate) fn subject_attributes(cert_der: &[u8]) -> Option<Vec<Attribute>> {
     let cert = element(cert_der).filter(|e| e.tag == SEQUENCE)?;
     let tbs = children(cert.contents)
         .next()
@@ -68,17 +76,43 @@ pub fn subject_common_name(cert_der: &[u8]) -> Option<String> {
         fields.next();
     }
     let subject = fields.nth(4).filter(|e| e.tag == SEQUENCE)?;
+    let mut attributes = Vec::new();
     for rdn in children(subject.contents).filter(|e| e.tag == SET) {
         for attribute in children(rdn.contents).filter(|e| e.tag == SEQUENCE) {
             let mut parts = children(attribute.contents);
             let oid = parts.next().filter(|e| e.tag == OID)?;
-            if oid.contents == OID_COMMON_NAME {
-                let value = parts.next()?;
-                return std::str::from_utf8(value.contents).ok().map(str::to_owned);
-            }
+            let value = parts.next()?;
+            attributes.push(Attribute {
+                oid: decode_oid(oid.contents)?,
+                tag: value.tag,
+                value: value.contents.to_vec(),
+            });
         }
     }
-    None
+    Some(attributes)
+}
+
+/// The arcs of a DER-encoded OID.
+fn decode_oid(bytes: &[u8]) -> Option<Vec<u64>> {
+    let (&first, rest) = bytes.split_first()?;
+    let mut arcs = vec![u64::from(first / 40), u64::from(first % 40)];
+    let mut value: u64 = 0;
+    for &b in rest {
+        value = value.checked_mul(128)? | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            arcs.push(value);
+            value = 0;
+        }
+    }
+    Some(arcs)
+}
+
+/// The subject common name of a DER certificate, if it has one and parses.
+pub fn subject_common_name(cert_der: &[u8]) -> Option<String> {
+    subject_attributes(cert_der)?
+        .into_iter()
+        .find(|a| a.oid == [2, 5, 4, 3])
+        .and_then(|a| String::from_utf8(a.value).ok())
 }
 
 #[cfg(test)]
@@ -102,6 +136,22 @@ mod tests {
             (rcgen::DnType::CommonName, "dev-1"),
         ]);
         assert_eq!(subject_common_name(&der).as_deref(), Some("dev-1"));
+    }
+
+    #[test]
+    fn reads_every_subject_attribute_in_order() {
+        let der = cert_with(&[
+            (rcgen::DnType::CountryName, "NL"),
+            (rcgen::DnType::CommonName, "ca"),
+        ]);
+        let attributes = subject_attributes(&der).unwrap();
+        let oids: Vec<&[u64]> = attributes.iter().map(|a| a.oid.as_slice()).collect();
+        assert_eq!(oids, vec![&[2, 5, 4, 6][..], &[2, 5, 4, 3][..]]);
+        assert_eq!(attributes[1].value, b"ca");
+        assert_eq!(
+            decode_oid(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]),
+            Some(vec![1, 2, 840, 113549])
+        );
     }
 
     #[test]

@@ -33,6 +33,12 @@ enum Command {
         out: PathBuf,
         /// Registration ids to make device certificates for.
         ids: Vec<String>,
+        /// Also make certificates for <PREFIX>0001 .. <PREFIX><COUNT> (for benchmarks).
+        #[arg(long, default_value_t = 0)]
+        count: usize,
+        /// The prefix of the --count registration ids.
+        #[arg(long, default_value = "bench-")]
+        prefix: String,
     },
 }
 
@@ -177,10 +183,18 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Pki { out, ids }) => TestPki::generate()
-            .and_then(|pki| pki.write_to(&out, &ids))
-            .map(|()| println!("wrote the test PKI to {}", out.display()))
-            .map_err(|e| e.to_string()),
+        Some(Command::Pki {
+            out,
+            mut ids,
+            count,
+            prefix,
+        }) => {
+            ids.extend((1..=count).map(|i| format!("{prefix}{i:04}")));
+            TestPki::generate()
+                .and_then(|pki| pki.write_to(&out, &ids))
+                .map(|()| println!("wrote the test PKI to {}", out.display()))
+                .map_err(|e| e.to_string())
+        }
         None => serve(cli.serve),
     };
     match result {

@@ -30,6 +30,7 @@ impl fmt::Debug for CertifiedPem {
 /// A certificate authority that signs the server's and the devices' certificates.
 pub struct TestPki {
     ca_cert_pem: String,
+    ca_key_pem: String,
     issuer: Issuer<'static, KeyPair>,
     /// The server certificate (for `localhost` and `127.0.0.1`) and key.
     pub server: CertifiedPem,
@@ -41,6 +42,9 @@ pub enum PkiError {
     /// rcgen failed.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    /// An existing CA certificate or key cannot be used.
+    #[error("unusable CA: {0}")]
+    BadCa(String),
     /// A file could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -67,8 +71,51 @@ impl TestPki {
             KeyUsagePurpose::DigitalSignature,
         ];
         let ca_cert_pem = ca.self_signed(&ca_key)?.pem();
+        let ca_key_pem = ca_key.serialize_pem();
         let issuer = Issuer::new(ca, ca_key);
+        Self::with_issuer(ca_cert_pem, ca_key_pem, issuer)
+    }
 
+    /// A PKI around an existing CA (PEM certificate and PKCS#8 key), e.g. one written by
+    /// [`TestPki::write_to`], so that another process can sign device certificates that chain
+    /// to the CA a broker trusts. The CA's subject is rebuilt attribute by attribute (a
+    /// subject that repeats an attribute type is not supported).
+    pub fn from_ca_pem(ca_cert_pem: &str, ca_key_pem: &str) -> Result<Self, PkiError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+
+        let der = CertificateDer::from_pem_slice(ca_cert_pem.as_bytes())
+            .map_err(|e| PkiError::BadCa(e.to_string()))?;
+        let attributes = crate::der::subject_attributes(der.as_ref())
+            .ok_or_else(|| PkiError::BadCa("the subject does not parse".into()))?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for attribute in attributes {
+            let text = String::from_utf8(attribute.value)
+                .map_err(|_| PkiError::BadCa("a subject value is not text".into()))?;
+            let value = match attribute.tag {
+                0x13 => rcgen::DnValue::PrintableString(text.try_into()?),
+                0x16 => rcgen::DnValue::Ia5String(text.try_into()?),
+                _ => rcgen::DnValue::Utf8String(text),
+            };
+            params
+                .distinguished_name
+                .push(DnType::CustomDnType(attribute.oid), value);
+        }
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let key = KeyPair::from_pem(ca_key_pem)?;
+        Self::with_issuer(
+            ca_cert_pem.to_owned(),
+            ca_key_pem.to_owned(),
+            Issuer::new(params, key),
+        )
+    }
+
+    fn with_issuer(
+        ca_cert_pem: String,
+        ca_key_pem: String,
+        issuer: Issuer<'static, KeyPair>,
+    ) -> Result<Self, PkiError> {
         let server_key = KeyPair::generate()?;
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
@@ -83,6 +130,7 @@ impl TestPki {
         };
         Ok(Self {
             ca_cert_pem,
+            ca_key_pem,
             issuer,
             server,
         })
@@ -108,8 +156,8 @@ impl TestPki {
         })
     }
 
-    /// Writes `ca.pem`, `server.pem`, `server.key`, and `<id>.pem` / `<id>.key` for each device
-    /// into `dir` (created if missing).
+    /// Writes `ca.pem`, `ca.key`, `server.pem`, `server.key`, and `<id>.pem` / `<id>.key` for
+    /// each device into `dir` (created if missing).
     pub fn write_to(&self, dir: &Path, registration_ids: &[String]) -> Result<(), PkiError> {
         let write = |name: &str, text: &str| {
             let path = dir.join(name);
@@ -123,6 +171,7 @@ impl TestPki {
             source,
         })?;
         write("ca.pem", &self.ca_cert_pem)?;
+        write("ca.key", &self.ca_key_pem)?;
         write("server.pem", &self.server.cert_pem)?;
         write("server.key", &self.server.key_pem)?;
         for id in registration_ids {
@@ -148,6 +197,36 @@ mod tests {
         let cn = crate::der::subject_common_name(identity.cert_chain()[0].as_ref());
         assert_eq!(cn.as_deref(), Some("dev-7"));
         assert!(!format!("{device:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn a_reloaded_ca_signs_certificates_that_chain_to_the_original() {
+        let original = TestPki::generate().unwrap();
+        let reloaded = TestPki::from_ca_pem(original.ca_pem(), &original.ca_key_pem).unwrap();
+        let device = reloaded.device("dev-9").unwrap();
+        // Verify the device chain with the original CA as the only root.
+        let verifier = {
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(
+                    rustls::pki_types::CertificateDer::from_pem_slice(original.ca_pem().as_bytes())
+                        .unwrap(),
+                )
+                .unwrap();
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                dps_messages::x509::shared_provider(),
+            )
+            .build()
+            .unwrap()
+        };
+        use rustls::pki_types::pem::PemObject;
+        let leaf =
+            rustls::pki_types::CertificateDer::from_pem_slice(device.cert_pem.as_bytes()).unwrap();
+        let now = rustls::pki_types::UnixTime::now();
+        verifier.verify_client_cert(&leaf, &[], now).unwrap();
+        assert!(TestPki::from_ca_pem("garbage", "garbage").is_err());
     }
 
     #[test]

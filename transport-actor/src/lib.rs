@@ -7,6 +7,26 @@
 //!   call.
 //! * [`session`] is its sans-IO core: the state machine every rule of the spec lives in.
 //! * [`MqttRuntime`] is the thread the MQTT connections of all actors run on.
+//!
+//! ```no_run
+//! use actix::Actor;
+//! use dps_messages::{Protocol, RegistrationRequest, SetAuthentication, X509Identity};
+//! use dps_transport_actor::{ClientOptions, ProvisioningClient, ProvisioningTransportActor, TransportConfig};
+//!
+//! #[actix_rt::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let identity = X509Identity::from_pem(&std::fs::read("device.pem")?, &std::fs::read("device.key")?)?;
+//!     let config = TransportConfig::builder(Protocol::Mqtt).build()?; // public web roots, 30 s deadlines
+//!     let transport = ProvisioningTransportActor::new(config).start();
+//!     transport.send(SetAuthentication(identity.into())).await?;
+//!
+//!     let client = ProvisioningClient::new(transport, ClientOptions::default());
+//!     let result = client.register(RegistrationRequest::new("0ne00000A0A", "my-device")).await?;
+//!     let state = result.registration_state.unwrap_or_default();
+//!     println!("assigned to {:?} as {:?}", state.assigned_hub, state.device_id);
+//!     Ok(())
+//! }
+//! ```
 #![warn(missing_docs)]
 
 mod actor;

@@ -1,0 +1,167 @@
+//! `dps demo`: three devices provisioned against the mock DPS started in this process.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dps_messages::{
+    Authentication, Protocol, ProvisioningError, RegistrationRequest, RegistrationResult,
+};
+use dps_mock_broker::{BrokerHandle, MockBroker, TestPki};
+use dps_transport_actor::{ClientOptions, TransportConfig};
+
+use crate::setup;
+
+/// One demo device and how it went.
+pub struct DemoRow {
+    /// The registration id.
+    pub registration_id: String,
+    /// How it authenticated.
+    pub credential: &'static str,
+    /// How it connected.
+    pub protocol: Protocol,
+    /// The registration's end.
+    pub result: Result<RegistrationResult, ProvisioningError>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Starts the mock DPS, provisions the three demo devices concurrently and returns their rows.
+pub async fn run() -> Result<Vec<DemoRow>, String> {
+    let pki = Arc::new(TestPki::generate().map_err(|e| e.to_string())?);
+    let group_key = setup::random_key();
+    let broker = MockBroker::builder()
+        .pki(pki.clone())
+        .group_key(group_key.clone())
+        .retry_after(1)
+        .start()
+        .map_err(|e| e.to_string())?;
+    let devices: [(&str, &'static str, Protocol, Authentication); 3] = [
+        (
+            "demo-x509-mqtt",
+            "X.509 certificate",
+            Protocol::Mqtt,
+            device_cert(&pki, "demo-x509-mqtt")?,
+        ),
+        (
+            "demo-x509-websocket",
+            "X.509 certificate",
+            Protocol::MqttWs,
+            device_cert(&pki, "demo-x509-websocket")?,
+        ),
+        (
+            "demo-group-sas",
+            "symmetric key (group)",
+            Protocol::Mqtt,
+            setup::group_device(&group_key, "demo-group-sas").map_err(|e| e.to_string())?,
+        ),
+    ];
+    let mut tasks = Vec::new();
+    for (id, credential, protocol, auth) in devices {
+        let request = RegistrationRequest::new(dps_mock_broker::DEFAULT_ID_SCOPE, id)
+            .with_endpoint(uri(&broker, protocol));
+        let config = TransportConfig::builder(protocol)
+            .ca_pem(broker.ca_pem().unwrap_or_default())
+            .build()
+            .map_err(|e| e.to_string())?;
+        // The mock service asks for 1 s between polls; no need for real DPS's 2 s floor.
+        let options = ClientOptions {
+            min_interval: Duration::ZERO,
+            deadline: Duration::from_secs(30),
+            ..ClientOptions::default()
+        };
+        tasks.push(actix_rt::spawn(async move {
+            let started = Instant::now();
+            let result = match setup::client(config, auth, options).await {
+                Ok(client) => client.register(request).await,
+                Err(e) => Err(e),
+            };
+            DemoRow {
+                registration_id: id.to_owned(),
+                credential,
+                protocol,
+                result,
+                elapsed: started.elapsed(),
+            }
+        }));
+    }
+    let mut rows = Vec::new();
+    for task in tasks {
+        rows.push(task.await.map_err(|e| e.to_string())?);
+    }
+    broker.stop();
+    Ok(rows)
+}
+
+fn device_cert(pki: &TestPki, id: &str) -> Result<Authentication, String> {
+    let pem = pki.device(id).map_err(|e| e.to_string())?;
+    setup::identity(&pem).map_err(|e| e.to_string())
+}
+
+fn uri(broker: &BrokerHandle, protocol: Protocol) -> String {
+    match protocol {
+        Protocol::Mqtt => broker.mqtts_uri(),
+        Protocol::MqttWs => broker.wss_uri().unwrap_or_default(),
+    }
+}
+
+/// The rows as a table.
+pub fn table(rows: &[DemoRow]) -> String {
+    let header = [
+        "DEVICE",
+        "CREDENTIAL",
+        "TRANSPORT",
+        "RESULT",
+        "ASSIGNED HUB",
+        "DEVICE ID",
+        "TIME",
+    ];
+    let mut lines: Vec<[String; 7]> = vec![header.map(str::to_owned)];
+    for row in rows {
+        let transport = match row.protocol {
+            Protocol::Mqtt => "MQTT/TLS",
+            Protocol::MqttWs => "MQTT/WebSocket",
+        };
+        let (status, hub, device) = match &row.result {
+            Ok(result) => {
+                let state = result.registration_state.clone().unwrap_or_default();
+                (
+                    result.status.to_string(),
+                    state.assigned_hub.unwrap_or_default(),
+                    state.device_id.unwrap_or_default(),
+                )
+            }
+            Err(e) => (format!("error: {e}"), String::new(), String::new()),
+        };
+        lines.push([
+            row.registration_id.clone(),
+            row.credential.to_owned(),
+            transport.to_owned(),
+            status,
+            hub,
+            device,
+            format!("{:.2} s", row.elapsed.as_secs_f64()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    lines
+        .iter()
+        .map(|l| {
+            l.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,10 @@
+//! The `dps` command's library: the demo, the provision command, the scenario runner and the
+//! benchmark, usable from tests.
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod demo;
+pub mod outcome;
+pub mod provision;
+pub mod scenario;
+pub mod setup;

@@ -1,0 +1,127 @@
+//! How a registration ended, in the few kinds a person or a script acts on; the `dps` exit codes
+//! and the scenario expectations both speak in these.
+
+use std::fmt;
+
+use dps_messages::{ConnackRefusal, ProvisioningError, RegistrationResult};
+use serde::{Deserialize, Serialize};
+
+/// The kind of ending of a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Assigned to a hub. Exit code 0.
+    Assigned,
+    /// The service did not accept the credentials. Exit code 3.
+    Unauthorized,
+    /// The service failed, disabled or did not assign the registration. Exit code 4.
+    Failed,
+    /// A deadline passed. Exit code 5.
+    Timeout,
+    /// The network, TLS or the protocol failed. Exit code 6.
+    TransportError,
+    /// Anything else (a bad argument, a cancelled operation ...). Exit code 1.
+    Other,
+}
+
+impl Outcome {
+    /// The kind of `result`.
+    pub fn of(result: &Result<RegistrationResult, ProvisioningError>) -> Self {
+        use ProvisioningError as E;
+        match result {
+            Ok(_) => Outcome::Assigned,
+            Err(E::Unauthorized(_) | E::Auth(_)) => Outcome::Unauthorized,
+            Err(E::ConnectionRefused(
+                ConnackRefusal::NotAuthorized | ConnackRefusal::BadUserNameOrPassword,
+            )) => Outcome::Unauthorized,
+            Err(E::RegistrationFailed(_) | E::RegistrationNotAssigned(_)) => Outcome::Failed,
+            Err(E::Timeout { .. }) => Outcome::Timeout,
+            Err(E::Transport(_) | E::Tls(_) | E::Protocol(_) | E::ConnectionRefused(_)) => {
+                Outcome::TransportError
+            }
+            Err(_) => Outcome::Other,
+        }
+    }
+
+    /// The process exit code of the `dps provision` command for this outcome.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Assigned => 0,
+            Outcome::Other => 1,
+            Outcome::Unauthorized => 3,
+            Outcome::Failed => 4,
+            Outcome::Timeout => 5,
+            Outcome::TransportError => 6,
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Assigned => "assigned",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::Failed => "failed",
+            Outcome::Timeout => "timeout",
+            Outcome::TransportError => "transport_error",
+            Outcome::Other => "other",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dps_messages::{ServiceError, Stage, TransportError, TransportErrorKind};
+    use std::time::Duration;
+
+    #[test]
+    fn every_error_maps_to_its_documented_exit_code() {
+        let service = |status| {
+            Err(ProvisioningError::from_service(ServiceError::from_body(
+                status, b"",
+            )))
+        };
+        let cases: Vec<(Result<RegistrationResult, ProvisioningError>, u8)> = vec![
+            (
+                Ok(serde_json::from_str(r#"{"status":"assigned"}"#).unwrap()),
+                0,
+            ),
+            (service(401), 3),
+            (
+                Err(ProvisioningError::ConnectionRefused(
+                    ConnackRefusal::NotAuthorized,
+                )),
+                3,
+            ),
+            (
+                Err(ProvisioningError::ConnectionRefused(
+                    ConnackRefusal::ServerUnavailable,
+                )),
+                6,
+            ),
+            (
+                Err(ProvisioningError::RegistrationFailed(Box::new(
+                    serde_json::from_str(r#"{"status":"failed"}"#).unwrap(),
+                ))),
+                4,
+            ),
+            (
+                Err(ProvisioningError::timeout(
+                    Stage::Registration,
+                    Duration::ZERO,
+                )),
+                5,
+            ),
+            (
+                Err(TransportError::new(TransportErrorKind::Connect, "x").into()),
+                6,
+            ),
+            (service(400), 1),
+            (Err(ProvisioningError::OperationCancelled), 1),
+        ];
+        for (result, code) in cases {
+            assert_eq!(Outcome::of(&result).exit_code(), code, "{result:?}");
+        }
+    }
+}

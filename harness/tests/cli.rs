@@ -1,0 +1,280 @@
+//! The `dps` binary, run as a user runs it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use dps_mock_broker::script::{DeviceScript, Step};
+use dps_mock_broker::{BrokerHandle, MockBroker, Script, TestPki};
+
+const GROUP_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn dps(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dps"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+struct Setup {
+    broker: BrokerHandle,
+    dir: std::path::PathBuf,
+}
+
+impl Setup {
+    fn new(name: &str, script: Script) -> Self {
+        let pki = Arc::new(TestPki::generate().unwrap());
+        let dir = std::env::temp_dir().join(format!("dps-cli-{name}-{}", std::process::id()));
+        pki.write_to(&dir, &["cli-dev".into()]).unwrap();
+        let broker = MockBroker::builder()
+            .pki(pki)
+            .group_key(GROUP_KEY)
+            .retry_after(0)
+            .script(script)
+            .start()
+            .unwrap();
+        Self { broker, dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn endpoint(&self) -> String {
+        format!("localhost:{}", self.broker.addr().port())
+    }
+
+    fn provision(&self, extra: &[&str]) -> Output {
+        let (endpoint, ca) = (self.endpoint(), self.path("ca.pem"));
+        let mut args = vec![
+            "provision",
+            "--endpoint",
+            &endpoint,
+            "--id-scope",
+            dps_mock_broker::DEFAULT_ID_SCOPE,
+            "--ca",
+            &ca,
+        ];
+        args.extend_from_slice(extra);
+        dps(&args)
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn provision_with_a_certificate_prints_the_assignment_and_exits_0() {
+    let s = Setup::new("cert", Script::new());
+    let (cert, key) = (s.path("cli-dev.pem"), s.path("cli-dev.key"));
+    let out = s.provision(&[
+        "--registration-id",
+        "cli-dev",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("cli-dev is assigned to mock-hub.azure-devices.net as device cli-dev"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn provision_json_with_a_group_key_over_websocket() {
+    let s = Setup::new("json", Script::new());
+    let endpoint = format!("localhost:{}", s.broker.ws_addr().unwrap().port());
+    let ca = s.path("ca.pem");
+    let out = dps(&[
+        "provision",
+        "--endpoint",
+        &endpoint,
+        "--ws",
+        "--id-scope",
+        dps_mock_broker::DEFAULT_ID_SCOPE,
+        "--ca",
+        &ca,
+        "--registration-id",
+        "grouped",
+        "--group-key",
+        GROUP_KEY,
+        "--payload",
+        r#"{"k":1}"#,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["status"], "assigned");
+    assert_eq!(
+        result["registrationState"]["payload"],
+        serde_json::json!({"k": 1})
+    );
+}
+
+#[test]
+fn exit_codes_name_the_kind_of_failure() {
+    // 3: unauthorized (the wrong key).
+    let s = Setup::new(
+        "codes",
+        Script::new().device("silent-dev", DeviceScript::new().request(Step::Silent)),
+    );
+    let out = s.provision(&["--registration-id", "cli-dev", "--group-key", "AAAA"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with("dps provision: unauthorized:"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stderr).lines().count(), 1);
+
+    // 5: timeout.
+    let out = s.provision(&[
+        "--registration-id",
+        "silent-dev",
+        "--group-key",
+        GROUP_KEY,
+        "--timeout",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+
+    // 6: transport (nothing listens there).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = dps(&[
+        "provision",
+        "--endpoint",
+        &closed.to_string(),
+        "--id-scope",
+        "s",
+        "--registration-id",
+        "x",
+        "--group-key",
+        GROUP_KEY,
+        "--ca",
+        &s.path("ca.pem"),
+    ]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+
+    // 2: bad arguments.
+    assert_eq!(
+        dps(&["provision", "--id-scope", "s", "--registration-id", "x"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn provision_reports_a_failed_registration_with_exit_4() {
+    let failed = serde_json::json!({"status": "failed", "registrationState": {"errorCode": 400209, "errorMessage": "nope"}});
+    let script = Script::new().device(
+        "cli-dev",
+        DeviceScript::new()
+            .request(Step::Default { delay_ms: 0 })
+            .request(Step::respond(200).with_body(failed)),
+    );
+    let s = Setup::new("failed", script);
+    let (cert, key) = (s.path("cli-dev.pem"), s.path("cli-dev.key"));
+    let out = s.provision(&[
+        "--registration-id",
+        "cli-dev",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("400209: nope"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_demo_provisions_three_devices() {
+    let out = dps(&["demo"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    for device in ["demo-x509-mqtt", "demo-x509-websocket", "demo-group-sas"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(device))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        assert!(
+            line.contains("assigned") && line.contains("mock-hub.azure-devices.net"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn scenario_run_prints_one_line_each_and_a_total() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/01-happy-path.json");
+    let out = dps(&["scenario", "run", &file.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().last(), Some("1 passed, 0 failed"));
+}
+
+#[test]
+fn bench_prints_json_with_the_documented_fields() {
+    let out = dps(&[
+        "bench",
+        "--devices",
+        "20",
+        "--concurrency",
+        "5",
+        "--auth",
+        "sas",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in [
+        "registrations_per_sec",
+        "wall_ms",
+        "failed",
+        "peak_rss_mib",
+        "p50_ms",
+        "p99_ms",
+        "cpu_seconds",
+    ] {
+        assert!(report.get(field).is_some(), "{field} in {report}");
+    }
+    assert_eq!(report["failed"], 0);
+    assert_eq!(report["devices"], 20);
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["demo", "--help"],
+        vec!["provision", "--help"],
+        vec!["scenario", "run", "--help"],
+        vec!["bench", "--help"],
+    ] {
+        let out = dps(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(!out.stdout.is_empty());
+    }
+}
