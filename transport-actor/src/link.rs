@@ -14,7 +14,8 @@ use dps_messages::{
     ConnackRefusal, ConnectParams, Protocol, ProvisioningError, TransportError, TransportErrorKind,
 };
 use ntex::connect::{Address, Connect, ConnectError};
-use ntex::service::{ServiceFactory, fn_service};
+use ntex::io::IoBoxed;
+use ntex::service::{IntoServiceFactory, ServiceFactory, fn_service};
 use ntex::util::{ByteString, Bytes};
 use ntex::{SharedCfg, ws};
 use ntex_mqtt::v3::{self, client, codec};
@@ -281,10 +282,16 @@ impl Address for Target {
     }
 }
 
+/// The MQTT settings of every connection on this runtime thread. Built once: ntex keeps the
+/// defaults it fills in for a configuration in a thread-local map for as long as the thread
+/// lives, so a configuration per connection would grow that map with every connection.
 fn mqtt_config() -> SharedCfg {
-    SharedCfg::new("dps-transport")
-        .add(ntex_mqtt::MqttServiceConfig::new().set_max_size(MAX_PACKET_BYTES as u32))
-        .build()
+    thread_local! {
+        static CONFIG: SharedCfg = SharedCfg::new("dps-transport")
+            .add(ntex_mqtt::MqttServiceConfig::new().set_max_size(MAX_PACKET_BYTES as u32))
+            .build();
+    }
+    CONFIG.with(SharedCfg::clone)
 }
 
 fn connect_packet(spec: &LinkSpec) -> codec::Connect {
@@ -311,14 +318,7 @@ async fn connect(spec: &LinkSpec) -> Result<client::Client, ProvisioningError> {
     let result = match endpoint.protocol {
         Protocol::Mqtt => {
             let connector = ntex::connect::rustls::TlsConnector::from(spec.tls.clone());
-            let service = client::MqttConnector::new()
-                .connector(connector)
-                .pipeline(cfg)
-                .await
-                .map_err(|_| init_failed())?;
-            service
-                .call(client::Connect::with(target.clone(), packet))
-                .await
+            mqtt_handshake(connector, cfg, target, packet).await?
         }
         Protocol::MqttWs => {
             let host = if target.host.contains(':') {
@@ -354,21 +354,32 @@ async fn connect(spec: &LinkSpec) -> Result<client::Client, ProvisioningError> {
                     Ok(connection.into_transport())
                 }
             };
-            let service = client::MqttConnector::new()
-                .connector(connector)
-                .pipeline(cfg)
-                .await
-                .map_err(|_| init_failed())?;
-            service
-                .call(client::Connect::with(target.clone(), packet))
-                .await
+            mqtt_handshake(connector, cfg, target, packet).await?
         }
     };
     result.map_err(|e| connect_error(e, spec))
 }
 
-fn init_failed() -> ProvisioningError {
-    TransportError::new(TransportErrorKind::Connect, "the connector could not start").into()
+/// CONNECT and CONNACK over whatever `connector` opens (TLS, or WebSocket over TLS).
+async fn mqtt_handshake<F, U>(
+    connector: F,
+    cfg: SharedCfg,
+    target: Target,
+    packet: codec::Connect,
+) -> Result<Result<client::Client, client::ClientError<codec::ConnectAck>>, ProvisioningError>
+where
+    F: IntoServiceFactory<U, Connect<Target>, SharedCfg>,
+    U: ServiceFactory<Connect<Target>, SharedCfg, Error = ConnectError>,
+    IoBoxed: From<U::Response>,
+{
+    let service = client::MqttConnector::new()
+        .connector(connector)
+        .pipeline(cfg)
+        .await
+        .map_err(|_| {
+            TransportError::new(TransportErrorKind::Connect, "the connector could not start")
+        })?;
+    Ok(service.call(client::Connect::with(target, packet)).await)
 }
 
 fn connect_error(
