@@ -363,17 +363,21 @@ fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
             .with_single_cert(server_chain, server_key)
             .map_err(|e| e.to_string())?,
     );
-    // Device certificates are made before the clock starts, as in the transport benchmark.
-    let devices: Vec<dps_mock_broker::CertifiedPem> = (0..n)
-        .map(|i| pki.device(&registration_id(i)))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+    // Device identities are made (keys loaded) before the clock starts, as in the transport
+    // benchmark; each handshake builds its client configuration, as each connection does.
+    let devices: Vec<dps_messages::X509Identity> = (0..n)
+        .map(|i| {
+            let pem = pki.device(&registration_id(i)).map_err(|e| e.to_string())?;
+            dps_messages::X509Identity::from_pem(pem.cert_pem.as_bytes(), pem.key_pem.as_bytes())
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, String>>()?;
     let threads = std::thread::available_parallelism()
         .map_or(1, |p| p.get())
         .min(n.max(1));
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    let chunks: Vec<Vec<dps_mock_broker::CertifiedPem>> = (0..threads)
+    let chunks: Vec<Vec<dps_messages::X509Identity>> = (0..threads)
         .map(|t| devices.iter().skip(t).step_by(threads).cloned().collect())
         .collect();
     let results: Vec<Result<Vec<Duration>, String>> = std::thread::scope(|scope| {
@@ -385,17 +389,11 @@ fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
                     let mut latencies = Vec::with_capacity(chunk.len());
                     for device in chunk {
                         let t0 = Instant::now();
-                        let chain = CertificateDer::pem_slice_iter(device.cert_pem.as_bytes())
-                            .collect::<Result<Vec<_>, _>>()
-                            .map_err(|e| e.to_string())?;
-                        let key = PrivateKeyDer::from_pem_slice(device.key_pem.as_bytes())
-                            .map_err(|e| e.to_string())?;
                         let client = rustls::ClientConfig::builder_with_provider(provider.clone())
                             .with_safe_default_protocol_versions()
                             .map_err(|e| e.to_string())?
                             .with_root_certificates(roots.clone())
-                            .with_client_auth_cert(chain, key)
-                            .map_err(|e| e.to_string())?;
+                            .with_client_cert_resolver(device.client_cert_resolver());
                         let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
                         let mut c = rustls::ClientConnection::new(Arc::new(client), name)
                             .map_err(|e| e.to_string())?;

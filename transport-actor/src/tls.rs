@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use dps_messages::{AuthError, ProvisioningError, X509Identity};
+use dps_messages::{ProvisioningError, X509Identity};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -137,9 +137,7 @@ impl TlsSetup {
             .dangerous()
             .with_custom_certificate_verifier(verifier);
         let config = match identity {
-            Some(id) => builder
-                .with_client_auth_cert(id.cert_chain().to_vec(), id.private_key())
-                .map_err(|e| ProvisioningError::Auth(AuthError::KeyMismatch(e.to_string())))?,
+            Some(id) => builder.with_client_cert_resolver(id.client_cert_resolver()),
             None => builder.with_no_client_auth(),
         };
         Ok((Arc::new(config), slot))
