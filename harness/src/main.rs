@@ -50,7 +50,7 @@ enum ScenarioCommand {
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("credential").required(true).args(["cert", "symmetric_key", "group_key"])))]
 struct Provision {
-    /// The DPS endpoint, HOST[:PORT] (port 8883, or 443 with --ws).
+    /// The DPS endpoint, `HOST[:PORT]` (port 8883, or 443 with --ws).
     #[arg(long, default_value = dps_messages::request::DEFAULT_PROVISIONING_HOST)]
     endpoint: String,
     /// The DPS instance's id scope.
