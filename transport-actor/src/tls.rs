@@ -136,10 +136,13 @@ impl TlsSetup {
             .map_err(ProvisioningError::Tls)?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let config = match identity {
+        let mut config = match identity {
             Some(id) => builder.with_client_cert_resolver(id.client_cert_resolver()),
             None => builder.with_no_client_auth(),
         };
+        // Each connection has a configuration of its own, so a session cache could never be
+        // used again; rustls' default one would cost 14 KiB per connection for nothing.
+        config.resumption = rustls::client::Resumption::disabled();
         Ok((Arc::new(config), slot))
     }
 }
