@@ -50,11 +50,13 @@ pub fn server_config(
         }
         None => WebPkiClientVerifier::no_client_auth(),
     };
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| BrokerError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| BrokerError::Tls(format!("server certificate and key: {e}")))?;
+    // A device provisions once and goes; session tickets would only cost both sides work.
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
