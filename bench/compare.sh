@@ -35,7 +35,7 @@ trap 'kill $broker 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 50); do grep -q listening "$work/broker.log" && break; sleep 0.1; done
 
 mkdir -p bench/results
-out="bench/results/$(date -u +%Y-%m-%d).jsonl"
+out="bench/results/$(date -u +%Y-%m-%dT%H%M).jsonl"
 : >"$out"
 rust() { # N C
   target/release/dps bench --devices "$1" --concurrency "$2" --json \
