@@ -139,6 +139,8 @@ impl fmt::Display for Endpoint {
 pub struct ConnectParams {
     /// Where to connect.
     pub endpoint: Endpoint,
+    /// The DPS instance's id scope, which a symmetric-key device's SAS token names.
+    pub id_scope: String,
     /// The MQTT clientId: the registration id (SRS 18_035).
     pub client_id: String,
     /// `<idScope>/registrations/<registrationId>/api-version=2019-03-31&ClientVersion=<ua>`
@@ -162,18 +164,11 @@ impl ConnectParams {
         };
         Ok(Self {
             endpoint,
+            id_scope: request.id_scope.clone(),
             client_id: request.registration_id.clone(),
             username: username(&request.id_scope, &request.registration_id),
             clean_session: true,
         })
-    }
-
-    /// The SAS resource a symmetric-key device signs: `<idScope>/registrations/<registrationId>`.
-    pub fn sas_resource(request: &RegistrationRequest) -> String {
-        format!(
-            "{}/registrations/{}",
-            request.id_scope, request.registration_id
-        )
     }
 }
 
@@ -309,10 +304,8 @@ mod tests {
     }
 
     #[test]
-    fn sas_resource_is_scope_registrations_id() {
-        assert_eq!(
-            ConnectParams::sas_resource(&request()),
-            "0ne00000001/registrations/dev-1"
-        );
+    fn carries_the_id_scope_for_the_sas_token() {
+        let p = ConnectParams::new(Protocol::Mqtt, &request()).unwrap();
+        assert_eq!(p.id_scope, "0ne00000001");
     }
 }

@@ -184,8 +184,7 @@ impl ProvisioningTransportActor {
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or(Duration::ZERO);
                 let expiry = (now + inner.sas_token_ttl).as_secs();
-                let id_scope = params.username.split('/').next().unwrap_or_default();
-                let token = key.sas_token(id_scope, &params.client_id, expiry);
+                let token = key.sas_token(&params.id_scope, &params.client_id, expiry);
                 (None, Some(token.to_string()))
             }
             None => return Err(dps_messages::AuthError::Missing.into()),
