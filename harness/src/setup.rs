@@ -36,12 +36,7 @@ pub async fn transport(
     auth: Authentication,
 ) -> Result<Addr<ProvisioningTransportActor>, ProvisioningError> {
     let transport = ProvisioningTransportActor::new(config).start();
-    transport.send(SetAuthentication(auth)).await.map_err(|e| {
-        ProvisioningError::from(dps_messages::TransportError::new(
-            dps_messages::TransportErrorKind::Shutdown,
-            e,
-        ))
-    })?;
+    transport.send(SetAuthentication(auth)).await?;
     Ok(transport)
 }
 

@@ -115,6 +115,13 @@ impl ProvisioningError {
     }
 }
 
+/// An actor that can no longer take messages: the transport has shut down.
+impl From<actix::MailboxError> for ProvisioningError {
+    fn from(error: actix::MailboxError) -> Self {
+        TransportError::new(TransportErrorKind::Shutdown, error).into()
+    }
+}
+
 /// What the service said when it failed a request: its status, and the fields of its JSON error
 /// body when there was one (`{"errorCode","trackingId","message","timestampUtc"}`).
 #[derive(Debug, Clone, PartialEq)]
@@ -406,6 +413,18 @@ mod tests {
                 .service_error()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_gone_actor_is_a_shutdown_transport_error() {
+        let e = ProvisioningError::from(actix::MailboxError::Closed);
+        assert!(matches!(
+            e,
+            ProvisioningError::Transport(TransportError {
+                kind: TransportErrorKind::Shutdown,
+                ..
+            })
+        ));
     }
 
     #[test]

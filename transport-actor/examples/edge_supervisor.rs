@@ -48,9 +48,7 @@ impl Actor for DeviceManager {
 fn flatten(
     result: Result<Result<RegistrationResponse, ProvisioningError>, MailboxError>,
 ) -> Result<RegistrationResponse, ProvisioningError> {
-    result.unwrap_or_else(|e| {
-        Err(dps_messages::TransportError::new(dps_messages::TransportErrorKind::Shutdown, e).into())
-    })
+    result.unwrap_or_else(|e| Err(e.into()))
 }
 
 impl DeviceManager {

@@ -137,7 +137,7 @@ impl ProvisioningClient {
             .transport
             .send(Disconnect)
             .await
-            .unwrap_or_else(|e| Err(mailbox(e)))
+            .unwrap_or_else(|e| Err(e.into()))
         {
             tracing::debug!("disconnect after the registration failed: {e}");
         }
@@ -187,7 +187,7 @@ impl ProvisioningClient {
                         .await
                 }
             };
-            let response = match sent.unwrap_or_else(|e| Err(mailbox(e))) {
+            let response = match sent.unwrap_or_else(|e| Err(e.into())) {
                 Ok(response) => response,
                 Err(error) if is_transient(&error) => {
                     transient += 1;
@@ -283,10 +283,6 @@ fn is_transient(error: &ProvisioningError) -> bool {
             ..
         }
     )
-}
-
-fn mailbox(error: actix::MailboxError) -> ProvisioningError {
-    TransportError::new(TransportErrorKind::Shutdown, error).into()
 }
 
 /// What the cache file holds.
