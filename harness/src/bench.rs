@@ -167,10 +167,7 @@ fn prepare(args: &BenchArgs, protocol: Protocol) -> Result<Target, String> {
                 .workers(args.broker_workers)
                 .start()
                 .map_err(|e| e.to_string())?;
-            let uri = match protocol {
-                Protocol::Mqtt => broker.mqtts_uri(),
-                Protocol::MqttWs => broker.wss_uri().unwrap_or_default(),
-            };
+            let uri = broker.uri(protocol).unwrap_or_default();
             let credentials = credentials(args.auth, n, Some(&pki), Some(&group_key))?;
             let ca_pem = broker.ca_pem().unwrap_or_default().to_owned();
             Ok(Target {

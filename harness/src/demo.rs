@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use dps_messages::{
     Authentication, Protocol, ProvisioningError, RegistrationRequest, RegistrationResult,
 };
-use dps_mock_broker::{BrokerHandle, MockBroker, TestPki};
+use dps_mock_broker::{MockBroker, TestPki};
 use dps_transport_actor::{ClientOptions, TransportConfig};
 
 use crate::setup;
@@ -58,7 +58,7 @@ pub async fn run() -> Result<Vec<DemoRow>, String> {
     let mut tasks = Vec::new();
     for (id, credential, protocol, auth) in devices {
         let request = RegistrationRequest::new(dps_mock_broker::DEFAULT_ID_SCOPE, id)
-            .with_endpoint(uri(&broker, protocol));
+            .with_endpoint(broker.uri(protocol).unwrap_or_default());
         let config = TransportConfig::builder(protocol)
             .ca_pem(broker.ca_pem().unwrap_or_default())
             .build()
@@ -95,13 +95,6 @@ pub async fn run() -> Result<Vec<DemoRow>, String> {
 fn device_cert(pki: &TestPki, id: &str) -> Result<Authentication, String> {
     let pem = pki.device(id).map_err(|e| e.to_string())?;
     setup::identity(&pem).map_err(|e| e.to_string())
-}
-
-fn uri(broker: &BrokerHandle, protocol: Protocol) -> String {
-    match protocol {
-        Protocol::Mqtt => broker.mqtts_uri(),
-        Protocol::MqttWs => broker.wss_uri().unwrap_or_default(),
-    }
 }
 
 /// The rows as a table.

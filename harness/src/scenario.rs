@@ -228,10 +228,11 @@ pub async fn run(scenario: &Scenario) -> Result<Vec<String>, String> {
     let broker = builder.start().map_err(|e| e.to_string())?;
 
     let id = &scenario.registration_id;
-    let (protocol, uri) = match scenario.protocol {
-        ProtocolName::Mqtt => (Protocol::Mqtt, broker.mqtts_uri()),
-        ProtocolName::MqttWs => (Protocol::MqttWs, broker.wss_uri().unwrap_or_default()),
+    let protocol = match scenario.protocol {
+        ProtocolName::Mqtt => Protocol::Mqtt,
+        ProtocolName::MqttWs => Protocol::MqttWs,
     };
+    let uri = broker.uri(protocol).unwrap_or_default();
     let auth = match scenario.auth {
         AuthKind::X509 => setup::identity(&pki.device(id).map_err(|e| e.to_string())?),
         AuthKind::SymmetricKey => dps_messages::SymmetricKey::new(SCENARIO_KEY)

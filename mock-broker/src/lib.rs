@@ -423,6 +423,15 @@ impl BrokerHandle {
             .map(|a| format!("wss://{a}{}", dps_messages::connect::WEBSOCKET_PATH))
     }
 
+    /// The endpoint URI for `protocol`: [`BrokerHandle::mqtts_uri`] or
+    /// [`BrokerHandle::wss_uri`]; `None` when that listener is off.
+    pub fn uri(&self, protocol: dps_messages::Protocol) -> Option<String> {
+        match protocol {
+            dps_messages::Protocol::Mqtt => Some(self.mqtts_uri()),
+            dps_messages::Protocol::MqttWs => self.wss_uri(),
+        }
+    }
+
     /// The CA certificate (PEM) clients must trust, when the broker knows it.
     pub fn ca_pem(&self) -> Option<&str> {
         self.ca_pem.as_deref()

@@ -64,11 +64,7 @@ impl Fixture {
 
     /// A request for `id` pointed at the broker's listener for `protocol` (SRS 18_039).
     pub fn request(&self, protocol: Protocol, id: &str) -> RegistrationRequest {
-        let uri = match protocol {
-            Protocol::Mqtt => self.broker.mqtts_uri(),
-            Protocol::MqttWs => self.broker.wss_uri().unwrap(),
-        };
-        RegistrationRequest::new(SCOPE, id).with_endpoint(uri)
+        RegistrationRequest::new(SCOPE, id).with_endpoint(self.broker.uri(protocol).unwrap())
     }
 
     pub fn x509(&self, id: &str) -> Authentication {
