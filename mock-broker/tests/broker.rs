@@ -173,8 +173,7 @@ fn websocket_rejects_other_paths_and_missing_subprotocol() {
             if let Some(p) = protocol {
                 builder.protocols([p]);
             }
-            let options = Options::new(broker, "x");
-            let config = options_tls(&options);
+            let config = Options::new(broker, "x").tls();
             let client = builder
                 .rustls(config)
                 .build(ntex::SharedCfg::default())
@@ -183,22 +182,6 @@ fn websocket_rejects_other_paths_and_missing_subprotocol() {
             assert!(client.connect().await.is_err(), "{path} {protocol:?}");
         }
     });
-}
-
-fn options_tls(options: &Options) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(options.trust_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(dps_messages::x509::shared_provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
 }
 
 #[test]

@@ -77,7 +77,8 @@ impl Options {
         self
     }
 
-    fn tls(&self) -> Arc<rustls::ClientConfig> {
+    /// The client TLS configuration: trust `trust_pem`, present `identity` if any.
+    pub fn tls(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(self.trust_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
