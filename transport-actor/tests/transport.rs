@@ -93,13 +93,7 @@ async fn srs_18_001_and_18_037_the_x509_identity_is_presented() {
 async fn srs_18_001_a_symmetric_key_signs_the_password() {
     let f = Fixture::start(Script::new());
     let t = f.transport_with(f.config(MQTT), sas(KEY)).await;
-    let r = t
-        .send(Register {
-            request: f.request(MQTT, "sas-dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let r = f.register(&t, MQTT, "sas-dev").await.unwrap();
     assert_eq!(r.status_code, 202);
     let record = &f.broker.records()[0];
     assert!(record.password_present && record.peer_cert_cn.is_none());
@@ -116,13 +110,7 @@ async fn a_group_enrollment_device_key_connects() {
     let f = Fixture::start(Script::new());
     let key = dps_messages::SymmetricKey::from_group_key(GROUP_KEY, "grouped-7").unwrap();
     let t = f.transport_with(f.config(WS), key.into()).await;
-    let r = t
-        .send(Register {
-            request: f.request(WS, "grouped-7"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let r = f.register(&t, WS, "grouped-7").await.unwrap();
     assert_eq!(r.status_code, 202);
     assert_eq!(
         f.broker.records()[0].connack,
@@ -140,12 +128,7 @@ async fn srs_18_002_18_040_18_042_register_connects_and_subscribes_before_publis
     let f = Fixture::start(Script::new());
     let t = f.transport(MQTT, "dev").await;
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
-    t.send(Register {
-        request: f.request(MQTT, "dev"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    f.register(&t, MQTT, "dev").await.unwrap();
     assert_eq!(t.send(GetState).await.unwrap(), State::Connected);
     let records = f.broker.records();
     assert_eq!(records.len(), 1);
@@ -164,12 +147,7 @@ async fn srs_18_003_register_publishes_to_the_register_topic_with_a_fresh_rid() 
     let f = Fixture::start(Script::new());
     let t = f.transport(MQTT, "dev").await;
     for _ in 0..2 {
-        t.send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        f.register(&t, MQTT, "dev").await.unwrap();
     }
     let record = &f.broker.records()[0];
     let rids: Vec<&str> = record
@@ -194,12 +172,7 @@ async fn srs_18_003_register_publishes_to_the_register_topic_with_a_fresh_rid() 
 async fn srs_06_001_and_06_002_register_body_on_the_wire() {
     let f = Fixture::start(Script::new());
     let t = f.transport(MQTT, "dev").await;
-    t.send(Register {
-        request: f.request(MQTT, "dev"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    f.register(&t, MQTT, "dev").await.unwrap();
     let payload = json!({"modelId": "dtmi:x;1", "n": [1, 2]});
     let request = f.request(MQTT, "dev").with_payload(payload.clone());
     let op = t
@@ -242,13 +215,7 @@ async fn srs_06_001_and_06_002_register_body_on_the_wire() {
 async fn srs_18_004_register_publish_failure_is_reported() {
     let f = Fixture::start(script("dev", connects([ConnectStep::CloseAfterSuback])));
     let t = f.transport(MQTT, "dev").await;
-    let err = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     assert!(is_transport(&err), "{err:?}");
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
 }
@@ -285,13 +252,7 @@ async fn srs_18_010_register_ignores_responses_to_other_rids() {
             f.x509("dev"),
         )
         .await;
-    let err = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -304,14 +265,7 @@ async fn srs_18_010_register_ignores_responses_to_other_rids() {
     );
     assert_eq!(f.broker.records()[0].responses().len(), 1);
     // The connection is still good.
-    assert!(
-        t.send(Register {
-            request: f.request(MQTT, "dev")
-        })
-        .await
-        .unwrap()
-        .is_ok()
-    );
+    assert!(f.register(&t, MQTT, "dev").await.is_ok());
 }
 
 // SRS_NODE_PROVISIONING_MQTT_18_024: the poll listens only for its own $rid.
@@ -332,12 +286,9 @@ async fn srs_18_024_poll_ignores_responses_to_other_rids() {
             f.x509("dev"),
         )
         .await;
-    let op = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
+    let op = f
+        .register(&t, MQTT, "dev")
         .await
-        .unwrap()
         .unwrap()
         .result
         .operation_id
@@ -383,29 +334,11 @@ async fn srs_06_006_register_polling_interval_comes_from_retry_after() {
         |b| b.retry_after(5),
     );
     let t = f.transport(MQTT, "dev").await;
-    let r = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let r = f.register(&t, MQTT, "dev").await.unwrap();
     assert_eq!(r.polling_interval, Duration::from_millis(3_000));
-    let r = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let r = f.register(&t, MQTT, "dev").await.unwrap();
     assert_eq!(r.polling_interval, Duration::from_millis(2_000));
-    let r = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let r = f.register(&t, MQTT, "dev").await.unwrap();
     assert_eq!(r.polling_interval, Duration::from_secs(5));
 }
 
@@ -424,12 +357,9 @@ async fn srs_06_005_poll_polling_interval_comes_from_retry_after() {
     ];
     let f = Fixture::start(script("dev", requests(steps)));
     let t = f.transport(MQTT, "dev").await;
-    let op = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
+    let op = f
+        .register(&t, MQTT, "dev")
         .await
-        .unwrap()
         .unwrap()
         .result
         .operation_id
@@ -494,13 +424,7 @@ async fn srs_06_003_throttled_register_is_registering() {
     ));
     let t = f.transport(MQTT, "dev").await;
     for expected in [Duration::from_secs(1), Duration::from_secs(2)] {
-        let r = t
-            .send(Register {
-                request: f.request(MQTT, "dev"),
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let r = f.register(&t, MQTT, "dev").await.unwrap();
         assert_eq!(
             (r.result.status, r.result.operation_id, r.polling_interval),
             (RegistrationStatus::Registering, None, expected)
@@ -513,13 +437,7 @@ async fn srs_06_003_throttled_register_is_registering() {
 async fn srs_18_013_register_success_is_passed_on() {
     let f = Fixture::start(Script::new());
     let t = f.transport(MQTT, "dev").await;
-    let r = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let r = f.register(&t, MQTT, "dev").await.unwrap();
     assert_eq!(
         (r.status_code, r.result.status),
         (202, RegistrationStatus::Assigning)
@@ -532,12 +450,9 @@ async fn srs_18_013_register_success_is_passed_on() {
 async fn srs_18_016_poll_connects_and_subscribes() {
     let f = Fixture::start(Script::new());
     let first = f.transport(MQTT, "dev").await;
-    let op = first
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
+    let op = f
+        .register(&first, MQTT, "dev")
         .await
-        .unwrap()
         .unwrap()
         .result
         .operation_id
@@ -670,12 +585,7 @@ async fn srs_18_062_cancel_while_connecting() {
 async fn srs_18_032_cancel_while_connected_and_idle() {
     let f = Fixture::start(Script::new());
     let t = f.transport(MQTT, "dev").await;
-    t.send(Register {
-        request: f.request(MQTT, "dev"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    f.register(&t, MQTT, "dev").await.unwrap();
     assert!(t.send(Cancel).await.unwrap().is_ok());
     assert_eq!(t.send(GetState).await.unwrap(), State::Connected);
     assert!(!f.broker.records()[0].is_closed());
@@ -698,14 +608,7 @@ async fn srs_18_033_cancel_during_register() {
     ));
     assert_eq!(t.send(GetState).await.unwrap(), State::Connected);
     // The transport is usable again at once.
-    assert!(
-        t.send(Register {
-            request: f.request(MQTT, "dev")
-        })
-        .await
-        .unwrap()
-        .is_ok()
-    );
+    assert!(f.register(&t, MQTT, "dev").await.is_ok());
 }
 
 // SRS_NODE_PROVISIONING_MQTT_18_034: cancel during a poll ends it with OperationCancelled.
@@ -762,12 +665,7 @@ async fn srs_18_061_disconnect_while_connecting() {
 async fn srs_18_054_18_044_18_045_disconnect_unsubscribes_then_disconnects() {
     let f = Fixture::start(Script::new());
     let t = f.transport(MQTT, "dev").await;
-    t.send(Register {
-        request: f.request(MQTT, "dev"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    f.register(&t, MQTT, "dev").await.unwrap();
     assert!(t.send(Disconnect).await.unwrap().is_ok());
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
     let records = f.wait_all_closed().await;
@@ -843,19 +741,8 @@ async fn srs_18_048_disconnect_after_the_connection_dropped_completes() {
         requests([Step::Default { delay_ms: 0 }, Step::Close { delay_ms: 0 }]),
     ));
     let t = f.transport(MQTT, "dev").await;
-    t.send(Register {
-        request: f.request(MQTT, "dev"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let err = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    f.register(&t, MQTT, "dev").await.unwrap();
+    let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     assert!(is_transport(&err));
     assert!(t.send(Disconnect).await.unwrap().is_ok());
 }
@@ -868,12 +755,7 @@ async fn srs_18_048_disconnect_after_the_connection_dropped_completes() {
 async fn srs_18_035_18_036_18_038_connect_packet_on_the_wire() {
     let f = Fixture::start(Script::new());
     let t = f.transport(MQTT, "dev-9").await;
-    t.send(Register {
-        request: f.request(MQTT, "dev-9"),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    f.register(&t, MQTT, "dev-9").await.unwrap();
     let record = &f.broker.records()[0];
     assert_eq!(record.client_id, "dev-9");
     assert!(record.clean_session);
@@ -925,13 +807,7 @@ async fn srs_18_049_websocket_transport_provisions() {
 async fn srs_18_041_and_18_051_connack_refusal() {
     let f = Fixture::start(script("dev", connects([ConnectStep::Refuse { code: 5 }])));
     let t = f.transport(MQTT, "dev").await;
-    let err = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -941,14 +817,7 @@ async fn srs_18_041_and_18_051_connack_refusal() {
     );
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
     // The next request reconnects and succeeds.
-    assert!(
-        t.send(Register {
-            request: f.request(MQTT, "dev")
-        })
-        .await
-        .unwrap()
-        .is_ok()
-    );
+    assert!(f.register(&t, MQTT, "dev").await.is_ok());
 }
 
 // SRS_NODE_PROVISIONING_MQTT_18_043: a subscribe error goes to the caller;
@@ -957,13 +826,7 @@ async fn srs_18_041_and_18_051_connack_refusal() {
 async fn srs_18_043_and_18_051_suback_failure() {
     let f = Fixture::start(script("dev", connects([ConnectStep::FailSuback])));
     let t = f.transport(MQTT, "dev").await;
-    let err = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     assert!(
         matches!(
             &err,
@@ -995,13 +858,7 @@ async fn a_silent_broker_ends_the_request_at_its_deadline() {
             f.x509("dev"),
         )
         .await;
-    let err = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     assert!(
         matches!(err, ProvisioningError::Timeout { stage: Stage::Response, after } if after == SHORT),
         "{err:?}"
@@ -1012,13 +869,7 @@ async fn a_silent_broker_ends_the_request_at_its_deadline() {
 async fn a_connection_dropped_before_connack_is_a_connect_error() {
     let f = Fixture::start(script("dev", connects([ConnectStep::DropBeforeConnack])));
     let t = f.transport(MQTT, "dev").await;
-    let err = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     assert!(
         matches!(
             &err,
@@ -1043,13 +894,7 @@ async fn a_late_connack_is_a_connect_timeout() {
             f.x509("dev"),
         )
         .await;
-    let err = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -1066,13 +911,7 @@ async fn a_late_connack_is_a_connect_timeout() {
 async fn a_connection_dropped_mid_request_answers_at_once_and_the_next_request_reconnects() {
     let f = Fixture::start(script("dev", requests([Step::Close { delay_ms: 0 }])));
     let t = f.transport(MQTT, "dev").await;
-    let err = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     assert!(
         matches!(
             &err,
@@ -1084,14 +923,7 @@ async fn a_connection_dropped_mid_request_answers_at_once_and_the_next_request_r
         "{err:?}"
     );
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
-    assert!(
-        t.send(Register {
-            request: f.request(MQTT, "dev")
-        })
-        .await
-        .unwrap()
-        .is_ok()
-    );
+    assert!(f.register(&t, MQTT, "dev").await.is_ok());
     assert_eq!(f.broker.records().len(), 2);
 }
 
@@ -1166,13 +998,7 @@ async fn an_untrusted_server_certificate_fails_with_the_tls_reason() {
             .build()
             .unwrap();
         let t = f.transport_with(config, f.x509("dev")).await;
-        let err = t
-            .send(Register {
-                request: f.request(protocol, "dev"),
-            })
-            .await
-            .unwrap()
-            .unwrap_err();
+        let err = f.register(&t, protocol, "dev").await.unwrap_err();
         let ProvisioningError::Tls(tls) = &err else {
             panic!("{protocol:?}: {err:?}")
         };
@@ -1197,13 +1023,7 @@ async fn a_client_certificate_from_another_ca_is_refused() {
         dps_messages::X509Identity::from_pem(device.cert_pem.as_bytes(), device.key_pem.as_bytes())
             .unwrap();
     let t = f.transport_with(f.config(MQTT), identity.into()).await;
-    let err = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     // TLS 1.3: the broker rejects the certificate after the client's handshake is over and
     // closes; either the alert or the close names the certificate.
     match &err {
@@ -1225,13 +1045,7 @@ async fn a_certificate_for_another_device_is_not_authorized() {
     let t = f
         .transport_with(f.config(MQTT), f.x509("someone-else"))
         .await;
-    let err = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -1250,13 +1064,7 @@ async fn an_expired_sas_token_is_not_authorized() {
         .build()
         .unwrap();
     let t = f.transport_with(config, sas(KEY)).await;
-    let err = t
-        .send(Register {
-            request: f.request(MQTT, "sas-dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = f.register(&t, MQTT, "sas-dev").await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -1273,13 +1081,7 @@ async fn an_expired_sas_token_is_not_authorized() {
 async fn a_request_without_credentials_fails_without_connecting() {
     let f = Fixture::start(Script::new());
     let t = ProvisioningTransportActor::new(f.config(MQTT)).start();
-    let err = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     assert!(matches!(err, ProvisioningError::Auth(AuthError::Missing)));
     assert!(f.broker.records().is_empty());
 }
@@ -1291,12 +1093,7 @@ async fn a_second_request_in_flight_gets_operation_in_progress_and_the_first_is_
     let first = t.send(Register {
         request: f.request(MQTT, "dev"),
     });
-    let second = t
-        .send(Register {
-            request: f.request(MQTT, "dev"),
-        })
-        .await
-        .unwrap();
+    let second = f.register(&t, MQTT, "dev").await;
     assert!(matches!(
         second,
         Err(ProvisioningError::OperationInProgress)
@@ -1360,14 +1157,7 @@ async fn a_supervised_restart_answers_pending_requests_and_starts_disconnected()
     );
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
     // The restarted actor keeps its credentials and works.
-    assert!(
-        t.send(Register {
-            request: f.request(MQTT, "dev")
-        })
-        .await
-        .unwrap()
-        .is_ok()
-    );
+    assert!(f.register(&t, MQTT, "dev").await.is_ok());
     assert_eq!(f.broker.records().len(), 2);
 }
 

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
+use dps_messages::commands::RequestResult;
 use dps_messages::{
-    Authentication, Protocol, RegistrationRequest, SetAuthentication, SymmetricKey, X509Identity,
+    Authentication, Protocol, Register, RegistrationRequest, SetAuthentication, SymmetricKey,
+    X509Identity,
 };
 use dps_mock_broker::{BrokerHandle, ConnectionRecord, MockBroker, Script, TestPki};
 use dps_transport_actor::{ProvisioningTransportActor, TransportConfig, TransportConfigBuilder};
@@ -65,6 +67,17 @@ impl Fixture {
     /// A request for `id` pointed at the broker's listener for `protocol` (SRS 18_039).
     pub fn request(&self, protocol: Protocol, id: &str) -> RegistrationRequest {
         RegistrationRequest::new(SCOPE, id).with_endpoint(self.broker.uri(protocol).unwrap())
+    }
+
+    /// Registers `id` through `transport` at the broker's `protocol` listener.
+    pub async fn register(
+        &self,
+        transport: &Addr<ProvisioningTransportActor>,
+        protocol: Protocol,
+        id: &str,
+    ) -> RequestResult {
+        let request = self.request(protocol, id);
+        transport.send(Register { request }).await.unwrap()
     }
 
     pub fn x509(&self, id: &str) -> Authentication {
