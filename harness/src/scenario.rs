@@ -32,7 +32,7 @@ pub struct Scenario {
     pub description: String,
     /// `mqtt` or `mqtt_ws`.
     #[serde(default = "mqtt")]
-    pub protocol: ProtocolName,
+    pub protocol: Protocol,
     /// `x509`, `symmetric_key` or `group_key`.
     #[serde(default = "x509")]
     pub auth: AuthKind,
@@ -58,16 +58,6 @@ pub struct Scenario {
     pub wire: WireExpectation,
 }
 
-/// A protocol name in a scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProtocolName {
-    /// MQTT over TLS.
-    Mqtt,
-    /// MQTT over WebSocket.
-    MqttWs,
-}
-
 /// A credential kind in a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -80,8 +70,8 @@ pub enum AuthKind {
     GroupKey,
 }
 
-fn mqtt() -> ProtocolName {
-    ProtocolName::Mqtt
+fn mqtt() -> Protocol {
+    Protocol::Mqtt
 }
 fn x509() -> AuthKind {
     AuthKind::X509
@@ -228,10 +218,7 @@ pub async fn run(scenario: &Scenario) -> Result<Vec<String>, String> {
     let broker = builder.start().map_err(|e| e.to_string())?;
 
     let id = &scenario.registration_id;
-    let protocol = match scenario.protocol {
-        ProtocolName::Mqtt => Protocol::Mqtt,
-        ProtocolName::MqttWs => Protocol::MqttWs,
-    };
+    let protocol = scenario.protocol;
     let uri = broker.uri(protocol).unwrap_or_default();
     let auth = match scenario.auth {
         AuthKind::X509 => setup::identity(&pki.device(id).map_err(|e| e.to_string())?),

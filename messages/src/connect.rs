@@ -33,8 +33,9 @@ pub fn user_agent() -> String {
     )
 }
 
-/// How the device reaches the service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How the device reaches the service. In JSON: `"mqtt"` or `"mqtt_ws"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// MQTT over TLS, `mqtts://<host>`, port 8883 (the Node SDK's `Mqtt`).
     Mqtt,
@@ -301,6 +302,18 @@ mod tests {
     fn a_host_with_a_port_keeps_it() {
         let e = Endpoint::for_host(Protocol::Mqtt, "localhost:1883").unwrap();
         assert_eq!((e.host.as_str(), e.port), ("localhost", 1883));
+    }
+
+    #[test]
+    fn protocols_have_json_names() {
+        assert_eq!(
+            serde_json::to_string(&Protocol::MqttWs).unwrap(),
+            r#""mqtt_ws""#
+        );
+        assert_eq!(
+            serde_json::from_str::<Protocol>(r#""mqtt""#).unwrap(),
+            Protocol::Mqtt
+        );
     }
 
     #[test]
