@@ -36,6 +36,7 @@ mod link;
 pub mod runtime;
 pub mod session;
 mod tls;
+mod verify_cache;
 
 pub use actor::{GetState, ProvisioningTransportActor, Restart};
 pub use client::{ClientOptions, ProvisioningClient};

@@ -7,6 +7,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dps_messages::{ProvisioningError, X509Identity};
+
+use crate::verify_cache::VerifyCache;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -38,10 +40,10 @@ impl TlsErrorSlot {
     }
 }
 
-/// The WebPKI verifier, keeping its error in a slot the connection can read.
+/// The shared verifier, keeping its error in a slot the connection can read.
 #[derive(Debug)]
 struct RecordingVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+    inner: Arc<VerifyCache>,
     slot: TlsErrorSlot,
 }
 
@@ -90,7 +92,9 @@ impl ServerCertVerifier for RecordingVerifier {
 #[derive(Debug, Clone)]
 pub(crate) struct TlsSetup {
     provider: Arc<CryptoProvider>,
-    verifier: Arc<WebPkiServerVerifier>,
+    /// The WebPKI verifier behind a cache of the chains it accepted, shared by every connection
+    /// of the transport (and of its clones).
+    verifier: Arc<VerifyCache>,
 }
 
 impl TlsSetup {
@@ -117,6 +121,7 @@ impl TlsSetup {
             WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
                 .build()
                 .map_err(|e| bad_roots(e.to_string()))?;
+        let verifier = Arc::new(VerifyCache::new(verifier));
         Ok(Self { provider, verifier })
     }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Supervisor};
@@ -1012,6 +1013,72 @@ async fn an_untrusted_server_certificate_fails_with_the_tls_reason() {
         assert!(err.to_string().contains("UnknownIssuer"), "{err}");
     }
     assert!(f.broker.records().is_empty());
+}
+
+/// A server that presents `chain_pem` but signs with `key_pem`, another key: an impostor that
+/// copied a real server's public certificate. Serves one handshake attempt.
+fn impostor(chain_pem: &str, key_pem: &str) -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls::server::{ClientHello, ResolvesServerCert};
+    use rustls::sign::CertifiedKey;
+
+    #[derive(Debug)]
+    struct Fixed(Arc<CertifiedKey>);
+    impl ResolvesServerCert for Fixed {
+        fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(Arc::new(CertifiedKey::new(chain, key)))));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut tls = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+        while tls.complete_io(&mut tcp).is_ok() && tls.is_handshaking() {}
+    });
+    addr
+}
+
+/// The transport remembers a server chain it verified (one verification for many connections),
+/// but every handshake must still prove the server holds the certificate's key.
+#[actix_rt::test]
+async fn a_remembered_server_certificate_without_its_key_is_refused() {
+    let f = Fixture::start(Script::new());
+    let config = f.config(MQTT);
+    let t = f.transport_with(config.clone(), f.x509("dev")).await;
+    assert!(f.register(&t, MQTT, "dev").await.is_ok());
+
+    let other_key = dps_mock_broker::TestPki::generate().unwrap().server.key_pem;
+    let addr = impostor(&f.pki.server.cert_pem, &other_key);
+    let request = dps_messages::RegistrationRequest::new(SCOPE, "dev")
+        .with_endpoint(format!("mqtts://{addr}"));
+    let t = f.transport_with(config, f.x509("dev")).await;
+    let err = t.send(Register { request }).await.unwrap().unwrap_err();
+    let ProvisioningError::Tls(tls) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        matches!(
+            tls,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)
+        ),
+        "{tls:?}"
+    );
 }
 
 #[actix_rt::test]

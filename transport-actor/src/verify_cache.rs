@@ -1,0 +1,332 @@
+//! Reusing the verdict on a server's certificate chain, so that many connections to the same
+//! service pay for one chain verification instead of one each.
+//!
+//! A gateway provisioning a fleet opens one TLS connection per device to the same DPS endpoint,
+//! which presents the same chain every time; checking the signatures up that chain is the largest
+//! single cost of the client's handshake. With no revocation lists (this transport configures
+//! none) the verdict depends only on the chain's bytes, the server name, the trust roots (one
+//! cache per verifier) and the time. So a chain that verified is trusted again, byte for byte and
+//! for the same name, within a short window over which it was checked to stay valid at both ends.
+//!
+//! What is never skipped: the server's signature over each handshake (`CertificateVerify`), the
+//! proof that this server holds the certificate's key. Failures are never remembered.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// How long a verdict is reused. The chain is verified at both ends of the window, and validity
+/// periods are intervals, so it is valid throughout.
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// How many distinct chains are remembered; a transport talks to one or a few endpoints.
+const CAPACITY: usize = 8;
+
+/// A chain that verified, and the span of time it is known valid for.
+#[derive(Debug)]
+struct Verified {
+    server_name: ServerName<'static>,
+    end_entity: Vec<u8>,
+    intermediates: Vec<Vec<u8>>,
+    from: u64,
+    until: u64,
+}
+
+impl Verified {
+    fn matches(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> bool {
+        (self.from..=self.until).contains(&now.as_secs())
+            && self.server_name == *server_name
+            && self.end_entity == end_entity.as_ref()
+            && self.intermediates.len() == intermediates.len()
+            && self
+                .intermediates
+                .iter()
+                .zip(intermediates)
+                .all(|(a, b)| a.as_slice() == b.as_ref())
+    }
+}
+
+/// A verifier that remembers which chains `inner` accepted; signatures go to `inner` every time.
+#[derive(Debug)]
+pub(crate) struct VerifyCache {
+    inner: Arc<dyn ServerCertVerifier>,
+    verified: Mutex<Vec<Verified>>,
+}
+
+impl VerifyCache {
+    pub(crate) fn new(inner: Arc<dyn ServerCertVerifier>) -> Self {
+        Self {
+            inner,
+            verified: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn remembers(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> bool {
+        let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        verified
+            .iter()
+            .any(|v| v.matches(end_entity, intermediates, server_name, now))
+    }
+
+    fn remember(&self, entry: Verified) {
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        verified.retain(|v| v.until >= entry.from);
+        if verified.len() >= CAPACITY {
+            verified.remove(0);
+        }
+        verified.push(entry);
+    }
+}
+
+impl ServerCertVerifier for VerifyCache {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.remembers(end_entity, intermediates, server_name, now) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let until = UnixTime::since_unix_epoch(Duration::from_secs(now.as_secs()) + WINDOW);
+        let stays_valid = self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, until)
+            .is_ok();
+        if stays_valid {
+            self.remember(Verified {
+                server_name: server_name.to_owned(),
+                end_entity: end_entity.to_vec(),
+                intermediates: intermediates.iter().map(|c| c.to_vec()).collect(),
+                from: now.as_secs(),
+                until: until.as_secs(),
+            });
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Accepts chains whose end entity is not `b"bad"` while `now` is before `expires`;
+    /// counts the chain verifications it is asked for.
+    #[derive(Debug, Default)]
+    struct Counting {
+        expires: u64,
+        chains: AtomicUsize,
+    }
+
+    impl ServerCertVerifier for Counting {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            self.chains.fetch_add(1, Ordering::SeqCst);
+            if end_entity.as_ref() == b"bad" {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer,
+                ));
+            }
+            if now.as_secs() >= self.expires {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Expired,
+                ));
+            }
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            unreachable!("the tests verify no handshake signature")
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            unreachable!("the tests verify no handshake signature")
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            vec![SignatureScheme::ECDSA_NISTP256_SHA256]
+        }
+    }
+
+    struct Fixture {
+        cache: VerifyCache,
+        counting: Arc<Counting>,
+    }
+
+    fn cache(expires: u64) -> Fixture {
+        let counting = Arc::new(Counting {
+            expires,
+            ..Counting::default()
+        });
+        Fixture {
+            cache: VerifyCache::new(counting.clone()),
+            counting,
+        }
+    }
+
+    fn name(host: &str) -> ServerName<'static> {
+        ServerName::try_from(host.to_owned()).unwrap()
+    }
+
+    fn at(secs: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(secs))
+    }
+
+    fn verify(
+        f: &Fixture,
+        end_entity: &[u8],
+        intermediates: &[&[u8]],
+        host: &str,
+        now: u64,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let intermediates: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|c| CertificateDer::from(*c))
+            .collect();
+        f.cache.verify_server_cert(
+            &CertificateDer::from(end_entity),
+            &intermediates,
+            &name(host),
+            &[],
+            at(now),
+        )
+    }
+
+    fn chains(f: &Fixture) -> usize {
+        f.counting.chains.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn the_same_chain_and_name_are_verified_once_within_the_window() {
+        let cache = cache(u64::MAX);
+        verify(&cache, b"server", &[b"ca"], "dps.example", 1_000).unwrap();
+        // The first verification checks now and the end of the window.
+        assert_eq!(chains(&cache), 2);
+        for now in [1_000, 1_030, 1_060] {
+            verify(&cache, b"server", &[b"ca"], "dps.example", now).unwrap();
+        }
+        assert_eq!(chains(&cache), 2);
+        // Past the window, or with the clock set back, the chain is verified again.
+        verify(&cache, b"server", &[b"ca"], "dps.example", 1_061).unwrap();
+        assert_eq!(chains(&cache), 4);
+        verify(&cache, b"server", &[b"ca"], "dps.example", 999).unwrap();
+        assert_eq!(chains(&cache), 6);
+    }
+
+    #[test]
+    fn another_name_or_other_bytes_are_verified_afresh() {
+        let cache = cache(u64::MAX);
+        verify(&cache, b"server", &[b"ca"], "dps.example", 1_000).unwrap();
+        verify(&cache, b"server", &[b"ca"], "other.example", 1_000).unwrap();
+        assert_eq!(chains(&cache), 4);
+        verify(&cache, b"server2", &[b"ca"], "dps.example", 1_000).unwrap();
+        assert_eq!(chains(&cache), 6);
+        verify(&cache, b"server", &[b"ca2"], "dps.example", 1_000).unwrap();
+        verify(&cache, b"server", &[], "dps.example", 1_000).unwrap();
+        verify(&cache, b"server", &[b"ca", b"ca"], "dps.example", 1_000).unwrap();
+        assert_eq!(chains(&cache), 12);
+    }
+
+    #[test]
+    fn failures_are_never_remembered() {
+        let cache = cache(u64::MAX);
+        for _ in 0..3 {
+            assert!(verify(&cache, b"bad", &[], "dps.example", 1_000).is_err());
+        }
+        assert_eq!(chains(&cache), 3);
+    }
+
+    #[test]
+    fn a_chain_expiring_within_the_window_is_not_remembered() {
+        let cache = cache(1_030);
+        verify(&cache, b"server", &[], "dps.example", 1_000).unwrap();
+        verify(&cache, b"server", &[], "dps.example", 1_010).unwrap();
+        assert_eq!(chains(&cache), 4);
+        assert!(verify(&cache, b"server", &[], "dps.example", 1_030).is_err());
+    }
+
+    #[test]
+    fn holds_at_most_capacity_chains() {
+        let cache = cache(u64::MAX);
+        for i in 0..CAPACITY + 3 {
+            verify(
+                &cache,
+                format!("server{i}").as_bytes(),
+                &[],
+                "dps.example",
+                1_000,
+            )
+            .unwrap();
+        }
+        assert_eq!(cache.cache.verified.lock().unwrap().len(), CAPACITY);
+        // The newest are kept.
+        let before = chains(&cache);
+        let newest = format!("server{}", CAPACITY + 2);
+        verify(&cache, newest.as_bytes(), &[], "dps.example", 1_000).unwrap();
+        assert_eq!(chains(&cache), before);
+    }
+}
