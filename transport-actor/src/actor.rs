@@ -19,7 +19,7 @@ use dps_messages::{
 use tokio::sync::oneshot;
 
 use crate::config::TransportConfig;
-use crate::link::{Link, LinkCommand, LinkEventMsg, LinkSpec};
+use crate::link::{Link, LinkCommand, LinkEventMsg, LinkSpec, Publish};
 use crate::session::{Action, Command, LinkEvent, LinkId, Reply, Session, State, Token};
 
 /// Asks the actor for its [`State`].
@@ -139,11 +139,11 @@ impl ProvisioningTransportActor {
                     tracing::debug!(?link, topic, "publishing");
                     self.send(
                         link,
-                        LinkCommand::Publish {
+                        LinkCommand::Publish(Box::new(Publish {
                             rid,
                             topic,
                             payload,
-                        },
+                        })),
                     );
                 }
                 Action::Unsubscribe { link } => self.send(link, LinkCommand::Unsubscribe),
@@ -216,7 +216,7 @@ impl ProvisioningTransportActor {
     fn reply(&mut self, token: Token, reply: Reply) {
         match (self.waiters.remove(&token), reply) {
             (Some(Waiter::Request(tx)), Reply::Response(result)) => {
-                let _ = tx.send(result);
+                let _ = tx.send(result.map(|response| *response));
             }
             (Some(Waiter::Done(tx)), Reply::Done(result)) => {
                 let _ = tx.send(result);

@@ -44,13 +44,19 @@ pub(crate) struct LinkEventMsg {
 #[derive(Debug)]
 pub(crate) enum LinkCommand {
     Subscribe,
-    Publish {
-        rid: String,
-        topic: String,
-        payload: Vec<u8>,
-    },
+    /// Boxed: the command channel allocates room for 32 commands at a time, each as large as
+    /// the largest.
+    Publish(Box<Publish>),
     Unsubscribe,
     Close,
+}
+
+/// A QoS 1 publish.
+#[derive(Debug)]
+pub(crate) struct Publish {
+    pub(crate) rid: String,
+    pub(crate) topic: String,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// Everything a link needs to connect.
@@ -115,7 +121,9 @@ async fn run(
 ) {
     let events = Events { link: spec.id, to };
     let client = tokio::select! {
-        client = connect(&spec) => client,
+        // Boxed: connecting takes a large future (TCP, TLS, WebSocket, MQTT) that the task
+        // would otherwise carry for the whole life of the connection.
+        client = Box::pin(connect(&spec)) => client,
         // Closed (or dropped) while connecting: the session has already moved on.
         _ = closed_while_connecting(&mut commands) => return,
     };
@@ -146,7 +154,7 @@ async fn run(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(LinkCommand::Subscribe) => spawn_subscribe(&sink, &events),
-                Some(LinkCommand::Publish { rid, topic, payload }) => spawn_publish(&sink, &events, rid, topic, payload),
+                Some(LinkCommand::Publish(publish)) => spawn_publish(&sink, &events, *publish),
                 Some(LinkCommand::Unsubscribe) => spawn_unsubscribe(&sink, &events),
                 Some(LinkCommand::Close) | None => {
                     closing.set(true);
@@ -226,14 +234,13 @@ fn spawn_subscribe(sink: &v3::MqttSink, events: &Events) {
     });
 }
 
-fn spawn_publish(
-    sink: &v3::MqttSink,
-    events: &Events,
-    rid: String,
-    topic: String,
-    payload: Vec<u8>,
-) {
+fn spawn_publish(sink: &v3::MqttSink, events: &Events, publish: Publish) {
     let (sink, events) = (sink.clone(), events.clone());
+    let Publish {
+        rid,
+        topic,
+        payload,
+    } = publish;
     ntex::rt::spawn(async move {
         let result = sink
             .publish(ByteString::from(topic))

@@ -164,8 +164,6 @@ pub enum LinkEvent {
 }
 
 /// What the session asks of the link, or says to a caller.
-// Actions pass through a queue once; boxing the large variants would buy nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Open a new connection with these parameters.
@@ -212,11 +210,11 @@ pub enum Action {
 }
 
 /// An answer to a caller.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Reply {
-    /// The answer to a register or poll.
-    Response(Result<RegistrationResponse, ProvisioningError>),
+    /// The answer to a register or poll. Boxed: actions wait in a queue whose capacity the
+    /// session keeps, so every action is as small as the largest one.
+    Response(Result<Box<RegistrationResponse>, ProvisioningError>),
     /// The answer to a cancel or disconnect.
     Done(Result<(), ProvisioningError>),
 }
@@ -771,7 +769,7 @@ impl Session {
     }
 
     fn respond(&mut self, token: Token, result: Result<RegistrationResponse, ProvisioningError>) {
-        self.reply(token, Reply::Response(result));
+        self.reply(token, Reply::Response(result.map(Box::new)));
     }
 
     fn reply(&mut self, token: Token, reply: Reply) {

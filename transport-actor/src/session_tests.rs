@@ -143,7 +143,7 @@ fn response_of(
 ) -> Result<RegistrationResponse, ProvisioningError> {
     let found = replies(actions).into_iter().find(|(t, _)| *t == token);
     match found {
-        Some((_, Reply::Response(result))) => result.clone(),
+        Some((_, Reply::Response(result))) => result.clone().map(|response| *response),
         other => panic!("no response for {token} in {actions:?}: {other:?}"),
     }
 }
