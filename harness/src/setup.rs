@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use actix::{Actor, Addr};
+use actix::Addr;
 use dps_messages::{
     Authentication, Protocol, ProvisioningError, SetAuthentication, SymmetricKey, X509Identity,
 };
@@ -30,12 +30,12 @@ pub fn group_device(
     Ok(SymmetricKey::from_group_key(group_key, registration_id)?.into())
 }
 
-/// A started transport with `auth`.
+/// A transport with `auth`, started beside its connections on the MQTT runtime thread.
 pub async fn transport(
     config: TransportConfig,
     auth: Authentication,
 ) -> Result<Addr<ProvisioningTransportActor>, ProvisioningError> {
-    let transport = ProvisioningTransportActor::new(config).start();
+    let transport = ProvisioningTransportActor::start_on_runtime(config)?;
     transport.send(SetAuthentication(auth)).await?;
     Ok(transport)
 }

@@ -10,6 +10,10 @@ use crate::session::{SessionConfig, Timeouts};
 use crate::tls::{TlsSetup, TrustRoots};
 
 /// Settings of a [`crate::ProvisioningTransportActor`]; cheap to clone.
+///
+/// Give the actors of a fleet clones of one configuration: their connections then share its TLS
+/// verifier, which checks a server's certificate chain once for many connections (see the
+/// crate's `verify_cache` module) instead of once per device.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
     pub(crate) inner: Arc<Inner>,

@@ -2,7 +2,9 @@
 //!
 //! * [`ProvisioningTransportActor`] takes the [`dps_messages`] commands (`Register`,
 //!   `QueryStatus`, `Cancel`, `Disconnect`, `SetAuthentication`) and speaks DPS over MQTT/TLS
-//!   (port 8883) or MQTT over WebSocket (`wss://<host>:443/$iothub/websocket`).
+//!   (port 8883) or MQTT over WebSocket (`wss://<host>:443/$iothub/websocket`). Start it on
+//!   your arbiter like any actor, or with [`ProvisioningTransportActor::start_on_runtime`]
+//!   beside its connections.
 //! * [`ProvisioningClient`] runs a whole registration (register, poll until assigned) in one
 //!   call.
 //! * [`session`] is its sans-IO core: the state machine every rule of the spec lives in.

@@ -57,17 +57,21 @@ impl MqttRuntime {
         Ok(MqttRuntime { jobs })
     }
 
+    /// Runs `job` on the runtime thread, inside its ntex system (and tokio `LocalSet`).
+    pub(crate) fn run(&self, job: impl FnOnce() + Send + 'static) -> Result<(), ProvisioningError> {
+        self.jobs.send(Box::new(job)).map_err(|_| {
+            TransportError::new(TransportErrorKind::Shutdown, "the MQTT runtime has stopped").into()
+        })
+    }
+
     /// Runs the future `make` builds on the runtime thread.
     pub(crate) fn spawn<F, Fut>(&self, make: F) -> Result<(), ProvisioningError>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        let job: Job = Box::new(move || {
+        self.run(move || {
             ntex::rt::spawn(make()).detach();
-        });
-        self.jobs.send(job).map_err(|_| {
-            TransportError::new(TransportErrorKind::Shutdown, "the MQTT runtime has stopped").into()
         })
     }
 }

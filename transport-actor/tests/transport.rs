@@ -141,6 +141,23 @@ async fn srs_18_002_18_040_18_042_register_connects_and_subscribes_before_publis
     assert!(subscribe.unwrap() < publish.unwrap(), "{events:?}");
 }
 
+/// An actor started on the MQTT runtime thread, beside its connection, is driven from this
+/// (another) thread exactly as one started here.
+#[actix_rt::test]
+async fn an_actor_on_the_runtime_thread_registers_and_disconnects() {
+    let f = Fixture::start(Script::new());
+    let t = ProvisioningTransportActor::start_on_runtime(f.config(MQTT)).unwrap();
+    t.send(SetAuthentication(f.x509("dev"))).await.unwrap();
+    let response = f.register(&t, MQTT, "dev").await.unwrap();
+    assert_eq!(response.status_code, 202);
+    assert_eq!(t.send(GetState).await.unwrap(), State::Connected);
+    t.send(Disconnect).await.unwrap().unwrap();
+    assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
+    let records = f.wait_all_closed().await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].publishes().len(), 1);
+}
+
 // SRS_NODE_PROVISIONING_MQTT_18_003: register publishes to
 // $dps/registrations/PUT/iotdps-register/?$rid=<rid>, a fresh rid each time, at QoS 1.
 #[actix_rt::test]
