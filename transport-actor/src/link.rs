@@ -21,7 +21,7 @@ use ntex::{SharedCfg, ws};
 use ntex_mqtt::v3::{self, client, codec};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::runtime::MqttRuntime;
+use crate::runtime::{self, MqttRuntime};
 use crate::session::{LinkEvent, LinkId};
 use crate::tls::{TlsErrorSlot, rustls_error_in};
 
@@ -120,13 +120,19 @@ async fn run(
     to: Recipient<LinkEventMsg>,
 ) {
     let events = Events { link: spec.id, to };
+    // Closed (or dropped) while waiting or connecting: the session has already moved on. The
+    // wait counts against the session's connect deadline.
+    let turn = tokio::select! {
+        turn = runtime::opening_turn() => turn,
+        _ = closed_while_connecting(&mut commands) => return,
+    };
     let client = tokio::select! {
         // Boxed: connecting takes a large future (TCP, TLS, WebSocket, MQTT) that the task
         // would otherwise carry for the whole life of the connection.
         client = Box::pin(connect(&spec)) => client,
-        // Closed (or dropped) while connecting: the session has already moved on.
         _ = closed_while_connecting(&mut commands) => return,
     };
+    drop(turn);
     let client = match client {
         Ok(client) => client,
         Err(error) => {

@@ -6,10 +6,47 @@
 //! closures; the closures build the (non-`Send`) connection futures on that thread.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use dps_messages::{ProvisioningError, TransportError, TransportErrorKind};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// How many connections one runtime thread opens (TCP, TLS, WebSocket, CONNACK) at a time.
+///
+/// A herd of devices connecting at once (a gateway starting, or coming back after an outage)
+/// would otherwise hold every handshake half done, each with its buffers and key exchange, while
+/// the thread's CPU serves all of them in turn: all finish late together. Taking turns, they
+/// finish in order and hold a fraction of the memory. Against real DPS a connection opens in a
+/// few round trips, so 64 at a time still opens far more per second than DPS accepts
+/// registrations; start more runtimes for more.
+pub const MAX_OPENING: usize = 64;
+
+/// Turns to open a connection, `limit` at a time.
+#[derive(Debug, Clone)]
+pub(crate) struct Turns(Arc<Semaphore>);
+
+impl Turns {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self(Arc::new(Semaphore::new(limit)))
+    }
+
+    /// Waits for a turn; it ends when the returned permit is dropped.
+    pub(crate) async fn wait(&self) -> Option<OwnedSemaphorePermit> {
+        // The semaphore is never closed, so this never yields `None`; without a permit the
+        // connection simply goes ahead.
+        self.0.clone().acquire_owned().await.ok()
+    }
+}
+
+thread_local! {
+    /// The turns of the runtime thread this runs on.
+    static OPENING: Turns = Turns::new(MAX_OPENING);
+}
+
+/// A turn to open a connection on this runtime thread (see [`MAX_OPENING`]).
+pub(crate) async fn opening_turn() -> Option<OwnedSemaphorePermit> {
+    OPENING.with(Turns::clone).wait().await
+}
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -73,5 +110,32 @@ impl MqttRuntime {
         self.run(move || {
             ntex::rt::spawn(make()).detach();
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn turns_are_given_limit_at_a_time_and_come_back_when_dropped() {
+        let turns = Turns::new(2);
+        let Poll::Ready(Some(first)) = poll_once(pin!(turns.wait())) else {
+            panic!("the first turn waits")
+        };
+        let Poll::Ready(Some(_second)) = poll_once(pin!(turns.wait())) else {
+            panic!("the second turn waits")
+        };
+        let mut third = pin!(turns.wait());
+        assert!(poll_once(third.as_mut()).is_pending());
+        drop(first);
+        assert!(matches!(poll_once(third.as_mut()), Poll::Ready(Some(_))));
     }
 }

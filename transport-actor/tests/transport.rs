@@ -597,6 +597,97 @@ async fn srs_18_062_cancel_while_connecting() {
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
 }
 
+/// A listener that accepts TCP connections and never answers, reporting each accept.
+fn black_hole() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming() {
+            open.push(stream);
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+async fn next_accept(accepted: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    tokio::time::timeout(LONG, accepted.recv())
+        .await
+        .expect("no connection was accepted")
+        .expect("the listener stopped");
+}
+
+/// A herd larger than the runtime's opening turns (`MAX_OPENING`, held here by connections to a
+/// listener that never answers): a device waiting for its turn is `Connecting`, can be cancelled
+/// at once, and connects as soon as another device gives its turn back. (That no more than
+/// `MAX_OPENING` open at once is proven without IO by the runtime's unit test; here only a
+/// connection already accepted would show, which is checked as far as it can be without
+/// waiting.)
+#[actix_rt::test]
+async fn a_herd_opens_a_limited_number_of_connections_at_a_time() {
+    use dps_transport_actor::runtime::{MAX_OPENING, MqttRuntime};
+
+    let f = Fixture::start(Script::new());
+    let (addr, mut accepted) = black_hole();
+    let request = |id: &str| {
+        dps_messages::RegistrationRequest::new(SCOPE, id).with_endpoint(format!("mqtts://{addr}"))
+    };
+    let config = f
+        .builder(MQTT)
+        .runtime(MqttRuntime::start("herd-test").unwrap())
+        .build()
+        .unwrap();
+    let mut herd = Vec::new();
+    for i in 0..MAX_OPENING {
+        let id = format!("dev-{i}");
+        let t = f.transport_with(config.clone(), f.x509(&id)).await;
+        let pending = t.send(Register {
+            request: request(&id),
+        });
+        herd.push((t, pending));
+    }
+    for _ in 0..MAX_OPENING {
+        next_accept(&mut accepted).await;
+    }
+
+    let last = f.transport_with(config, f.x509("last")).await;
+    let waiting = last.send(Register {
+        request: request("last"),
+    });
+    assert_eq!(last.send(GetState).await.unwrap(), State::Connecting);
+    assert!(
+        accepted.try_recv().is_err(),
+        "a connection beyond the turns opened"
+    );
+    assert!(last.send(Cancel).await.unwrap().is_ok());
+    assert!(matches!(
+        waiting.await.unwrap(),
+        Err(ProvisioningError::OperationCancelled)
+    ));
+
+    // One of the herd gives up: its turn goes to the device waiting.
+    let waiting = last.send(Register {
+        request: request("last"),
+    });
+    assert!(
+        accepted.try_recv().is_err(),
+        "a connection beyond the turns opened"
+    );
+    let (first, pending) = herd.remove(0);
+    assert!(first.send(Cancel).await.unwrap().is_ok());
+    assert!(pending.await.unwrap().is_err());
+    next_accept(&mut accepted).await;
+    assert!(last.send(Cancel).await.unwrap().is_ok());
+    assert!(waiting.await.unwrap().is_err());
+}
+
 // SRS_NODE_PROVISIONING_MQTT_18_032: cancel while connected and idle answers at once and keeps
 // the connection.
 #[actix_rt::test]
