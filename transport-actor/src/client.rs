@@ -162,15 +162,16 @@ impl ProvisioningClient {
     }
 
     /// The register-and-poll loop; never returns a `Stop`, only the service's final word.
+    ///
+    /// The decisions are [`Polling`]'s; this only sends and waits, so the future a caller holds
+    /// stays small (no response is kept across an await).
     async fn run(
         &self,
         request: &RegistrationRequest,
     ) -> Result<Result<RegistrationResult, ProvisioningError>, Stop> {
-        let mut operation_id: Option<String> = None;
-        let mut throttled = 0u32;
-        let mut transient = 0u32;
+        let mut polling = Polling::default();
         loop {
-            let sent = match &operation_id {
+            let sent = match polling.operation_id() {
                 None => {
                     self.transport
                         .send(Register {
@@ -182,66 +183,16 @@ impl ProvisioningClient {
                     self.transport
                         .send(QueryStatus {
                             request: request.clone(),
-                            operation_id: id.clone(),
+                            operation_id: id.to_owned(),
                         })
                         .await
                 }
             };
-            let response = match sent.unwrap_or_else(|e| Err(e.into())) {
-                Ok(response) => response,
-                Err(error) if is_transient(&error) => {
-                    transient += 1;
-                    let wait = self.backoff(self.options.min_interval, transient);
-                    tracing::info!(%error, ?wait, "retrying after a transient failure");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                Err(error) => return Ok(Err(error)),
-            };
-            transient = 0;
-            let RegistrationResponse {
-                status_code,
-                result,
-                polling_interval,
-                ..
-            } = response;
-            tracing::debug!(status = %result.status, status_code, ?polling_interval, "registration status");
-            let wait = match result.status {
-                RegistrationStatus::Assigned => return Ok(Ok(result)),
-                RegistrationStatus::Failed => {
-                    return Ok(Err(ProvisioningError::RegistrationFailed(Box::new(result))));
-                }
-                RegistrationStatus::Assigning | RegistrationStatus::Registering => {
-                    // A poll answered without an operationId starts again from register.
-                    operation_id = result.operation_id;
-                    if status_code >= dps_messages::outcome::RETRY_STATUS {
-                        throttled += 1;
-                        self.backoff(polling_interval, throttled)
-                    } else {
-                        throttled = 0;
-                        polling_interval.clamp(
-                            self.options.min_interval,
-                            self.options.max_interval.max(self.options.min_interval),
-                        )
-                    }
-                }
-                _ => {
-                    return Ok(Err(ProvisioningError::RegistrationNotAssigned(Box::new(
-                        result,
-                    ))));
-                }
-            };
-            tokio::time::sleep(wait).await;
+            match polling.answer(sent.unwrap_or_else(|e| Err(e.into())), &self.options) {
+                Next::Done(result) => return Ok(result),
+                Next::Wait(wait) => tokio::time::sleep(wait).await,
+            }
         }
-    }
-
-    fn backoff(&self, base: Duration, attempt: u32) -> Duration {
-        backoff(
-            base,
-            attempt,
-            self.options.min_interval,
-            self.options.max_interval,
-        )
     }
 
     fn cached(&self, request: &RegistrationRequest) -> Option<RegistrationResult> {
@@ -256,6 +207,90 @@ impl ProvisioningClient {
                 tracing::warn!(path = %path.display(), "ignoring an unreadable cache: {e}");
                 None
             }
+        }
+    }
+}
+
+/// What to do after an answer.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "matched at once, never kept across an await"
+)]
+enum Next {
+    /// Wait this long, then send the next request: a poll when there is an operation id, else
+    /// a register.
+    Wait(Duration),
+    /// The service's final word.
+    Done(Result<RegistrationResult, ProvisioningError>),
+}
+
+/// The register-and-poll decisions, without IO: which request comes next and how long to wait
+/// before it.
+#[derive(Debug, Default)]
+struct Polling {
+    operation_id: Option<String>,
+    /// Throttled answers in a row.
+    throttled: u32,
+    /// Lost connections or responses in a row.
+    transient: u32,
+}
+
+impl Polling {
+    /// The operation to poll; `None` means register (again).
+    fn operation_id(&self) -> Option<&str> {
+        self.operation_id.as_deref()
+    }
+
+    /// Takes the answer to the last request.
+    fn answer(
+        &mut self,
+        answer: Result<RegistrationResponse, ProvisioningError>,
+        options: &ClientOptions,
+    ) -> Next {
+        let backoff =
+            |base, attempt| backoff(base, attempt, options.min_interval, options.max_interval);
+        let response = match answer {
+            Ok(response) => response,
+            Err(error) if is_transient(&error) => {
+                // The same request again.
+                self.transient += 1;
+                let wait = backoff(options.min_interval, self.transient);
+                tracing::info!(%error, ?wait, "retrying after a transient failure");
+                return Next::Wait(wait);
+            }
+            Err(error) => return Next::Done(Err(error)),
+        };
+        self.transient = 0;
+        let RegistrationResponse {
+            status_code,
+            result,
+            polling_interval,
+            ..
+        } = response;
+        tracing::debug!(status = %result.status, status_code, ?polling_interval, "registration status");
+        match result.status {
+            RegistrationStatus::Assigned => Next::Done(Ok(result)),
+            RegistrationStatus::Failed => {
+                Next::Done(Err(ProvisioningError::RegistrationFailed(Box::new(result))))
+            }
+            RegistrationStatus::Assigning | RegistrationStatus::Registering => {
+                // A poll answered without an operationId starts again from register.
+                self.operation_id = result.operation_id;
+                Next::Wait(if status_code >= dps_messages::outcome::RETRY_STATUS {
+                    self.throttled += 1;
+                    backoff(polling_interval, self.throttled)
+                } else {
+                    self.throttled = 0;
+                    polling_interval.clamp(
+                        options.min_interval,
+                        options.max_interval.max(options.min_interval),
+                    )
+                })
+            }
+            _ => Next::Done(Err(ProvisioningError::RegistrationNotAssigned(Box::new(
+                result,
+            )))),
         }
     }
 }
@@ -341,6 +376,140 @@ mod tests {
             serde_json::json!({"status": status, "registrationState": {"assignedHub": "h"}}),
         )
         .unwrap()
+    }
+
+    fn response(status_code: u16, body: serde_json::Value, interval: u64) -> RegistrationResponse {
+        RegistrationResponse {
+            status_code,
+            result: serde_json::from_value(body).unwrap(),
+            polling_interval: Duration::from_secs(interval),
+            invalid_retry_after: None,
+        }
+    }
+
+    fn options(min: u64, max: u64) -> ClientOptions {
+        ClientOptions {
+            min_interval: Duration::from_secs(min),
+            max_interval: Duration::from_secs(max),
+            ..ClientOptions::default()
+        }
+    }
+
+    fn assigning(operation_id: Option<&str>, interval: u64) -> RegistrationResponse {
+        let mut body = serde_json::json!({"status": "assigning"});
+        if let Some(id) = operation_id {
+            body["operationId"] = id.into();
+        }
+        response(202, body, interval)
+    }
+
+    fn wait(next: Next) -> Duration {
+        match next {
+            Next::Wait(wait) => wait,
+            Next::Done(done) => panic!("expected a wait, got {done:?}"),
+        }
+    }
+
+    #[test]
+    fn polling_ends_with_the_service_decision() {
+        let o = options(0, 60);
+        let mut p = Polling::default();
+        let Next::Done(Ok(result)) = p.answer(
+            Ok(response(200, serde_json::json!({"status": "assigned"}), 0)),
+            &o,
+        ) else {
+            panic!("assigned ends the registration")
+        };
+        assert_eq!(result.status, RegistrationStatus::Assigned);
+        let failed = serde_json::json!({"status": "failed", "registrationState": {"errorCode": 400207, "errorMessage": "no hub"}});
+        let Next::Done(Err(ProvisioningError::RegistrationFailed(result))) =
+            p.answer(Ok(response(200, failed, 0)), &o)
+        else {
+            panic!("failed is RegistrationFailed")
+        };
+        assert_eq!(result.registration_state.unwrap().error_code, Some(400207));
+        for status in ["disabled", "unassigned", "something-new"] {
+            let next = p.answer(
+                Ok(response(200, serde_json::json!({"status": status}), 0)),
+                &o,
+            );
+            assert!(
+                matches!(
+                    next,
+                    Next::Done(Err(ProvisioningError::RegistrationNotAssigned(_)))
+                ),
+                "{status}: {next:?}"
+            );
+        }
+        let next = p.answer(Err(ProvisioningError::OperationCancelled), &o);
+        assert!(matches!(
+            next,
+            Next::Done(Err(ProvisioningError::OperationCancelled))
+        ));
+    }
+
+    #[test]
+    fn polling_follows_the_operation_and_its_interval_within_floor_and_cap() {
+        let o = options(2, 30);
+        let mut p = Polling::default();
+        assert_eq!(p.operation_id(), None);
+        assert_eq!(
+            wait(p.answer(Ok(assigning(Some("op-1"), 5)), &o)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(p.operation_id(), Some("op-1"));
+        assert_eq!(
+            wait(p.answer(Ok(assigning(Some("op-1"), 0)), &o)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            wait(p.answer(Ok(assigning(Some("op-1"), 90)), &o)),
+            Duration::from_secs(30)
+        );
+        // A poll answered without an operationId starts again from register.
+        wait(p.answer(Ok(assigning(None, 1)), &o));
+        assert_eq!(p.operation_id(), None);
+    }
+
+    #[test]
+    fn throttling_backs_off_and_a_normal_answer_resets_it() {
+        let o = options(1, 60);
+        let mut p = Polling::default();
+        let throttled = || response(429, serde_json::json!({"status": "registering"}), 2);
+        let first = wait(p.answer(Ok(throttled()), &o));
+        assert!(
+            first <= Duration::from_secs(2) && first >= Duration::from_millis(1500),
+            "{first:?}"
+        );
+        wait(p.answer(Ok(throttled()), &o));
+        let third = wait(p.answer(Ok(throttled()), &o));
+        assert!(
+            third >= Duration::from_secs(6) && third <= Duration::from_secs(8),
+            "{third:?}"
+        );
+        assert_eq!(
+            wait(p.answer(Ok(assigning(Some("op"), 2)), &o)),
+            Duration::from_secs(2)
+        );
+        let again = wait(p.answer(Ok(throttled()), &o));
+        assert!(again <= Duration::from_secs(2), "{again:?}");
+    }
+
+    #[test]
+    fn a_lost_answer_repeats_the_same_request_after_a_back_off() {
+        let o = options(1, 60);
+        let mut p = Polling::default();
+        wait(p.answer(Ok(assigning(Some("op-7"), 1)), &o));
+        let lost = || TransportError::new(TransportErrorKind::ConnectionLost, "gone").into();
+        // The floor bounds the jitter from below: the first retry waits exactly the floor.
+        assert_eq!(wait(p.answer(Err(lost()), &o)), Duration::from_secs(1));
+        let second = wait(p.answer(Err(lost()), &o));
+        assert!(second >= Duration::from_millis(1500), "{second:?}");
+        assert_eq!(
+            p.operation_id(),
+            Some("op-7"),
+            "the poll is repeated, not the register"
+        );
     }
 
     #[test]
