@@ -2,6 +2,7 @@
 //! lines. Passwords are never recorded, only whether one came.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -150,6 +151,9 @@ impl ConnectionRecord {
 pub struct Recorder {
     records: Mutex<Vec<ConnectionRecord>>,
     changed: Condvar,
+    /// Threads in [`Recorder::wait_until`]. A notify is a system call even with nobody waiting,
+    /// and the broker records several events per registration.
+    waiting: AtomicUsize,
     sink: Mutex<Option<Box<dyn Write + Send>>>,
 }
 
@@ -159,6 +163,7 @@ impl Recorder {
         Self {
             records: Mutex::new(Vec::new()),
             changed: Condvar::new(),
+            waiting: AtomicUsize::new(0),
             sink: Mutex::new(sink),
         }
     }
@@ -179,7 +184,7 @@ impl Recorder {
         if let Some(record) = closed {
             self.write(&record);
         }
-        self.changed.notify_all();
+        self.notify();
         id
     }
 
@@ -188,7 +193,7 @@ impl Recorder {
         if let Some(r) = self.lock().get_mut(id as usize) {
             r.events.push(event);
         }
-        self.changed.notify_all();
+        self.notify();
     }
 
     /// Marks connection `id` ended (the first reason wins) and writes it to the sink.
@@ -204,7 +209,16 @@ impl Recorder {
         let record = r.clone();
         drop(records);
         self.write(&record);
-        self.changed.notify_all();
+        self.notify();
+    }
+
+    /// Wakes the waiters, if any. Called after a change made under the lock: a waiter counts
+    /// itself under the lock before it looks at the records, so it either sees the change or
+    /// is counted here.
+    fn notify(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_all();
+        }
     }
 
     fn write(&self, record: &ConnectionRecord) {
@@ -231,19 +245,70 @@ impl Recorder {
     ) -> (Vec<ConnectionRecord>, bool) {
         let deadline = Instant::now() + timeout;
         let mut records = self.lock();
-        loop {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let outcome = loop {
             if done(&records) {
-                return (records.clone(), true);
+                break (records.clone(), true);
             }
             let now = Instant::now();
             if now >= deadline {
-                return (records.clone(), false);
+                break (records.clone(), false);
             }
             records = self
                 .changed
                 .wait_timeout(records, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn record(client_id: &str) -> ConnectionRecord {
+        ConnectionRecord {
+            id: 0,
+            transport: Transport::Tcp,
+            client_id: client_id.to_owned(),
+            username: None,
+            password_present: false,
+            clean_session: true,
+            keep_alive: 0,
+            peer_cert_cn: None,
+            connack: Connack::Dropped,
+            events: Vec::new(),
+            ended: None,
         }
+    }
+
+    #[test]
+    fn a_waiter_wakes_on_the_change_it_waits_for() {
+        let recorder = Arc::new(Recorder::new(None));
+        let waiter = {
+            let recorder = recorder.clone();
+            std::thread::spawn(move || {
+                recorder.wait_until(Duration::from_secs(60), |r| {
+                    r.iter().any(|c| c.events.len() == 2)
+                })
+            })
+        };
+        // Changes made with nobody waiting wake nobody; once the waiter counts itself, each
+        // change wakes it to look again.
+        while recorder.waiting.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let id = recorder.open(record("dev"));
+        recorder.event(id, Event::Disconnect);
+        recorder.event(id, Event::Disconnect);
+        let (records, done) = waiter.join().unwrap();
+        assert!(done);
+        assert_eq!(records[0].events.len(), 2);
+        assert_eq!(recorder.waiting.load(Ordering::SeqCst), 0);
     }
 }
