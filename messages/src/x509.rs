@@ -16,10 +16,10 @@ use crate::error::AuthError;
 /// A device certificate chain (leaf first) and the leaf's private key.
 ///
 /// `Debug` shows only the chain's length, never the key.
+#[derive(Clone)]
 pub struct X509Identity {
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    /// The chain with the key loaded for signing: parsed once here, not at every connect.
+    /// The chain with the key loaded for signing: parsed once here, not at every connect. No
+    /// other copy of the key is kept.
     certified: Arc<CertifiedKey>,
 }
 
@@ -51,23 +51,16 @@ impl X509Identity {
             ));
         }
         let provider = provider();
-        let certified = CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider)
+        let certified = CertifiedKey::from_der(chain, key, &provider)
             .map_err(|e| AuthError::KeyMismatch(e.to_string()))?;
         Ok(Self {
-            chain,
-            key,
             certified: Arc::new(certified),
         })
     }
 
     /// The certificate chain, leaf first.
     pub fn cert_chain(&self) -> &[CertificateDer<'static>] {
-        &self.chain
-    }
-
-    /// A copy of the private key.
-    pub fn private_key(&self) -> PrivateKeyDer<'static> {
-        self.key.clone_key()
+        &self.certified.cert
     }
 
     /// The chain and the loaded signing key.
@@ -124,20 +117,10 @@ pub fn shared_provider() -> Arc<CryptoProvider> {
     Arc::new(provider())
 }
 
-impl Clone for X509Identity {
-    fn clone(&self) -> Self {
-        Self {
-            chain: self.chain.clone(),
-            key: self.key.clone_key(),
-            certified: self.certified.clone(),
-        }
-    }
-}
-
 impl fmt::Debug for X509Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("X509Identity")
-            .field("certificates", &self.chain.len())
+            .field("certificates", &self.certified.cert.len())
             .field("key", &"<redacted>")
             .finish()
     }
@@ -166,8 +149,8 @@ mod tests {
         assert_eq!(id.cert_chain().len(), 1);
         let expected = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
         assert_eq!(id.cert_chain()[0], expected);
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-        assert_eq!(id.private_key().secret_der(), key.secret_der());
+        // The key loaded for signing is the certificate's.
+        assert!(id.certified_key().keys_match().is_ok());
     }
 
     #[test]
