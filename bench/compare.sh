@@ -5,8 +5,8 @@
 #
 #   bench/compare.sh [N ...]          default: 100 1000 10000
 #   CONCURRENCY=50 bench/compare.sh   default concurrency: 50
-#   MEMORY=1000 bench/compare.sh      also N=M devices all at once (C=M) and N=1 baselines, for
-#                                     memory per connected device (default 1000; 0 skips)
+#   MEMORY=1000 bench/compare.sh      also M devices held connected (--hold), for memory per
+#                                     connected device (default 1000; 0 skips)
 #
 # Writes one JSON line per run to bench/results/<date>.jsonl and prints a Markdown table.
 set -euo pipefail
@@ -37,14 +37,15 @@ for _ in $(seq 50); do grep -q listening "$work/broker.log" && break; sleep 0.1;
 mkdir -p bench/results
 out="bench/results/$(date -u +%Y-%m-%dT%H%M).jsonl"
 : >"$out"
-rust() { # N C
+rust() { # N C [--hold]
   target/release/dps bench --devices "$1" --concurrency "$2" --json \
     --broker "127.0.0.1:$port" --id-scope "$scope" --ca "$work/pki/ca.pem" \
-    --device-ca-cert "$work/pki/ca.pem" --device-ca-key "$work/pki/ca.key" | tee -a "$out"
+    --device-ca-cert "$work/pki/ca.pem" --device-ca-key "$work/pki/ca.key" ${3:-} | tee -a "$out"
 }
-node_sdk() { # N C
+node_sdk() { # N C [--hold]
   NODE_EXTRA_CA_CERTS="$work/pki/ca.pem" node bench/node/bench.js --endpoint "127.0.0.1:$port" \
-    --id-scope "$scope" --certs "$work/pki" --devices "$1" --concurrency "$2" | tee -a "$out" || true
+    --id-scope "$scope" --certs "$work/pki" --devices "$1" --concurrency "$2" ${3:-} \
+    | tee -a "$out" || true
 }
 for n in "${sizes[@]}"; do
   echo "N=$n: dps bench" >&2; rust "$n" "$concurrency"
@@ -52,8 +53,8 @@ for n in "${sizes[@]}"; do
   echo "N=$n: rustls floor" >&2; target/release/dps bench --floor --devices "$n" --json | tee -a "$out"
 done
 if [ "$memory" -gt 0 ]; then
-  echo "memory: N=1 baselines, then N=C=$memory" >&2
-  rust 1 1; node_sdk 1 1; rust "$memory" "$memory"; node_sdk "$memory" "$memory"
+  echo "memory: $memory devices held connected" >&2
+  rust "$memory" "$concurrency" --hold; node_sdk "$memory" "$concurrency" --hold
 fi
 
 python3 - "$out" "$concurrency" "$memory" "${sizes[@]}" <<'PY'
@@ -72,12 +73,11 @@ for n in sizes:
         print(f"| {n} | {kind} | {r['registrations_per_sec']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['failed']} | {r['peak_rss_mib']:.1f} | {r['cpu_seconds']:.2f} |")
 if memory:
     print()
-    print(f"| implementation | peak RSS, 1 device | peak RSS, {memory} at once | per connected device |")
+    print(f"| implementation | RSS before connecting | RSS, {memory} connected | per connected device |")
     print("|---|---|---|---|")
-    for kind in ("transport", "node-sdk"):
-        one = [x for x in rows if x["kind"] == kind and x["devices"] == 1]
-        many = [x for x in rows if x["kind"] == kind and x["devices"] == memory and x["concurrency"] == memory]
-        if one and many:
-            a, b = one[-1]["peak_rss_mib"], many[-1]["peak_rss_mib"]
-            print(f"| {kind} | {a:.1f} MiB | {b:.1f} MiB | {(b - a) * 1024 / memory:.1f} KiB |")
+    for kind in ("transport-hold", "node-sdk-hold"):
+        r = [x for x in rows if x["kind"] == kind and x["devices"] == memory]
+        if r:
+            r = r[-1]
+            print(f"| {kind} | {r['before_rss_mib']:.1f} MiB | {r['connected_rss_mib']:.1f} MiB | {r['kib_per_connected_device']:.1f} KiB |")
 PY

@@ -6,6 +6,10 @@
 //       --certs pki --devices 1000 --concurrency 50
 //
 // Device certificates are read from <certs>/bench-0001.pem/.key ... (`dps-mock-broker pki --count N`).
+//
+// With --hold, like `dps bench --hold`: each device's Mqtt transport connects and sends its
+// register request, all stay connected until every device has, and the resident memory then is
+// compared with the reading before the first connection.
 'use strict';
 
 const fs = require('fs');
@@ -26,6 +30,7 @@ const idScope = arg('id-scope');
 const certs = arg('certs');
 const devices = parseInt(arg('devices', '100'), 10);
 const concurrency = parseInt(arg('concurrency', '50'), 10);
+const hold = process.argv.includes('--hold');
 
 const id = (i) => `bench-${String(i + 1).padStart(4, '0')}`;
 
@@ -46,6 +51,16 @@ function provision(i) {
   });
 }
 
+// --hold: the SDK's Mqtt transport alone, which stays connected after answering.
+function connectAndRegister(i) {
+  const transport = new Mqtt();
+  transport.setAuthentication(credentials[i]);
+  const request = { registrationId: id(i), provisioningHost: endpoint, idScope };
+  return new Promise((resolve) => {
+    transport.registrationRequest(request, (err, result) => resolve(err ? { err, transport } : { result, transport }));
+  });
+}
+
 function percentile(sorted, p) {
   if (sorted.length === 0) return 0;
   const index = Math.min(Math.max(Math.ceil(sorted.length * p), 1), sorted.length) - 1;
@@ -53,6 +68,8 @@ function percentile(sorted, p) {
 }
 
 async function main() {
+  const rssBefore = process.memoryUsage().rss;
+  const held = [];
   const cpuBefore = process.cpuUsage();
   const started = process.hrtime.bigint();
   let next = 0;
@@ -63,9 +80,11 @@ async function main() {
     while (next < devices) {
       const i = next++;
       const t0 = process.hrtime.bigint();
-      const outcome = await provision(i);
+      const outcome = await (hold ? connectAndRegister(i) : provision(i));
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-      if (outcome.err || !outcome.result || outcome.result.status !== 'assigned') {
+      if (outcome.transport) held.push(outcome.transport);
+      const wanted = hold ? 'assigning' : 'assigned';
+      if (outcome.err || !outcome.result || outcome.result.status !== wanted) {
         failed++;
         if (!firstError) firstError = String(outcome.err || JSON.stringify(outcome.result));
       } else {
@@ -76,9 +95,11 @@ async function main() {
   await Promise.all(Array.from({ length: Math.max(concurrency, 1) }, worker));
   const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
   const cpu = process.cpuUsage(cpuBefore);
+  const rssConnected = process.memoryUsage().rss;
+  await Promise.all(held.map((t) => new Promise((resolve) => t.disconnect(() => resolve()))));
   latencies.sort((a, b) => a - b);
   const report = {
-    kind: 'node-sdk',
+    kind: hold ? 'node-sdk-hold' : 'node-sdk',
     sdk: require('azure-iot-provisioning-device/package.json').version,
     node: process.version,
     devices,
@@ -93,6 +114,12 @@ async function main() {
     cpu_seconds: (cpu.user + cpu.system) / 1e6,
     first_error: firstError,
   };
+  if (hold) {
+    const mib = (bytes) => bytes / (1024 * 1024);
+    report.before_rss_mib = mib(rssBefore);
+    report.connected_rss_mib = mib(rssConnected);
+    report.kib_per_connected_device = (rssConnected - rssBefore) / 1024 / Math.max(devices, 1);
+  }
   console.log(JSON.stringify(report));
   process.exit(failed === 0 ? 0 : 1);
 }

@@ -15,7 +15,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dps_messages::{Authentication, Protocol, RegistrationRequest};
+use dps_messages::{
+    Authentication, Disconnect, Protocol, ProvisioningError, Register, RegistrationRequest,
+};
 use dps_mock_broker::{BrokerHandle, MockBroker, TestPki};
 use dps_transport_actor::{ClientOptions, TransportConfig};
 use serde::Serialize;
@@ -70,8 +72,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub group_key: Option<String>,
     /// Measure bare rustls handshakes with client certificates instead (the floor).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hold")]
     pub floor: bool,
+    /// Measure memory per connected device instead: each device connects and sends its
+    /// register request, stays connected until all have, and the resident memory is read
+    /// then, against the reading before the first connection.
+    #[arg(long)]
+    pub hold: bool,
     /// Worker threads of the in-process broker.
     #[arg(long, default_value_t = 1)]
     pub broker_workers: usize,
@@ -110,12 +117,29 @@ pub struct BenchReport {
     pub cpu_seconds: f64,
     /// The first failure, if any.
     pub first_error: Option<String>,
+    /// `--hold`: resident memory, in MiB, before the first connection and with every device
+    /// connected, and the difference per device in KiB.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
+}
+
+/// Resident memory around `--hold`'s connections.
+#[derive(Debug, Clone, Serialize)]
+pub struct Held {
+    /// Before the first connection, credentials made.
+    pub before_rss_mib: f64,
+    /// With every device connected.
+    pub connected_rss_mib: f64,
+    /// The difference, per device, in KiB.
+    pub kib_per_connected_device: f64,
 }
 
 /// Runs the benchmark and prints its report.
 pub async fn main(args: BenchArgs) -> ExitCode {
     let report = if args.floor {
         floor(&args)
+    } else if args.hold {
+        hold(&args).await
     } else {
         run(&args).await
     };
@@ -324,7 +348,107 @@ async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
         peak_rss_mib: peak_rss_mib(),
         cpu_seconds: cpu_seconds() - cpu_before,
         first_error: first_error.borrow().clone(),
+        held: None,
     })
+}
+
+/// `--hold`: every device connects and registers (its first request, answered `assigning`),
+/// `concurrency` at a time, and stays connected; the resident memory with all of them connected
+/// is read against the reading before the first. Then all disconnect.
+async fn hold(args: &BenchArgs) -> Result<BenchReport, String> {
+    let protocol = if args.ws {
+        Protocol::MqttWs
+    } else {
+        Protocol::Mqtt
+    };
+    let target = prepare(args, protocol)?;
+    let config = TransportConfig::builder(protocol)
+        .ca_pem(target.ca_pem.clone())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let n = args.devices;
+    let before_rss_mib = rss_mib();
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(n);
+    let mut latencies = Vec::with_capacity(n);
+    let mut first_error = None;
+    let mut credentials = target.credentials.into_iter().enumerate();
+    loop {
+        let batch: Vec<_> = credentials.by_ref().take(args.concurrency.max(1)).collect();
+        if batch.is_empty() {
+            break;
+        }
+        let registrations = batch.into_iter().map(|(i, auth)| {
+            let (config, request) = (
+                config.clone(),
+                RegistrationRequest::new(target.id_scope.clone(), registration_id(i))
+                    .with_endpoint(target.uri.clone()),
+            );
+            async move {
+                let t0 = Instant::now();
+                let transport = setup::transport(config, auth).await?;
+                let response = transport.send(Register { request }).await??;
+                Ok::<_, ProvisioningError>((transport, response, t0.elapsed()))
+            }
+        });
+        for outcome in join_all(registrations).await? {
+            match outcome {
+                Ok((transport, _, latency)) => {
+                    held.push(transport);
+                    latencies.push(latency);
+                }
+                Err(e) => {
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+    let wall = started.elapsed();
+    let connected_rss_mib = rss_mib();
+    let cpu_seconds = cpu_seconds() - cpu_before;
+    for transport in &held {
+        let _ = transport.send(Disconnect).await;
+    }
+    let failed = n - held.len();
+    latencies.sort();
+    Ok(BenchReport {
+        kind: "transport-hold",
+        devices: n,
+        concurrency: args.concurrency,
+        protocol: if args.ws { "mqtt_ws" } else { "mqtt" },
+        auth: args.auth,
+        broker: target.name,
+        registrations_per_sec: held.len() as f64 / wall.as_secs_f64(),
+        wall_ms: wall.as_secs_f64() * 1000.0,
+        failed,
+        p50_ms: percentile(&latencies, 0.50),
+        p95_ms: percentile(&latencies, 0.95),
+        p99_ms: percentile(&latencies, 0.99),
+        peak_rss_mib: peak_rss_mib(),
+        cpu_seconds,
+        first_error,
+        held: Some(Held {
+            before_rss_mib,
+            connected_rss_mib,
+            kib_per_connected_device: (connected_rss_mib - before_rss_mib) * 1024.0
+                / n.max(1) as f64,
+        }),
+    })
+}
+
+/// Runs every future at once on this thread and waits for them all.
+async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Result<Vec<F::Output>, String>
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(actix_rt::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.map_err(|e| e.to_string())?);
+    }
+    Ok(outputs)
 }
 
 /// The bare rustls floor: the same number of full TLS handshakes with client certificates,
@@ -433,6 +557,7 @@ fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
         peak_rss_mib: peak_rss_mib(),
         cpu_seconds: cpu_seconds() - cpu_before,
         first_error: None,
+        held: None,
     })
 }
 
@@ -478,11 +603,21 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 /// Peak resident set size of this process (VmHWM), in MiB; 0 where /proc is missing.
 pub fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// Resident memory of this process now, in MiB (0 where `/proc` is not available).
+pub fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+/// A `kB` line of `/proc/self/status`, in MiB.
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines().find_map(|l| {
-                l.strip_prefix("VmHWM:")
+                l.strip_prefix(field)
                     .map(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             })
         })
@@ -522,7 +657,7 @@ fn human(r: &BenchReport) -> String {
          latency      p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms\n\
          failures     {failed}{first}\n\
          peak RSS     {rss:.1} MiB\n\
-         CPU          {cpu:.2} s\n",
+         CPU          {cpu:.2} s\n{held}",
         kind = r.kind,
         n = r.devices,
         protocol = r.protocol,
@@ -542,6 +677,14 @@ fn human(r: &BenchReport) -> String {
             .unwrap_or_default(),
         rss = r.peak_rss_mib,
         cpu = r.cpu_seconds,
+        held = r
+            .held
+            .as_ref()
+            .map(|h| format!(
+                "connected    {:.1} MiB, {:.1} MiB before: {:.1} KiB per connected device\n",
+                h.connected_rss_mib, h.before_rss_mib, h.kib_per_connected_device
+            ))
+            .unwrap_or_default(),
     )
 }
 
@@ -631,10 +774,47 @@ mod tests {
             device_ca_key: None,
             group_key: None,
             floor: true,
+            hold: false,
             broker_workers: 1,
         };
         let report = floor(&args).unwrap();
         assert_eq!((report.devices, report.failed), (4, 0));
         assert!(report.registrations_per_sec > 0.0);
+    }
+
+    #[actix_rt::test]
+    async fn hold_measures_with_every_device_connected() {
+        let args = BenchArgs {
+            devices: 3,
+            concurrency: 2,
+            ws: false,
+            auth: AuthArg::X509,
+            json: true,
+            broker: None,
+            id_scope: None,
+            ca: None,
+            device_ca_cert: None,
+            device_ca_key: None,
+            group_key: None,
+            floor: false,
+            hold: true,
+            broker_workers: 1,
+        };
+        let report = hold(&args).await.unwrap();
+        assert_eq!(
+            (report.kind, report.devices, report.failed),
+            ("transport-hold", 3, 0)
+        );
+        let held = report.held.unwrap();
+        assert!(
+            held.connected_rss_mib > 0.0 && held.before_rss_mib > 0.0,
+            "{held:?}"
+        );
+        let json = serde_json::to_value(BenchReport {
+            held: Some(held),
+            ..report
+        })
+        .unwrap();
+        assert!(json["kib_per_connected_device"].is_number(), "{json}");
     }
 }
