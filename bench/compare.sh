@@ -37,15 +37,26 @@ for _ in $(seq 50); do grep -q listening "$work/broker.log" && break; sleep 0.1;
 mkdir -p bench/results
 out="bench/results/$(date -u +%Y-%m-%dT%H%M).jsonl"
 : >"$out"
+# The broker's CPU time (user + system, in seconds) so far, to charge each run its share.
+broker_cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$broker/stat"; }
+charged() { # KIND N SECONDS_BEFORE: one JSON line with the broker CPU the run cost
+  awk -v kind="$1" -v n="$2" -v now="$(broker_cpu)" -v before="$3" 'BEGIN {
+    printf "{\"kind\":\"broker-cpu\",\"for\":\"%s\",\"devices\":%d,\"cpu_seconds\":%.2f}\n", kind, n, now - before
+  }' >>"$out"
+}
 rust() { # N C [--hold]
+  local before; before=$(broker_cpu)
   target/release/dps bench --devices "$1" --concurrency "$2" --json \
     --broker "127.0.0.1:$port" --id-scope "$scope" --ca "$work/pki/ca.pem" \
     --device-ca-cert "$work/pki/ca.pem" --device-ca-key "$work/pki/ca.key" ${3:-} | tee -a "$out"
+  charged "transport${3:+-hold}" "$1" "$before"
 }
 node_sdk() { # N C [--hold]
+  local before; before=$(broker_cpu)
   NODE_EXTRA_CA_CERTS="$work/pki/ca.pem" node bench/node/bench.js --endpoint "127.0.0.1:$port" \
     --id-scope "$scope" --certs "$work/pki" --devices "$1" --concurrency "$2" ${3:-} \
     | tee -a "$out" || true
+  charged "node-sdk${3:+-hold}" "$1" "$before"
 }
 for n in "${sizes[@]}"; do
   echo "N=$n: dps bench" >&2; rust "$n" "$concurrency"
@@ -60,17 +71,20 @@ fi
 python3 - "$out" "$concurrency" "$memory" "${sizes[@]}" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = [x for x in rows if "devices" in x]
 concurrency, memory = int(sys.argv[2]), int(sys.argv[3])
 sizes = [int(s) for s in sys.argv[4:]]
-print("| N | implementation | registrations/s | p50 ms | p95 ms | p99 ms | failed | peak RSS MiB | CPU s |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| N | implementation | registrations/s | p50 ms | p95 ms | p99 ms | failed | peak RSS MiB | CPU s | broker CPU s |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for n in sizes:
     for kind in ("transport", "node-sdk", "rustls-floor"):
         r = [x for x in rows if x["devices"] == n and x["kind"] == kind and (kind == "rustls-floor" or x["concurrency"] == concurrency)]
         if not r:
             continue
         r = r[-1]
-        print(f"| {n} | {kind} | {r['registrations_per_sec']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['failed']} | {r['peak_rss_mib']:.1f} | {r['cpu_seconds']:.2f} |")
+        b = [x for x in rows if x["kind"] == "broker-cpu" and x["for"] == kind and x["devices"] == n]
+        broker = f"{b[-1]['cpu_seconds']:.2f}" if b else "-"
+        print(f"| {n} | {kind} | {r['registrations_per_sec']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['failed']} | {r['peak_rss_mib']:.1f} | {r['cpu_seconds']:.2f} | {broker} |")
 if memory:
     print()
     print(f"| implementation | RSS before connecting | RSS, {memory} connected | per connected device |")
