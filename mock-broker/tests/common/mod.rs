@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use dps_mock_broker::{BrokerHandle, CertifiedPem};
 use ntex::connect::{Connect, ConnectError};
-use ntex::service::{ServiceFactory, fn_service};
+use ntex::io::IoBoxed;
+use ntex::service::{IntoServiceFactory, ServiceFactory, fn_service};
 use ntex::util::{ByteString, Bytes};
 use ntex::{SharedCfg, ws};
 use ntex_mqtt::v3::{self, client};
@@ -125,14 +126,7 @@ pub async fn connect(broker: &BrokerHandle, options: Options) -> ConnectResult {
         Via::Tls => {
             let addr = broker.addr();
             let connector = ntex::connect::rustls::TlsConnector::from(tls);
-            let connect = client::Connect::with(Target(addr), connect_packet(connect));
-            client::MqttConnector::new()
-                .connector(connector)
-                .pipeline(SharedCfg::default())
-                .await
-                .unwrap()
-                .call(connect)
-                .await?
+            mqtt_handshake(connector, Target(addr), connect_packet(connect)).await?
         }
         Via::Wss => {
             let url = broker.wss_uri().unwrap().replace("127.0.0.1", "localhost");
@@ -159,17 +153,31 @@ pub async fn connect(broker: &BrokerHandle, options: Options) -> ConnectResult {
                         .into_transport())
                 }
             };
-            let connect = client::Connect::with("localhost", connect_packet(connect));
-            client::MqttConnector::new()
-                .connector(connector)
-                .pipeline(SharedCfg::default())
-                .await
-                .unwrap()
-                .call(connect)
-                .await?
+            mqtt_handshake(connector, "localhost", connect_packet(connect)).await?
         }
     };
     Ok(start(client))
+}
+
+/// CONNECT and CONNACK over whatever `connector` opens (TLS, or WebSocket over TLS).
+async fn mqtt_handshake<A, F, U>(
+    connector: F,
+    address: A,
+    packet: v3::codec::Connect,
+) -> Result<client::Client, client::ClientError<v3::codec::ConnectAck>>
+where
+    A: ntex::connect::Address,
+    F: IntoServiceFactory<U, Connect<A>, SharedCfg>,
+    U: ServiceFactory<Connect<A>, SharedCfg, Error = ConnectError>,
+    IoBoxed: From<U::Response>,
+{
+    client::MqttConnector::new()
+        .connector(connector)
+        .pipeline(SharedCfg::default())
+        .await
+        .unwrap_or_else(|_| panic!("the test connector could not start"))
+        .call(client::Connect::with(address, packet))
+        .await
 }
 
 /// Connects to `localhost` (the TLS server name) at a known address, with no DNS.
