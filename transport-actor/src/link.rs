@@ -18,6 +18,7 @@ use ntex::io::IoBoxed;
 use ntex::service::{IntoServiceFactory, ServiceFactory, fn_service};
 use ntex::util::{ByteString, Bytes};
 use ntex::{SharedCfg, ws};
+use ntex_mqtt::error::SendPacketError;
 use ntex_mqtt::v3::{self, client, codec};
 use tokio::sync::{mpsc, oneshot};
 
@@ -160,7 +161,7 @@ async fn run(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(LinkCommand::Subscribe) => spawn_subscribe(&sink, &events),
-                Some(LinkCommand::Publish(publish)) => spawn_publish(&sink, &events, *publish),
+                Some(LinkCommand::Publish(publish)) => spawn_publish(&sink, &events, &closing, *publish),
                 Some(LinkCommand::Unsubscribe) => spawn_unsubscribe(&sink, &events),
                 Some(LinkCommand::Close) | None => {
                     closing.set(true);
@@ -240,8 +241,8 @@ fn spawn_subscribe(sink: &v3::MqttSink, events: &Events) {
     });
 }
 
-fn spawn_publish(sink: &v3::MqttSink, events: &Events, publish: Publish) {
-    let (sink, events) = (sink.clone(), events.clone());
+fn spawn_publish(sink: &v3::MqttSink, events: &Events, closing: &Rc<Cell<bool>>, publish: Publish) {
+    let (sink, events, closing) = (sink.clone(), events.clone(), closing.clone());
     let Publish {
         rid,
         topic,
@@ -254,6 +255,17 @@ fn spawn_publish(sink: &v3::MqttSink, events: &Events, publish: Publish) {
             .await;
         events.emit(match result {
             Ok(()) => LinkEvent::PublishAcked { rid },
+            // The connection went away under the publish, not closed by us: report the loss
+            // now, with the publish's error, so that the session leaves the connection at once
+            // (and a request right after reconnects) rather than when the dispatcher's own report
+            // comes in.
+            Err(SendPacketError::Disconnected) if !closing.get() => LinkEvent::ConnectionLost(
+                TransportError::new(
+                    TransportErrorKind::Publish,
+                    "the connection closed before the PUBACK",
+                )
+                .into(),
+            ),
             Err(e) => LinkEvent::PublishFailed {
                 rid,
                 error: TransportError::new(TransportErrorKind::Publish, e).into(),
@@ -407,6 +419,22 @@ where
     Ok(service.call(client::Connect::with(target, packet)).await)
 }
 
+/// What a service closing the connection during the handshake most likely means when the
+/// device presents a certificate.
+const MAY_HAVE_REJECTED_CERTIFICATE: &str = "it may have rejected the client certificate (does \
+     it chain to the CA of the enrollment?)";
+
+/// Whether `error` is the connection being cut rather than failing for a reason of its own.
+fn is_reset(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
 fn connect_error(
     error: client::ClientError<codec::ConnectAck>,
     spec: &LinkSpec,
@@ -423,19 +451,75 @@ fn connect_error(
         client::ClientError::Connect(ConnectError::Io(e))
         | client::ClientError::Disconnected(Some(e)) => match rustls_error_in(&e) {
             Some(tls) => ProvisioningError::Tls(tls),
+            // The same rejection, when the service's close reset the connection.
+            None if spec.presents_certificate && is_reset(&e) => {
+                connect(format!("{e}: {MAY_HAVE_REJECTED_CERTIFICATE}"))
+            }
             None => connect(e.to_string()),
         },
         // With TLS 1.3 the server checks the client certificate after the client's handshake is
         // over, and ntex closes without passing on the alert: say what it most likely means.
-        client::ClientError::Disconnected(None) if spec.presents_certificate => connect(
-            "the service closed the connection before CONNACK; it may have rejected the client \
-             certificate (does it chain to the CA of the enrollment?)"
-                .into(),
-        ),
+        client::ClientError::Disconnected(None) if spec.presents_certificate => connect(format!(
+            "the service closed the connection before CONNACK: {MAY_HAVE_REJECTED_CERTIFICATE}"
+        )),
         client::ClientError::Disconnected(None) => {
             connect("the service closed the connection before CONNACK".into())
         }
         client::ClientError::HandshakeTimeout => connect("the MQTT handshake timed out".into()),
         other => connect(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dps_messages::RegistrationRequest;
+
+    use super::*;
+    use crate::tls::{TlsSetup, TrustRoots};
+
+    fn spec(presents_certificate: bool) -> LinkSpec {
+        let request = RegistrationRequest::new("0ne00000001", "dev");
+        let (tls, tls_errors) = TlsSetup::new(&TrustRoots::PublicWeb)
+            .unwrap()
+            .client_config(None)
+            .unwrap();
+        LinkSpec {
+            id: LinkId(1),
+            params: ConnectParams::new(Protocol::Mqtt, &request).unwrap(),
+            password: None,
+            tls,
+            tls_errors,
+            keep_alive: 60,
+            presents_certificate,
+        }
+    }
+
+    fn detail(error: ProvisioningError) -> String {
+        match error {
+            ProvisioningError::Transport(TransportError {
+                kind: TransportErrorKind::Connect,
+                detail,
+            }) => detail,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A service that rejects the client certificate closes the connection; depending on
+    /// timing the client sees a close or a reset. Either names the likely cause.
+    #[test]
+    fn a_cut_handshake_with_a_certificate_names_the_certificate() {
+        let closed = client::ClientError::Disconnected(None);
+        assert!(detail(connect_error(closed, &spec(true))).contains("client certificate"));
+        for kind in [io::ErrorKind::ConnectionReset, io::ErrorKind::BrokenPipe] {
+            let reset = client::ClientError::Disconnected(Some(io::Error::from(kind)));
+            let detail = detail(connect_error(reset, &spec(true)));
+            assert!(detail.contains("client certificate"), "{detail}");
+        }
+        // Without a certificate, or for another failure, the error is passed on as it is.
+        let reset = client::ClientError::Disconnected(Some(io::ErrorKind::ConnectionReset.into()));
+        assert!(!detail(connect_error(reset, &spec(false))).contains("certificate"));
+        let refused =
+            client::ClientError::Connect(ConnectError::Io(io::ErrorKind::ConnectionRefused.into()));
+        assert!(!detail(connect_error(refused, &spec(true))).contains("certificate"));
     }
 }
