@@ -249,18 +249,24 @@ fn credentials(
         .collect()
 }
 
-async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
+/// The devices' target, and the one configuration every device's transport shares: one parsed
+/// set of trust roots, one check of the broker's certificate chain, one runtime thread.
+fn prepare_transport(args: &BenchArgs) -> Result<(Target, TransportConfig), String> {
     let protocol = if args.ws {
         Protocol::MqttWs
     } else {
         Protocol::Mqtt
     };
     let target = prepare(args, protocol)?;
-    // One configuration for every device: one parsed set of trust roots, one runtime thread.
     let config = TransportConfig::builder(protocol)
         .ca_pem(target.ca_pem.clone())
         .build()
         .map_err(|e| e.to_string())?;
+    Ok((target, config))
+}
+
+async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
+    let (target, config) = prepare_transport(args)?;
     let options = ClientOptions {
         min_interval: Duration::ZERO,
         ..ClientOptions::default()
@@ -356,16 +362,7 @@ async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
 /// `concurrency` at a time, and stays connected; the resident memory with all of them connected
 /// is read against the reading before the first. Then all disconnect.
 async fn hold(args: &BenchArgs) -> Result<BenchReport, String> {
-    let protocol = if args.ws {
-        Protocol::MqttWs
-    } else {
-        Protocol::Mqtt
-    };
-    let target = prepare(args, protocol)?;
-    let config = TransportConfig::builder(protocol)
-        .ca_pem(target.ca_pem.clone())
-        .build()
-        .map_err(|e| e.to_string())?;
+    let (target, config) = prepare_transport(args)?;
     let n = args.devices;
     let before_rss_mib = rss_mib();
     let cpu_before = cpu_seconds();
