@@ -7,14 +7,14 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dps_messages::{ProvisioningError, X509Identity};
-
-use crate::verify_cache::VerifyCache;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::verify_cache::VerifyCache;
 
 /// Which server certificates the transport trusts.
 #[derive(Debug, Clone, PartialEq, Eq)]
