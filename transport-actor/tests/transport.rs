@@ -597,6 +597,11 @@ async fn srs_18_062_cancel_while_connecting() {
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
 }
 
+/// A request for `id` sent over MQTT/TLS to `addr` instead of the fixture's broker.
+fn request_to(addr: std::net::SocketAddr, id: &str) -> dps_messages::RegistrationRequest {
+    dps_messages::RegistrationRequest::new(SCOPE, id).with_endpoint(format!("mqtts://{addr}"))
+}
+
 /// A listener that accepts TCP connections and never answers, reporting each accept.
 fn black_hole() -> (
     std::net::SocketAddr,
@@ -636,9 +641,7 @@ async fn a_herd_opens_a_limited_number_of_connections_at_a_time() {
 
     let f = Fixture::start(Script::new());
     let (addr, mut accepted) = black_hole();
-    let request = |id: &str| {
-        dps_messages::RegistrationRequest::new(SCOPE, id).with_endpoint(format!("mqtts://{addr}"))
-    };
+    let request = |id: &str| request_to(addr, id);
     let config = f
         .builder(MQTT)
         .runtime(MqttRuntime::start("herd-test").unwrap())
@@ -1173,8 +1176,7 @@ async fn a_remembered_server_certificate_without_its_key_is_refused() {
 
     let other_key = dps_mock_broker::TestPki::generate().unwrap().server.key_pem;
     let addr = impostor(&f.pki.server.cert_pem, &other_key);
-    let request = dps_messages::RegistrationRequest::new(SCOPE, "dev")
-        .with_endpoint(format!("mqtts://{addr}"));
+    let request = request_to(addr, "dev");
     let t = f.transport_with(config, f.x509("dev")).await;
     let err = t.send(Register { request }).await.unwrap().unwrap_err();
     let ProvisioningError::Tls(tls) = &err else {
