@@ -19,7 +19,7 @@ use dps_messages::{
     Authentication, Disconnect, Protocol, ProvisioningError, Register, RegistrationRequest,
 };
 use dps_mock_broker::{BrokerHandle, MockBroker, TestPki};
-use dps_transport_actor::{ClientOptions, TransportConfig};
+use dps_transport_actor::{ClientOptions, MqttRuntime, TransportConfig};
 use serde::Serialize;
 
 use crate::setup;
@@ -251,31 +251,92 @@ fn credentials(
 
 /// The devices' target, and the one configuration every device's transport shares: one parsed
 /// set of trust roots, one check of the broker's certificate chain, one runtime thread.
-fn prepare_transport(args: &BenchArgs) -> Result<(Target, TransportConfig), String> {
+fn prepare_transport(args: &BenchArgs) -> Result<(Target, TransportConfig, MqttRuntime), String> {
     let protocol = if args.ws {
         Protocol::MqttWs
     } else {
         Protocol::Mqtt
     };
     let target = prepare(args, protocol)?;
+    let runtime = MqttRuntime::shared().map_err(|e| e.to_string())?;
     let config = TransportConfig::builder(protocol)
         .ca_pem(target.ca_pem.clone())
+        .runtime(runtime.clone())
         .build()
         .map_err(|e| e.to_string())?;
-    Ok((target, config))
+    Ok((target, config, runtime))
+}
+
+/// What the devices' registrations came to.
+struct Provisioned {
+    /// Each registration's latency and whether it was assigned.
+    samples: Vec<(Duration, bool)>,
+    first_error: Option<String>,
+    wall: Duration,
+    cpu_seconds: f64,
 }
 
 async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
-    let (target, config) = prepare_transport(args)?;
+    let (target, config, runtime) = prepare_transport(args)?;
+    let (n, concurrency) = (args.devices, args.concurrency.max(1));
+    let (uri, scope) = (target.uri.clone(), target.id_scope.clone());
+    let credentials = target.credentials;
+    // The clients run on the runtime thread, beside their transports and connections, as the
+    // README suggests for a fleet: a request and its answer never change threads.
+    let provisioned = runtime
+        .spawn_fn(move || provision_all(n, concurrency, config, uri, scope, credentials))
+        .await
+        .map_err(|e| e.to_string())?;
+    let Provisioned {
+        samples,
+        first_error,
+        wall,
+        cpu_seconds,
+    } = provisioned?;
+    let failed = samples.iter().filter(|(_, ok)| !ok).count();
+    let mut latencies: Vec<Duration> = samples
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(d, _)| *d)
+        .collect();
+    latencies.sort();
+    Ok(BenchReport {
+        kind: "transport",
+        devices: n,
+        concurrency: args.concurrency,
+        protocol: if args.ws { "mqtt_ws" } else { "mqtt" },
+        auth: args.auth,
+        broker: target.name,
+        registrations_per_sec: (n - failed) as f64 / wall.as_secs_f64(),
+        wall_ms: wall.as_secs_f64() * 1000.0,
+        failed,
+        p50_ms: percentile(&latencies, 0.50),
+        p95_ms: percentile(&latencies, 0.95),
+        p99_ms: percentile(&latencies, 0.99),
+        peak_rss_mib: peak_rss_mib(),
+        cpu_seconds,
+        first_error,
+        held: None,
+    })
+}
+
+/// Registers every device, `concurrency` at a time, each with its own client, transport and
+/// connection.
+async fn provision_all(
+    n: usize,
+    concurrency: usize,
+    config: TransportConfig,
+    uri: String,
+    scope: String,
+    credentials: Vec<Authentication>,
+) -> Result<Provisioned, String> {
     let options = ClientOptions {
         min_interval: Duration::ZERO,
         ..ClientOptions::default()
     };
-
-    let n = args.devices;
     let next = Rc::new(Cell::new(0usize));
     let credentials = Rc::new(RefCell::new(
-        target.credentials.into_iter().map(Some).collect::<Vec<_>>(),
+        credentials.into_iter().map(Some).collect::<Vec<_>>(),
     ));
     let samples = Rc::new(RefCell::new(Vec::with_capacity(n)));
     let first_error = Rc::new(RefCell::new(None::<String>));
@@ -283,7 +344,7 @@ async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
+    for _ in 0..concurrency {
         let (next, credentials, samples, first_error, progress) = (
             next.clone(),
             credentials.clone(),
@@ -291,12 +352,8 @@ async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
             first_error.clone(),
             progress.clone(),
         );
-        let (config, options, uri, scope) = (
-            config.clone(),
-            options.clone(),
-            target.uri.clone(),
-            target.id_scope.clone(),
-        );
+        let (config, options, uri, scope) =
+            (config.clone(), options.clone(), uri.clone(), scope.clone());
         workers.push(actix_rt::spawn(async move {
             loop {
                 let i = next.get();
@@ -330,31 +387,11 @@ async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
     }
     let wall = started.elapsed();
     progress.finish();
-    let samples = samples.borrow();
-    let failed = samples.iter().filter(|(_, ok)| !ok).count();
-    let mut latencies: Vec<Duration> = samples
-        .iter()
-        .filter(|(_, ok)| *ok)
-        .map(|(d, _)| *d)
-        .collect();
-    latencies.sort();
-    Ok(BenchReport {
-        kind: "transport",
-        devices: n,
-        concurrency: args.concurrency,
-        protocol: if args.ws { "mqtt_ws" } else { "mqtt" },
-        auth: args.auth,
-        broker: target.name,
-        registrations_per_sec: (n - failed) as f64 / wall.as_secs_f64(),
-        wall_ms: wall.as_secs_f64() * 1000.0,
-        failed,
-        p50_ms: percentile(&latencies, 0.50),
-        p95_ms: percentile(&latencies, 0.95),
-        p99_ms: percentile(&latencies, 0.99),
-        peak_rss_mib: peak_rss_mib(),
+    Ok(Provisioned {
+        samples: samples.take(),
+        first_error: first_error.take(),
+        wall,
         cpu_seconds: cpu_seconds() - cpu_before,
-        first_error: first_error.borrow().clone(),
-        held: None,
     })
 }
 
@@ -362,7 +399,7 @@ async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
 /// `concurrency` at a time, and stays connected; the resident memory with all of them connected
 /// is read against the reading before the first. Then all disconnect.
 async fn hold(args: &BenchArgs) -> Result<BenchReport, String> {
-    let (target, config) = prepare_transport(args)?;
+    let (target, config, _) = prepare_transport(args)?;
     let n = args.devices;
     let before_rss_mib = rss_mib();
     let cpu_before = cpu_seconds();

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use dps_messages::{ProvisioningError, TransportError, TransportErrorKind};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// How many connections one runtime thread opens (TCP, TLS, WebSocket, CONNACK) at a time.
 ///
@@ -96,9 +96,33 @@ impl MqttRuntime {
 
     /// Runs `job` on the runtime thread, inside its ntex system (and tokio `LocalSet`).
     pub(crate) fn run(&self, job: impl FnOnce() + Send + 'static) -> Result<(), ProvisioningError> {
-        self.jobs.send(Box::new(job)).map_err(|_| {
-            TransportError::new(TransportErrorKind::Shutdown, "the MQTT runtime has stopped").into()
-        })
+        self.jobs.send(Box::new(job)).map_err(|_| stopped())
+    }
+
+    /// Runs the future `make` builds on the runtime thread, beside the connections, and returns
+    /// its output to whichever thread awaits it.
+    ///
+    /// For fleet code: a [`ProvisioningClient`](crate::ProvisioningClient) driven from here, over
+    /// transports started with
+    /// [`start_on_runtime`](crate::ProvisioningTransportActor::start_on_runtime), sends its
+    /// requests and gets their answers without a thread switch. The future need not be `Send`
+    /// (it is built on the runtime thread) and may spawn local tasks. If the runtime has
+    /// stopped, or stops first, the output is a [`TransportErrorKind::Shutdown`] error.
+    pub fn spawn_fn<F, Fut>(
+        &self,
+        make: F,
+    ) -> impl Future<Output = Result<Fut::Output, ProvisioningError>> + Send + 'static
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        // When the job cannot run, it is dropped with `tx`, and `rx` says so.
+        let _ = self.spawn(move || async move {
+            let _ = tx.send(make().await);
+        });
+        async move { rx.await.map_err(|_| stopped()) }
     }
 
     /// Runs the future `make` builds on the runtime thread.
@@ -113,6 +137,10 @@ impl MqttRuntime {
     }
 }
 
+fn stopped() -> ProvisioningError {
+    TransportError::new(TransportErrorKind::Shutdown, "the MQTT runtime has stopped").into()
+}
+
 #[cfg(test)]
 mod tests {
     use std::pin::pin;
@@ -122,6 +150,43 @@ mod tests {
 
     fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
         future.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn spawn_fn_runs_on_the_runtime_thread_and_returns_the_output() {
+        let runtime = MqttRuntime::start("spawn-fn-test").unwrap();
+        let ran_on = block_on(runtime.spawn_fn(|| async {
+            // A local task, as fleet code spawns one per device.
+            let local = ntex::rt::spawn(async { std::thread::current().name().map(str::to_owned) });
+            local.await.unwrap()
+        }));
+        assert_eq!(ran_on.unwrap().as_deref(), Some("spawn-fn-test"));
+    }
+
+    #[test]
+    fn spawn_fn_reports_a_runtime_that_stops_first() {
+        let runtime = MqttRuntime::start("spawn-fn-stop").unwrap();
+        let never = runtime.spawn_fn(std::future::pending::<()>);
+        // The last handle gone, the runtime stops and drops the unfinished future.
+        drop(runtime);
+        let err = block_on(never).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ProvisioningError::Transport(TransportError {
+                    kind: TransportErrorKind::Shutdown,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
