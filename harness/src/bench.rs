@@ -189,6 +189,7 @@ fn prepare(args: &BenchArgs, protocol: Protocol) -> Result<Target, String> {
                 .retry_after(0)
                 .ws_listen(args.ws.then(|| ([127, 0, 0, 1], 0).into()))
                 .workers(args.broker_workers)
+                .forget_ended()
                 .start()
                 .map_err(|e| e.to_string())?;
             let uri = broker.uri(protocol).unwrap_or_default();

@@ -102,6 +102,7 @@ pub struct BrokerBuilder {
     script: Script,
     workers: usize,
     record_sink: Option<Box<dyn Write + Send>>,
+    keep_ended: bool,
 }
 
 impl Default for BrokerBuilder {
@@ -123,6 +124,7 @@ impl Default for BrokerBuilder {
             script: Script::default(),
             workers: 1,
             record_sink: None,
+            keep_ended: true,
         }
     }
 }
@@ -219,6 +221,15 @@ impl BrokerBuilder {
         self
     }
 
+    /// Keeps only the records of live connections: each ended connection's record goes to the
+    /// [`record_to`](Self::record_to) sink, if any, and is dropped. For long runs (benchmarks,
+    /// soak tests) that nobody reads in memory; [`BrokerHandle::records`] then shows the live
+    /// connections only. By default every record is kept, for tests to assert on.
+    pub fn forget_ended(mut self) -> Self {
+        self.keep_ended = false;
+        self
+    }
+
     /// Binds the listeners and starts serving on a thread of the broker's own. Returns once
     /// every listener accepts connections.
     pub fn start(self) -> Result<BrokerHandle, BrokerError> {
@@ -256,7 +267,7 @@ impl BrokerBuilder {
         let ws_addr = ws_listener.as_ref().map(local).transpose()?;
         let tcp_addr = tcp_listener.as_ref().map(local).transpose()?;
 
-        let recorder = Arc::new(Recorder::new(self.record_sink));
+        let recorder = Arc::new(Recorder::new(self.record_sink, self.keep_ended));
         let shared = Arc::new(Shared {
             dps: Dps::new(
                 DpsConfig {
@@ -437,7 +448,8 @@ impl BrokerHandle {
         self.ca_pem.as_deref()
     }
 
-    /// The record of every connection so far.
+    /// The record of every connection so far (of the live ones only, with
+    /// [`BrokerBuilder::forget_ended`]).
     pub fn records(&self) -> Vec<ConnectionRecord> {
         self.recorder.snapshot()
     }

@@ -108,7 +108,10 @@ fn serve(args: Serve) -> Result<(), String> {
         .id_scope(args.id_scope)
         .assigned_hub(args.assigned_hub)
         .retry_after(args.retry_after)
-        .workers(args.workers);
+        .workers(args.workers)
+        // Nothing here reads the records in memory: each goes to --record, if given, and a
+        // long run holds only its live connections.
+        .forget_ended();
     match (&args.server_cert, &args.server_key) {
         (Some(cert), Some(key)) => {
             builder = builder.server_cert(

@@ -147,41 +147,79 @@ impl ConnectionRecord {
     }
 }
 
-/// The broker's record of every connection, shared by its connections and its handle.
+/// The broker's record of its connections, shared by its connections and its handle.
+///
+/// By default every record is kept for the broker's life, for tests to read. A recorder made
+/// with `keep_ended: false` keeps only live connections: each record leaves when its connection
+/// ends, written to the sink (if any), so a broker serving millions of connections holds only
+/// the open ones.
 pub struct Recorder {
-    records: Mutex<Vec<ConnectionRecord>>,
+    book: Mutex<Book>,
     changed: Condvar,
     /// Threads in [`Recorder::wait_until`]. A notify is a system call even with nobody waiting,
     /// and the broker records several events per registration.
     waiting: AtomicUsize,
+    keep_ended: bool,
     sink: Mutex<Option<Box<dyn Write + Send>>>,
 }
 
+/// The records held, in the order of their ids.
+#[derive(Default)]
+struct Book {
+    records: Vec<ConnectionRecord>,
+    next_id: u64,
+}
+
+impl Book {
+    fn get_mut(&mut self, id: u64) -> Option<&mut ConnectionRecord> {
+        // Ids are handed out in increasing order and records leave without reordering, so the
+        // list stays sorted by id.
+        let at = self.records.binary_search_by_key(&id, |r| r.id).ok()?;
+        self.records.get_mut(at)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<ConnectionRecord> {
+        let at = self.records.binary_search_by_key(&id, |r| r.id).ok()?;
+        Some(self.records.remove(at))
+    }
+}
+
 impl Recorder {
-    /// An empty record; each ended connection is written to `sink` as a JSON line.
-    pub fn new(sink: Option<Box<dyn Write + Send>>) -> Self {
+    /// An empty record; each ended connection is written to `sink` as a JSON line, and kept in
+    /// memory too when `keep_ended` is true.
+    pub fn new(sink: Option<Box<dyn Write + Send>>, keep_ended: bool) -> Self {
         Self {
-            records: Mutex::new(Vec::new()),
+            book: Mutex::new(Book::default()),
             changed: Condvar::new(),
             waiting: AtomicUsize::new(0),
+            keep_ended,
             sink: Mutex::new(sink),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<ConnectionRecord>> {
+    fn lock(&self) -> MutexGuard<'_, Book> {
         // A panic elsewhere must not stop the record from being read.
-        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records a new connection and returns its id.
     pub(crate) fn open(&self, mut record: ConnectionRecord) -> u64 {
-        let mut records = self.lock();
-        record.id = records.len() as u64;
+        let mut book = self.lock();
+        record.id = book.next_id;
+        book.next_id += 1;
         let id = record.id;
-        let closed = record.is_closed().then(|| record.clone());
-        records.push(record);
-        drop(records);
-        if let Some(record) = closed {
+        // A connection refused before CONNACK is born ended.
+        let ended = if !record.is_closed() {
+            book.records.push(record);
+            None
+        } else if self.keep_ended {
+            book.records.push(record.clone());
+            Some(record)
+        } else {
+            Some(record)
+        };
+        drop(book);
+        if let Some(record) = ended {
             self.write(&record);
         }
         self.notify();
@@ -190,7 +228,7 @@ impl Recorder {
 
     /// Adds an event to connection `id`.
     pub(crate) fn event(&self, id: u64, event: Event) {
-        if let Some(r) = self.lock().get_mut(id as usize) {
+        if let Some(r) = self.lock().get_mut(id) {
             r.events.push(event);
         }
         self.notify();
@@ -198,16 +236,20 @@ impl Recorder {
 
     /// Marks connection `id` ended (the first reason wins) and writes it to the sink.
     pub(crate) fn close(&self, id: u64, reason: impl Into<String>) {
-        let mut records = self.lock();
-        let Some(r) = records.get_mut(id as usize) else {
+        let mut book = self.lock();
+        let Some(r) = book.get_mut(id) else {
             return;
         };
         if r.ended.is_some() {
             return;
         }
         r.ended = Some(reason.into());
-        let record = r.clone();
-        drop(records);
+        let record = if self.keep_ended {
+            r.clone()
+        } else {
+            book.remove(id).expect("the record was just found")
+        };
+        drop(book);
         self.write(&record);
         self.notify();
     }
@@ -231,9 +273,9 @@ impl Recorder {
         }
     }
 
-    /// A copy of every connection's record so far.
+    /// A copy of every record held: every connection's so far, or only the live ones'.
     pub fn snapshot(&self) -> Vec<ConnectionRecord> {
-        self.lock().clone()
+        self.lock().records.clone()
     }
 
     /// Waits until `done` holds for the records or `timeout` passes; returns the records and
@@ -244,19 +286,19 @@ impl Recorder {
         mut done: impl FnMut(&[ConnectionRecord]) -> bool,
     ) -> (Vec<ConnectionRecord>, bool) {
         let deadline = Instant::now() + timeout;
-        let mut records = self.lock();
+        let mut book = self.lock();
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let outcome = loop {
-            if done(&records) {
-                break (records.clone(), true);
+            if done(&book.records) {
+                break (book.records.clone(), true);
             }
             let now = Instant::now();
             if now >= deadline {
-                break (records.clone(), false);
+                break (book.records.clone(), false);
             }
-            records = self
+            book = self
                 .changed
-                .wait_timeout(records, deadline - now)
+                .wait_timeout(book, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         };
@@ -289,7 +331,7 @@ mod tests {
 
     #[test]
     fn a_waiter_wakes_on_the_change_it_waits_for() {
-        let recorder = Arc::new(Recorder::new(None));
+        let recorder = Arc::new(Recorder::new(None, true));
         let waiter = {
             let recorder = recorder.clone();
             std::thread::spawn(move || {
@@ -310,5 +352,30 @@ mod tests {
         assert!(done);
         assert_eq!(records[0].events.len(), 2);
         assert_eq!(recorder.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn without_keep_ended_only_live_connections_stay() {
+        let recorder = Recorder::new(None, false);
+        let first = recorder.open(record("one"));
+        let second = recorder.open(record("two"));
+        recorder.event(first, Event::Disconnect);
+        recorder.close(first, "gone");
+        // Events and closes for a record that has left are ignored.
+        recorder.event(first, Event::Ping);
+        recorder.close(first, "again");
+        recorder.event(second, Event::Ping);
+        let third = recorder.open(record("three"));
+        let held = recorder.snapshot();
+        let ids: Vec<(u64, &str)> = held.iter().map(|r| (r.id, r.client_id.as_str())).collect();
+        assert_eq!(ids, vec![(1, "two"), (2, "three")]);
+        assert_eq!(held[0].events, vec![Event::Ping]);
+        assert_eq!((first, second, third), (0, 1, 2));
+
+        // A connection refused before CONNACK is born ended and never held.
+        let mut refused = record("refused");
+        refused.ended = Some("refused".into());
+        assert_eq!(recorder.open(refused), 3);
+        assert_eq!(recorder.snapshot().len(), 2);
     }
 }

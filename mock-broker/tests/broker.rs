@@ -127,6 +127,59 @@ fn default_script_over_tls_with_x509_registers_and_assigns() {
     assert!(r.publishes()[0].1.contains("\"model\""));
 }
 
+/// A writer the test can read back: the record sink.
+#[derive(Clone, Default)]
+struct SharedSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn forget_ended_holds_live_connections_and_writes_ended_ones_out() {
+    let pki = pki();
+    let sink = SharedSink::default();
+    let broker = Arc::new(
+        MockBroker::builder()
+            .pki(pki.clone())
+            .forget_ended()
+            .record_to(Box::new(sink.clone()))
+            .start()
+            .unwrap(),
+    );
+    let (shared, sink_seen) = (broker.clone(), sink.clone());
+    run(async move {
+        let (broker, sink) = (&*shared, sink_seen);
+        let mut first = connect(broker, x509(broker, &pki, "dev-1")).await.unwrap();
+        let _second = connect(broker, x509(broker, &pki, "dev-2")).await.unwrap();
+        first.subscribe().await;
+        first.sink.close();
+        assert!(first.closed(LONG).await);
+        // dev-1 has left the broker's memory for the sink; dev-2, still connected, has not.
+        // (The recorder notifies after writing, so the waiter sees both.)
+        let written = || !sink.0.lock().unwrap().is_empty();
+        let (records, ok) = broker.wait_until(LONG, |r| r.len() == 1 && written());
+        assert!(ok, "{records:#?}");
+        assert_eq!(records[0].client_id, "dev-2");
+        assert_eq!(records[0].id, 1);
+    });
+    let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = written
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{written}");
+    assert_eq!(lines[0]["client_id"], "dev-1");
+    assert_eq!(lines[0]["events"][0]["event"], "subscribe", "{written}");
+}
+
 #[test]
 fn default_script_over_websocket_with_a_symmetric_key() {
     let (broker, _pki) = broker_with(Script::new());
