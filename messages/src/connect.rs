@@ -1,6 +1,7 @@
 //! The MQTT CONNECT parameters of a DPS device: endpoint, clientId, username, clean session.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use crate::encoding::{HexCase, percent_encode};
 use crate::error::ProvisioningError;
@@ -176,9 +177,12 @@ impl ConnectParams {
 /// The MQTT username of a DPS device (SRS 18_038). The spec's text says `clientVersion`; every
 /// SDK's code sends `ClientVersion`, and so do we.
 pub fn username(id_scope: &str, registration_id: &str) -> String {
+    // The user agent is the same for the life of the process: encode it once, not per connect.
+    static CLIENT_VERSION: OnceLock<String> = OnceLock::new();
+    let client_version =
+        CLIENT_VERSION.get_or_init(|| percent_encode(&user_agent(), HexCase::Upper));
     format!(
-        "{id_scope}/registrations/{registration_id}/api-version={API_VERSION}&ClientVersion={}",
-        percent_encode(&user_agent(), HexCase::Upper)
+        "{id_scope}/registrations/{registration_id}/api-version={API_VERSION}&ClientVersion={client_version}"
     )
 }
 
