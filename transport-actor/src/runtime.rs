@@ -107,7 +107,8 @@ impl MqttRuntime {
     /// [`start_on_runtime`](crate::ProvisioningTransportActor::start_on_runtime), sends its
     /// requests and gets their answers without a thread switch. The future need not be `Send`
     /// (it is built on the runtime thread) and may spawn local tasks. If the runtime has
-    /// stopped, or stops first, the output is a [`TransportErrorKind::Shutdown`] error.
+    /// stopped, or stops first, or the future panics (which ends its task only, not the
+    /// runtime), the output is a [`TransportErrorKind::Shutdown`] error that says which.
     pub fn spawn_fn<F, Fut>(
         &self,
         make: F,
@@ -119,10 +120,16 @@ impl MqttRuntime {
     {
         let (tx, rx) = oneshot::channel();
         // When the job cannot run, it is dropped with `tx`, and `rx` says so.
-        let _ = self.spawn(move || async move {
-            let _ = tx.send(make().await);
+        let _ = self.run(move || {
+            let task = ntex::rt::spawn(make());
+            ntex::rt::spawn(async move {
+                let _ = tx.send(task.await.map_err(|_| {
+                    TransportError::new(TransportErrorKind::Shutdown, "the future panicked").into()
+                }));
+            })
+            .detach();
         });
-        async move { rx.await.map_err(|_| stopped()) }
+        async move { rx.await.map_err(|_| stopped())? }
     }
 
     /// Runs the future `make` builds on the runtime thread.
@@ -187,6 +194,15 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn spawn_fn_reports_a_panic_and_the_runtime_carries_on() {
+        let runtime = MqttRuntime::start("spawn-fn-panic").unwrap();
+        let err =
+            block_on(runtime.spawn_fn(|| async { panic!("fleet code went wrong") })).unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+        assert_eq!(block_on(runtime.spawn_fn(|| async { 7 })).unwrap(), 7);
     }
 
     #[test]
