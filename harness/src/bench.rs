@@ -270,11 +270,44 @@ fn prepare_transport(args: &BenchArgs) -> Result<(Target, TransportConfig, MqttR
 
 /// What the devices' registrations came to.
 struct Provisioned {
-    /// Each registration's latency and whether it was assigned.
+    /// Each registration's latency and whether it succeeded.
     samples: Vec<(Duration, bool)>,
     first_error: Option<String>,
     wall: Duration,
     cpu_seconds: f64,
+}
+
+impl Provisioned {
+    /// The report of `args`'s run as `kind`, against `broker`; latencies are those of the
+    /// registrations that succeeded.
+    fn report(self, kind: &'static str, args: &BenchArgs, broker: String) -> BenchReport {
+        let failed = self.samples.iter().filter(|(_, ok)| !ok).count();
+        let mut latencies: Vec<Duration> = self
+            .samples
+            .iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(d, _)| *d)
+            .collect();
+        latencies.sort();
+        BenchReport {
+            kind,
+            devices: args.devices,
+            concurrency: args.concurrency,
+            protocol: if args.ws { "mqtt_ws" } else { "mqtt" },
+            auth: args.auth,
+            broker,
+            registrations_per_sec: latencies.len() as f64 / self.wall.as_secs_f64(),
+            wall_ms: self.wall.as_secs_f64() * 1000.0,
+            failed,
+            p50_ms: percentile(&latencies, 0.50),
+            p95_ms: percentile(&latencies, 0.95),
+            p99_ms: percentile(&latencies, 0.99),
+            peak_rss_mib: peak_rss_mib(),
+            cpu_seconds: self.cpu_seconds,
+            first_error: self.first_error,
+            held: None,
+        }
+    }
 }
 
 async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
@@ -288,37 +321,7 @@ async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
         .spawn_fn(move || provision_all(n, concurrency, config, uri, scope, credentials))
         .await
         .map_err(|e| e.to_string())?;
-    let Provisioned {
-        samples,
-        first_error,
-        wall,
-        cpu_seconds,
-    } = provisioned?;
-    let failed = samples.iter().filter(|(_, ok)| !ok).count();
-    let mut latencies: Vec<Duration> = samples
-        .iter()
-        .filter(|(_, ok)| *ok)
-        .map(|(d, _)| *d)
-        .collect();
-    latencies.sort();
-    Ok(BenchReport {
-        kind: "transport",
-        devices: n,
-        concurrency: args.concurrency,
-        protocol: if args.ws { "mqtt_ws" } else { "mqtt" },
-        auth: args.auth,
-        broker: target.name,
-        registrations_per_sec: (n - failed) as f64 / wall.as_secs_f64(),
-        wall_ms: wall.as_secs_f64() * 1000.0,
-        failed,
-        p50_ms: percentile(&latencies, 0.50),
-        p95_ms: percentile(&latencies, 0.95),
-        p99_ms: percentile(&latencies, 0.99),
-        peak_rss_mib: peak_rss_mib(),
-        cpu_seconds,
-        first_error,
-        held: None,
-    })
+    Ok(provisioned?.report("transport", args, target.name))
 }
 
 /// Registers every device, `concurrency` at a time, each with its own client, transport and
@@ -406,7 +409,7 @@ async fn hold(args: &BenchArgs) -> Result<BenchReport, String> {
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let mut held = Vec::with_capacity(n);
-    let mut latencies = Vec::with_capacity(n);
+    let mut samples = Vec::with_capacity(n);
     let mut first_error = None;
     let mut credentials = target.credentials.into_iter().enumerate();
     loop {
@@ -431,10 +434,11 @@ async fn hold(args: &BenchArgs) -> Result<BenchReport, String> {
             match outcome {
                 Ok((transport, _, latency)) => {
                     held.push(transport);
-                    latencies.push(latency);
+                    samples.push((latency, true));
                 }
                 Err(e) => {
                     first_error.get_or_insert_with(|| e.to_string());
+                    samples.push((Duration::ZERO, false));
                 }
             }
         }
@@ -445,30 +449,20 @@ async fn hold(args: &BenchArgs) -> Result<BenchReport, String> {
     for transport in &held {
         let _ = transport.send(Disconnect).await;
     }
-    let failed = n - held.len();
-    latencies.sort();
-    Ok(BenchReport {
-        kind: "transport-hold",
-        devices: n,
-        concurrency: args.concurrency,
-        protocol: if args.ws { "mqtt_ws" } else { "mqtt" },
-        auth: args.auth,
-        broker: target.name,
-        registrations_per_sec: held.len() as f64 / wall.as_secs_f64(),
-        wall_ms: wall.as_secs_f64() * 1000.0,
-        failed,
-        p50_ms: percentile(&latencies, 0.50),
-        p95_ms: percentile(&latencies, 0.95),
-        p99_ms: percentile(&latencies, 0.99),
-        peak_rss_mib: peak_rss_mib(),
-        cpu_seconds,
+    let provisioned = Provisioned {
+        samples,
         first_error,
+        wall,
+        cpu_seconds,
+    };
+    Ok(BenchReport {
         held: Some(Held {
             before_rss_mib,
             connected_rss_mib,
             kib_per_connected_device: (connected_rss_mib - before_rss_mib) * 1024.0
                 / n.max(1) as f64,
         }),
+        ..provisioned.report("transport-hold", args, target.name)
     })
 }
 
