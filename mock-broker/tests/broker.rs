@@ -154,11 +154,11 @@ fn forget_ended_holds_live_connections_and_writes_ended_ones_out() {
             .start()
             .unwrap(),
     );
-    let (shared, sink_seen) = (broker.clone(), sink.clone());
+    let shared = broker.clone();
     run(async move {
-        let (broker, sink) = (&*shared, sink_seen);
+        let broker = &*shared;
         let mut first = connect(broker, x509(broker, &pki, "dev-1")).await.unwrap();
-        let _second = connect(broker, x509(broker, &pki, "dev-2")).await.unwrap();
+        let second = connect(broker, x509(broker, &pki, "dev-2")).await.unwrap();
         first.subscribe().await;
         first.sink.close();
         assert!(first.closed(LONG).await);
@@ -169,15 +169,18 @@ fn forget_ended_holds_live_connections_and_writes_ended_ones_out() {
         assert!(ok, "{records:#?}");
         assert_eq!(records[0].client_id, "dev-2");
         assert_eq!(records[0].id, 1);
+
+        let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = written
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{written}");
+        assert_eq!(lines[0]["client_id"], "dev-1");
+        assert_eq!(lines[0]["events"][0]["event"], "subscribe", "{written}");
+        // Only now may dev-2 go (and be written out in turn).
+        drop(second);
     });
-    let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = written
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 1, "{written}");
-    assert_eq!(lines[0]["client_id"], "dev-1");
-    assert_eq!(lines[0]["events"][0]["event"], "subscribe", "{written}");
 }
 
 #[test]
