@@ -113,6 +113,15 @@ impl ProvisioningError {
             _ => None,
         }
     }
+
+    /// The kind of network failure, when this is one: what a supervisor looks at to decide
+    /// whether to try again (a lost connection) or to give up (a transport that shut down).
+    pub fn transport_kind(&self) -> Option<TransportErrorKind> {
+        match self {
+            Self::Transport(e) => Some(e.kind),
+            _ => None,
+        }
+    }
 }
 
 /// An actor that can no longer take messages: the transport has shut down.
@@ -425,6 +434,8 @@ mod tests {
                 ..
             })
         ));
+        assert_eq!(e.transport_kind(), Some(TransportErrorKind::Shutdown));
+        assert_eq!(ProvisioningError::OperationCancelled.transport_kind(), None);
     }
 
     #[test]

@@ -184,14 +184,9 @@ mod tests {
         // The last handle gone, the runtime stops and drops the unfinished future.
         drop(runtime);
         let err = block_on(never).unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                ProvisioningError::Transport(TransportError {
-                    kind: TransportErrorKind::Shutdown,
-                    ..
-                })
-            ),
+        assert_eq!(
+            err.transport_kind(),
+            Some(TransportErrorKind::Shutdown),
             "{err:?}"
         );
     }

@@ -313,13 +313,11 @@ fn srs_18_043_and_18_051_subscribe_failure() {
         TransportError::new(TransportErrorKind::Subscribe, "SUBACK 0x80").into();
     let actions = h.event(LinkEvent::SubscribeFailed(error));
     let err = response_of(&actions, 1).unwrap_err();
-    assert!(matches!(
-        err,
-        ProvisioningError::Transport(TransportError {
-            kind: TransportErrorKind::Subscribe,
-            ..
-        })
-    ));
+    assert_eq!(
+        err.transport_kind(),
+        Some(TransportErrorKind::Subscribe),
+        "{err:?}"
+    );
     assert!(has_close(&actions));
     assert_eq!(h.s.state(), State::Disconnected);
 }

@@ -939,14 +939,9 @@ async fn srs_18_043_and_18_051_suback_failure() {
     let f = Fixture::start(script("dev", connects([ConnectStep::FailSuback])));
     let t = f.transport(MQTT, "dev").await;
     let err = f.register(&t, MQTT, "dev").await.unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            ProvisioningError::Transport(TransportError {
-                kind: TransportErrorKind::Subscribe,
-                ..
-            })
-        ),
+    assert_eq!(
+        err.transport_kind(),
+        Some(TransportErrorKind::Subscribe),
         "{err:?}"
     );
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
@@ -982,14 +977,9 @@ async fn a_connection_dropped_before_connack_is_a_connect_error() {
     let f = Fixture::start(script("dev", connects([ConnectStep::DropBeforeConnack])));
     let t = f.transport(MQTT, "dev").await;
     let err = f.register(&t, MQTT, "dev").await.unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            ProvisioningError::Transport(TransportError {
-                kind: TransportErrorKind::Connect,
-                ..
-            })
-        ),
+    assert_eq!(
+        err.transport_kind(),
+        Some(TransportErrorKind::Connect),
         "{err:?}"
     );
 }
@@ -1024,14 +1014,9 @@ async fn a_connection_dropped_mid_request_answers_at_once_and_the_next_request_r
     let f = Fixture::start(script("dev", requests([Step::Close { delay_ms: 0 }])));
     let t = f.transport(MQTT, "dev").await;
     let err = f.register(&t, MQTT, "dev").await.unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            ProvisioningError::Transport(TransportError {
-                kind: TransportErrorKind::ConnectionLost,
-                ..
-            })
-        ),
+    assert_eq!(
+        err.transport_kind(),
+        Some(TransportErrorKind::ConnectionLost),
         "{err:?}"
     );
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
@@ -1322,14 +1307,9 @@ async fn a_supervised_restart_answers_pending_requests_and_starts_disconnected()
     f.wait_for_publishes(1).await;
     t.send(Restart).await.unwrap();
     let err = pending.await.unwrap().unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            ProvisioningError::Transport(TransportError {
-                kind: TransportErrorKind::Shutdown,
-                ..
-            })
-        ),
+    assert_eq!(
+        err.transport_kind(),
+        Some(TransportErrorKind::Shutdown),
         "{err:?}"
     );
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
