@@ -86,15 +86,20 @@ impl Dps {
             devices,
             operations,
         } = &mut *state;
-        let device = devices
-            .entry(registration_id.to_owned())
-            .or_insert_with(|| {
-                let steps = self.script.steps_for(registration_id);
-                Device {
-                    connect: steps.connect.into(),
-                    requests: steps.requests.into(),
-                }
-            });
+        if let Some(device) = devices.get_mut(registration_id) {
+            return f(device, operations);
+        }
+        let steps = self.script.steps_for(registration_id);
+        let mut device = Device {
+            connect: steps.connect.into(),
+            requests: steps.requests.into(),
+        };
+        if device.connect.is_empty() && device.requests.is_empty() {
+            // An unscripted device always gets the default behaviour: nothing to remember, so
+            // a broker serving millions of them does not keep an entry for each.
+            return f(&mut device, operations);
+        }
+        let device = devices.entry(registration_id.to_owned()).or_insert(device);
         f(device, operations)
     }
 
@@ -442,6 +447,31 @@ mod tests {
                 .status,
             404
         );
+    }
+
+    #[test]
+    fn only_scripted_devices_are_remembered_and_their_steps_are_not_replayed() {
+        let script = Script::new().device(
+            "scripted",
+            DeviceScript::new().connect(ConnectStep::Refuse { code: 5 }),
+        );
+        let d = dps(script);
+        assert_eq!(d.next_connect_step("plain"), ConnectStep::Accept);
+        assert_eq!(
+            parts(register(&d, "plain", json!({"registrationId": "plain"})))
+                .0
+                .status,
+            202
+        );
+        assert_eq!(
+            d.next_connect_step("scripted"),
+            ConnectStep::Refuse { code: 5 }
+        );
+        // Used up, the script is not started again on the next connection.
+        assert_eq!(d.next_connect_step("scripted"), ConnectStep::Accept);
+        let state = d.state.lock().unwrap();
+        assert!(state.devices.contains_key("scripted"));
+        assert!(!state.devices.contains_key("plain"));
     }
 
     #[test]
