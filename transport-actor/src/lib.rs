@@ -34,6 +34,7 @@
 mod actor;
 mod client;
 mod config;
+mod inbox;
 mod link;
 pub mod runtime;
 pub mod session;

@@ -20,8 +20,9 @@ use ntex::util::{ByteString, Bytes};
 use ntex::{SharedCfg, ws};
 use ntex_mqtt::error::SendPacketError;
 use ntex_mqtt::v3::{self, client, codec};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use crate::inbox::{self, inbox};
 use crate::runtime::{self, MqttRuntime};
 use crate::session::{LinkEvent, LinkId};
 use crate::tls::{TlsErrorSlot, rustls_error_in};
@@ -77,7 +78,7 @@ pub(crate) struct LinkSpec {
 /// The actor's handle to a link. Dropping it closes the link.
 pub(crate) struct Link {
     pub(crate) id: LinkId,
-    commands: mpsc::UnboundedSender<LinkCommand>,
+    commands: inbox::Sender<LinkCommand>,
 }
 
 impl Link {
@@ -87,7 +88,7 @@ impl Link {
         spec: LinkSpec,
         events: Recipient<LinkEventMsg>,
     ) -> Result<Link, ProvisioningError> {
-        let (commands, rx) = mpsc::unbounded_channel();
+        let (commands, rx) = inbox();
         let id = spec.id;
         runtime.spawn(move || run(spec, rx, events))?;
         Ok(Link { id, commands })
@@ -95,7 +96,7 @@ impl Link {
 
     /// Sends a command; a link that has ended has already reported why.
     pub(crate) fn send(&self, command: LinkCommand) {
-        let _ = self.commands.send(command);
+        self.commands.send(command);
     }
 }
 
@@ -117,7 +118,7 @@ impl Events {
 
 async fn run(
     spec: LinkSpec,
-    mut commands: mpsc::UnboundedReceiver<LinkCommand>,
+    mut commands: inbox::Receiver<LinkCommand>,
     to: Recipient<LinkEventMsg>,
 ) {
     let events = Events { link: spec.id, to };
@@ -180,7 +181,7 @@ async fn run(
     }
 }
 
-async fn closed_while_connecting(commands: &mut mpsc::UnboundedReceiver<LinkCommand>) {
+async fn closed_while_connecting(commands: &mut inbox::Receiver<LinkCommand>) {
     loop {
         match commands.recv().await {
             Some(LinkCommand::Close) | None => return,
