@@ -143,7 +143,7 @@ impl ProvisioningTransportActor {
             match action {
                 Action::Connect { link, params } => {
                     tracing::debug!(?link, client_id = params.client_id, endpoint = %params.endpoint, "connecting");
-                    if let Err(error) = self.open_link(ctx, link, params) {
+                    if let Err(error) = self.open_link(ctx, link, *params) {
                         self.session.handle_link_event(
                             link,
                             LinkEvent::ConnectFailed(error),

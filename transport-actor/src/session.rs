@@ -170,8 +170,9 @@ pub enum Action {
     Connect {
         /// The new link.
         link: LinkId,
-        /// Endpoint, clientId, username, clean session.
-        params: ConnectParams,
+        /// Endpoint, clientId, username, clean session. Boxed, as [`Reply::Response`] is: the
+        /// largest variant sets the size of every slot in the queue the session keeps.
+        params: Box<ConnectParams>,
     },
     /// Subscribe to the response topic at QoS 1.
     Subscribe {
@@ -591,7 +592,7 @@ impl Session {
                 let link = LinkId(self.next_link);
                 self.actions.push_back(Action::Connect {
                     link,
-                    params: params.clone(),
+                    params: Box::new(params.clone()),
                 });
                 self.connected_as = Some(params);
                 self.set_deadline(now, Stage::Connect, self.config.timeouts.connect);
