@@ -90,7 +90,7 @@ impl Link {
     ) -> Result<Link, ProvisioningError> {
         let (commands, rx) = inbox();
         let id = spec.id;
-        runtime.spawn(move || run(spec, rx, events))?;
+        runtime.spawn(move || run(Box::new(spec), rx, events))?;
         Ok(Link { id, commands })
     }
 
@@ -116,12 +116,15 @@ impl Events {
     }
 }
 
+/// Boxed `spec`: the task keeps only a pointer for its life, and the spec (with its strings and
+/// any SAS token) is freed once connected.
 async fn run(
-    spec: LinkSpec,
+    spec: Box<LinkSpec>,
     mut commands: inbox::Receiver<LinkCommand>,
     to: Recipient<LinkEventMsg>,
 ) {
-    let events = Events { link: spec.id, to };
+    let id = spec.id;
+    let events = Events { link: id, to };
     // Closed (or dropped) while waiting or connecting: the session has already moved on. The
     // wait counts against the session's connect deadline.
     let turn = tokio::select! {
@@ -135,10 +138,11 @@ async fn run(
         _ = closed_while_connecting(&mut commands) => return,
     };
     drop(turn);
+    drop(spec);
     let client = match client {
         Ok(client) => client,
         Err(error) => {
-            tracing::debug!(link = ?spec.id, %error, "connect failed");
+            tracing::debug!(link = ?id, %error, "connect failed");
             return events.emit(LinkEvent::ConnectFailed(error));
         }
     };
