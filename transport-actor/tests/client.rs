@@ -26,6 +26,15 @@ async fn client(f: &Fixture, id: &str, options: ClientOptions) -> ProvisioningCl
     ProvisioningClient::new(f.transport(MQTT, id).await, options)
 }
 
+/// For each publish on the first connection, whether it was a register (PUT) rather than a poll.
+fn registers(f: &Fixture) -> Vec<bool> {
+    f.broker.records()[0]
+        .publishes()
+        .iter()
+        .map(|(t, _)| t.contains("PUT"))
+        .collect()
+}
+
 fn steps(id: &str, steps: impl IntoIterator<Item = Step>) -> Script {
     Script::new().device(
         id,
@@ -119,12 +128,7 @@ async fn throttled_and_5xx_responses_are_retried_until_assigned() {
         .unwrap();
     assert_eq!(result.status, RegistrationStatus::Assigned);
     // register, register, register (202), poll (500 -> still assigning), poll (200).
-    let publishes: Vec<bool> = f.broker.records()[0]
-        .publishes()
-        .iter()
-        .map(|(t, _)| t.contains("PUT"))
-        .collect();
-    assert_eq!(publishes, vec![true, true, true, false, false]);
+    assert_eq!(registers(&f), vec![true, true, true, false, false]);
 }
 
 #[actix_rt::test]
@@ -139,12 +143,7 @@ async fn a_poll_answered_without_an_operation_id_starts_again_from_register() {
         .await
         .unwrap();
     assert_eq!(result.status, RegistrationStatus::Assigned);
-    let kinds: Vec<bool> = f.broker.records()[0]
-        .publishes()
-        .iter()
-        .map(|(t, _)| t.contains("PUT"))
-        .collect();
-    assert_eq!(kinds, vec![true, true, false]);
+    assert_eq!(registers(&f), vec![true, true, false]);
 }
 
 #[actix_rt::test]
