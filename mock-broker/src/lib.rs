@@ -23,6 +23,7 @@ pub mod auth;
 mod clock;
 mod der;
 pub mod dps;
+pub mod hostile;
 pub mod pki;
 pub mod record;
 pub mod script;
