@@ -10,6 +10,7 @@ use dps_messages::topic::{RESPONSE_TOPIC_PREFIX, RequestTopic, ResponseTopic};
 use serde_json::{Value, json};
 
 use crate::clock::iso8601;
+use crate::operations::{Operation, Operations};
 use crate::script::{ConnectStep, Malformation, Script, Step};
 
 /// The service settings the default behaviour uses.
@@ -40,12 +41,9 @@ pub enum Reply {
         /// How long to wait first.
         delay: Duration,
     },
-}
-
-struct Operation {
-    registration_id: String,
-    payload: Option<Value>,
-    created: SystemTime,
+    /// Close the device's connection at once, without acknowledging its PUBLISH: the device's
+    /// publish fails.
+    CloseWithoutPuback,
 }
 
 struct Device {
@@ -56,7 +54,7 @@ struct Device {
 #[derive(Default)]
 struct State {
     devices: HashMap<String, Device>,
-    operations: HashMap<String, Operation>,
+    operations: Operations,
 }
 
 /// The scripted DPS: the script, the default behaviour and the operations in flight.
@@ -79,7 +77,7 @@ impl Dps {
     fn with_device<T>(
         &self,
         registration_id: &str,
-        f: impl FnOnce(&mut Device, &mut HashMap<String, Operation>) -> T,
+        f: impl FnOnce(&mut Device, &mut Operations) -> T,
     ) -> T {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let State {
@@ -137,10 +135,38 @@ impl Dps {
     }
 }
 
+/// What a register body says, as real DPS reads it: the body is optional (the Embedded C SDK
+/// sends none), and so is its `registrationId` (the clientId names the device); what is there
+/// must be a JSON object.
+fn read_register_body(body: &[u8]) -> Result<RegisterBody, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RegisterBody {
+            registration_id: None,
+            payload: None,
+        });
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the register body is not JSON: {e}"))?;
+    let kind = match &value {
+        Value::Object(_) => None,
+        Value::Null => Some("null"),
+        Value::Array(_) => Some("an array"),
+        Value::String(_) => Some("a string"),
+        Value::Number(_) => Some("a number"),
+        Value::Bool(_) => Some("a boolean"),
+    };
+    if let Some(kind) = kind {
+        return Err(format!(
+            "the register body must be a JSON object, not {kind}"
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| format!("the register body is not valid: {e}"))
+}
+
 /// One request being answered.
 struct Ctx<'a> {
     config: &'a DpsConfig,
-    operations: &'a mut HashMap<String, Operation>,
+    operations: &'a mut Operations,
     client_id: &'a str,
     request: &'a RequestTopic,
     body: &'a [u8],
@@ -216,6 +242,7 @@ impl Ctx<'_> {
             Step::Close { delay_ms } => Reply::Close {
                 delay: Duration::from_millis(delay_ms),
             },
+            Step::CloseOnPublish => Reply::CloseWithoutPuback,
             Step::Malformed { what } => self.malformed(what),
         }
     }
@@ -281,7 +308,9 @@ impl Ctx<'_> {
                 registration_id: self.client_id.to_owned(),
                 payload,
                 created: self.now,
+                finished: None,
             },
+            self.now,
         );
         id
     }
@@ -299,22 +328,19 @@ impl Ctx<'_> {
     fn default_response(&mut self) -> (u16, Value, Option<String>) {
         match self.request.clone() {
             RequestTopic::Register { .. } => {
-                let body: RegisterBody = match serde_json::from_slice(self.body) {
+                let body = match read_register_body(self.body) {
                     Ok(body) => body,
-                    Err(_) => {
-                        return (
-                            400,
-                            self.error_body(400, "the register body is not JSON"),
-                            None,
-                        );
-                    }
+                    Err(why) => return (400, self.error_body(400, &why), None),
                 };
-                if body.registration_id.as_deref() != Some(self.client_id) {
-                    return (
-                        400,
-                        self.error_body(400, "registrationId does not match the clientId"),
-                        None,
+                // The clientId names the device; a body may repeat it, never contradict it.
+                if let Some(id) = &body.registration_id
+                    && id != self.client_id
+                {
+                    let why = format!(
+                        "registrationId `{id}` does not match the clientId `{}`",
+                        self.client_id
                     );
+                    return (400, self.error_body(400, &why), None);
                 }
                 let operation_id = self.new_operation(body.payload);
                 let retry_after = Some(self.config.retry_after.to_string());
@@ -330,12 +356,17 @@ impl Ctx<'_> {
             RequestTopic::Poll {
                 operation_id: Some(id),
                 ..
-            } => match self.operations.get(&id) {
-                Some(op) if op.registration_id == self.client_id => {
-                    (200, self.assignment(&id, op), None)
+            } => {
+                let now = self.now;
+                match self.operations.get_mut(&id, now) {
+                    Some(op) if op.registration_id == self.client_id => {
+                        op.finished.get_or_insert(now);
+                        let op = op.clone();
+                        (200, self.assignment(&id, &op), None)
+                    }
+                    _ => (404, self.error_body(404, "operation not found"), None),
                 }
-                _ => (404, self.error_body(404, "operation not found"), None),
-            },
+            }
         }
     }
 
@@ -421,6 +452,63 @@ mod tests {
         assert_eq!(state["substatus"], "initialAssignment");
         assert_eq!(state["payload"], json!({"a": 1}));
         assert!(state["etag"].is_string() && state["createdDateTimeUtc"].is_string());
+    }
+
+    /// The Embedded C SDK sends no register body at all; JSON without a registrationId is
+    /// legal too. Both register the device the clientId names.
+    #[test]
+    fn an_empty_body_or_one_without_registration_id_registers_the_client() {
+        let d = dps(Script::new());
+        for body in [&b""[..], b"  ", b"{}", br#"{"payload":{"a":1}}"#] {
+            let reply = d.on_publish("dev", &register_topic("r"), body, SystemTime::now());
+            let (topic, answer) = parts(reply);
+            assert_eq!(
+                topic.status,
+                202,
+                "{:?}: {answer}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn a_register_body_that_is_not_an_object_says_what_it_is() {
+        let d = dps(Script::new());
+        for (body, says) in [
+            (&b"null"[..], "not null"),
+            (b"[]", "not an array"),
+            (b"7", "not a number"),
+            (br#""dev""#, "not a string"),
+            (b"{nope", "not JSON"),
+            (br#"{"registrationId": 7}"#, "not valid"),
+        ] {
+            let reply = d.on_publish("dev", &register_topic("r"), body, SystemTime::now());
+            let (topic, answer) = parts(reply);
+            assert_eq!(topic.status, 400);
+            let message = answer["message"].as_str().unwrap();
+            assert!(message.contains(says), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_poll_of_a_finished_operation_expires() {
+        let d = dps(Script::new());
+        let t0 = SystemTime::now();
+        let (_, body) = parts(d.on_publish("dev", &register_topic("r1"), b"", t0));
+        let op = body["operationId"].as_str().unwrap().to_owned();
+        let poll = |at| {
+            parts(d.on_publish("dev", &poll_topic("r2", &op), b" ", at))
+                .0
+                .status
+        };
+        assert_eq!(poll(t0), 200);
+        assert_eq!(
+            poll(t0 + Duration::from_secs(60)),
+            200,
+            "still there a minute on"
+        );
+        let gone = t0 + crate::operations::FINISHED_OPERATION_TTL;
+        assert_eq!(poll(gone), 404);
     }
 
     #[test]

@@ -23,7 +23,10 @@ pub mod auth;
 mod clock;
 mod der;
 pub mod dps;
+mod gate;
 pub mod hostile;
+pub mod limits;
+mod operations;
 pub mod pki;
 pub mod record;
 pub mod script;
@@ -39,9 +42,11 @@ use std::time::Duration;
 use ntex::service::chain_factory;
 
 pub use crate::der::subject_common_name;
+pub use crate::limits::ConnectionLimits;
 pub use crate::pki::{CertifiedPem, TestPki};
 pub use crate::record::{ConnectionRecord, Event, Recorder, Transport};
 pub use crate::script::Script;
+pub use crate::tls::TlsVersions;
 
 use crate::auth::AuthConfig;
 use crate::dps::{Dps, DpsConfig};
@@ -104,6 +109,8 @@ pub struct BrokerBuilder {
     workers: usize,
     record_sink: Option<Box<dyn Write + Send>>,
     keep_ended: bool,
+    limits: ConnectionLimits,
+    tls_versions: TlsVersions,
 }
 
 impl Default for BrokerBuilder {
@@ -126,6 +133,8 @@ impl Default for BrokerBuilder {
             workers: 1,
             record_sink: None,
             keep_ended: true,
+            limits: ConnectionLimits::default(),
+            tls_versions: TlsVersions::Both,
         }
     }
 }
@@ -231,6 +240,27 @@ impl BrokerBuilder {
         self
     }
 
+    /// How long a client has, after TLS (and the WebSocket upgrade), to send its whole CONNECT
+    /// (default 10 s); one that takes longer is disconnected, with a record that says so.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.connect_timeout = timeout;
+        self
+    }
+
+    /// The bounds on one connection: the CONNECT deadline, the flood limits, and how much of
+    /// a connection its record keeps (see [`ConnectionLimits`]).
+    pub fn limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The TLS versions the listeners accept (both 1.2 and 1.3 by default; real DPS requires
+    /// 1.2 at least). A test can offer 1.2 only to catch a client that breaks on it.
+    pub fn tls_versions(mut self, versions: TlsVersions) -> Self {
+        self.tls_versions = versions;
+        self
+    }
+
     /// Binds the listeners and starts serving on a thread of the broker's own. Returns once
     /// every listener accepts connections.
     pub fn start(self) -> Result<BrokerHandle, BrokerError> {
@@ -252,6 +282,7 @@ impl BrokerBuilder {
             &server_cert.cert_pem,
             &server_cert.key_pem,
             device_ca.as_deref(),
+            self.tls_versions,
         )?;
 
         let bind = |addr: SocketAddr| {
@@ -268,7 +299,10 @@ impl BrokerBuilder {
         let ws_addr = ws_listener.as_ref().map(local).transpose()?;
         let tcp_addr = tcp_listener.as_ref().map(local).transpose()?;
 
-        let recorder = Arc::new(Recorder::new(self.record_sink, self.keep_ended));
+        let recorder = Arc::new(
+            Recorder::new(self.record_sink, self.keep_ended)
+                .with_max_events(self.limits.max_recorded_events),
+        );
         let shared = Arc::new(Shared {
             dps: Dps::new(
                 DpsConfig {
@@ -283,6 +317,7 @@ impl BrokerBuilder {
                 group_keys: self.group_keys,
             },
             recorder: recorder.clone(),
+            limits: self.limits,
         });
         let listeners = Listeners {
             tls_listener,

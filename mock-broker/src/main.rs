@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use dps_mock_broker::{CertifiedPem, MockBroker, Script, TestPki};
+use dps_mock_broker::{CertifiedPem, MockBroker, Script, TestPki, TlsVersions};
 
 /// A stand-in for the Azure IoT Device Provisioning Service's MQTT endpoint.
 ///
@@ -89,6 +89,12 @@ struct Serve {
     /// Worker threads serving connections.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Seconds a client has, after TLS, to send its whole CONNECT.
+    #[arg(long, default_value_t = 10)]
+    connect_timeout: u64,
+    /// The TLS versions to accept: 1.2, 1.3 or both (real DPS requires 1.2 at least).
+    #[arg(long, default_value = "both")]
+    tls_versions: TlsVersions,
 }
 
 fn parse_key(text: &str) -> Result<(String, String), String> {
@@ -109,6 +115,8 @@ fn serve(args: Serve) -> Result<(), String> {
         .assigned_hub(args.assigned_hub)
         .retry_after(args.retry_after)
         .workers(args.workers)
+        .connect_timeout(std::time::Duration::from_secs(args.connect_timeout))
+        .tls_versions(args.tls_versions)
         // Nothing here reads the records in memory: each goes to --record, if given, and a
         // long run holds only its live connections.
         .forget_ended();

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::limits::ConnectionLimits;
+
 /// How a connection reached the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -60,10 +62,13 @@ pub enum Event {
     },
     /// A PUBLISH from the device.
     Publish {
-        /// Its topic.
+        /// Its topic (cut at [`ConnectionLimits::max_recorded_topic`]).
         topic: String,
-        /// Its payload (lossily decoded as UTF-8).
+        /// Its payload, lossily decoded as UTF-8 and cut at
+        /// [`ConnectionLimits::max_recorded_payload`].
         payload: String,
+        /// The payload's whole length in bytes.
+        payload_len: usize,
         /// Its QoS.
         qos: u8,
     },
@@ -71,8 +76,11 @@ pub enum Event {
     Response {
         /// Its topic.
         topic: String,
-        /// Its payload (lossily decoded as UTF-8, cut at 1 KiB).
+        /// Its payload, lossily decoded as UTF-8 and cut at
+        /// [`ConnectionLimits::max_recorded_payload`].
         payload: String,
+        /// The payload's whole length in bytes.
+        payload_len: usize,
     },
     /// A PINGREQ.
     Ping,
@@ -99,10 +107,14 @@ pub struct ConnectionRecord {
     pub keep_alive: u16,
     /// The subject CN of the client certificate, if one was presented.
     pub peer_cert_cn: Option<String>,
+    /// The TLS server name (SNI) the client asked for, if any.
+    pub server_name: Option<String>,
     /// The broker's answer.
     pub connack: Connack,
-    /// What happened afterwards, in order.
+    /// What happened afterwards, in order, up to [`ConnectionLimits::max_recorded_events`].
     pub events: Vec<Event>,
+    /// Events that happened after the record was full, counted only.
+    pub events_dropped: u64,
     /// How the connection ended, once it has.
     pub ended: Option<String>,
 }
@@ -135,7 +147,7 @@ impl ConnectionRecord {
         self.events
             .iter()
             .filter_map(|e| match e {
-                Event::Response { topic, payload } => Some((topic.as_str(), payload.as_str())),
+                Event::Response { topic, payload, .. } => Some((topic.as_str(), payload.as_str())),
                 _ => None,
             })
             .collect()
@@ -155,6 +167,8 @@ impl ConnectionRecord {
 /// the open ones.
 pub struct Recorder {
     book: Mutex<Book>,
+    /// Events one record keeps; a connection that does more only counts them.
+    max_events: usize,
     changed: Condvar,
     /// Threads in [`Recorder::wait_until`]. A notify is a system call even with nobody waiting,
     /// and the broker records several events per registration.
@@ -184,6 +198,7 @@ impl Recorder {
     pub fn new(sink: Option<Box<dyn Write + Send>>, keep_ended: bool) -> Self {
         Self {
             book: Mutex::new(Book::default()),
+            max_events: ConnectionLimits::default().max_recorded_events,
             changed: Condvar::new(),
             waiting: AtomicUsize::new(0),
             keep_ended,
@@ -220,11 +235,22 @@ impl Recorder {
         id
     }
 
-    /// Adds an event to connection `id`.
+    /// Keeps at most `max` events per record.
+    pub(crate) fn with_max_events(mut self, max: usize) -> Self {
+        self.max_events = max;
+        self
+    }
+
+    /// Adds an event to connection `id`, or counts it when the record is full.
     pub(crate) fn event(&self, id: u64, event: Event) {
         let mut book = self.lock();
         if let Some(at) = book.position(id) {
-            book.records[at].events.push(event);
+            let record = &mut book.records[at];
+            if record.events.len() < self.max_events {
+                record.events.push(event);
+            } else {
+                record.events_dropped += 1;
+            }
         }
         drop(book);
         self.notify();
@@ -322,10 +348,23 @@ mod tests {
             clean_session: true,
             keep_alive: 0,
             peer_cert_cn: None,
+            server_name: None,
             connack: Connack::Dropped,
             events: Vec::new(),
+            events_dropped: 0,
             ended: None,
         }
+    }
+
+    #[test]
+    fn a_full_record_counts_what_it_no_longer_keeps() {
+        let recorder = Recorder::new(None, true).with_max_events(2);
+        let id = recorder.open(record("chatty"));
+        for _ in 0..5 {
+            recorder.event(id, Event::Ping);
+        }
+        let held = &recorder.snapshot()[0];
+        assert_eq!((held.events.len(), held.events_dropped), (2, 3));
     }
 
     #[test]

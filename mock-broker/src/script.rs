@@ -107,12 +107,15 @@ pub enum Step {
     },
     /// Never answer.
     Silent,
-    /// Close the connection instead of answering.
+    /// Close the connection instead of answering (after acknowledging the request).
     Close {
         /// Wait this long first, in milliseconds.
         #[serde(default)]
         delay_ms: u64,
     },
+    /// Close the connection on the request, without acknowledging it (no PUBACK): the device's
+    /// publish fails.
+    CloseOnPublish,
     /// Answer with something broken.
     Malformed {
         /// What to break.
@@ -186,7 +189,7 @@ impl Step {
             Self::Default { delay_ms }
             | Self::Respond { delay_ms, .. }
             | Self::Close { delay_ms } => *delay_ms = ms,
-            Self::Silent | Self::Malformed { .. } => {}
+            Self::Silent | Self::CloseOnPublish | Self::Malformed { .. } => {}
         }
         self
     }
@@ -290,6 +293,7 @@ mod tests {
                     {"kind": "respond", "status": 200, "retry_after": "abc", "body": {"status": "assigned"}},
                     {"kind": "respond", "status": 500, "raw_body": "oops", "delay_ms": 5},
                     {"kind": "silent"}, {"kind": "close"}, {"kind": "default", "delay_ms": 3},
+                    {"kind": "close_on_publish"},
                     {"kind": "malformed", "what": "bad_json"}, {"kind": "malformed", "what": "no_rid"},
                     {"kind": "malformed", "what": "wrong_rid"},
                     {"kind": "malformed", "what": "non_numeric_status"},
@@ -303,7 +307,7 @@ mod tests {
         .unwrap();
         let dev = &script.devices["dev"];
         assert_eq!(dev.connect.len(), 7);
-        assert_eq!(dev.requests.len(), 11);
+        assert_eq!(dev.requests.len(), 12);
         assert_eq!(dev.requests[0], Step::respond(429).with_retry_after(1));
         assert_eq!(
             dev.requests[1],

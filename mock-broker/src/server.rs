@@ -6,7 +6,7 @@
 //! must echo `Sec-WebSocket-Protocol: mqtt`, must not echo extensions, must not carry
 //! `transfer-encoding`, and the frame limit must exceed DPS's 96 KB messages.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,6 +24,7 @@ use crate::auth::{AuthConfig, ConnectAttempt, authorize};
 use crate::clock::unix_now;
 use crate::der::subject_common_name;
 use crate::dps::{Dps, Reply};
+use crate::limits::{ConnectionLimits, Usage, prefix};
 use crate::record::{Connack, ConnectionRecord, Event, Recorder, Transport};
 use crate::script::ConnectStep;
 
@@ -35,6 +36,7 @@ pub(crate) struct Shared {
     pub(crate) dps: Dps,
     pub(crate) auth: AuthConfig,
     pub(crate) recorder: Arc<Recorder>,
+    pub(crate) limits: ConnectionLimits,
 }
 
 /// An error that ends a connection.
@@ -56,13 +58,20 @@ pub(crate) struct Conn {
     shared: Arc<Shared>,
     step: ConnectStep,
     /// Set when the broker closes the connection on purpose, to record why.
-    closing: Rc<Cell<Option<&'static str>>>,
+    closing: Rc<RefCell<Option<String>>>,
+    /// What the connection has sent, against the limits.
+    usage: Rc<Cell<Usage>>,
 }
 
 impl Conn {
-    fn close(&self, why: &'static str) {
-        self.closing.set(Some(why));
+    fn close(&self, why: impl Into<String>) {
+        self.mark_closing(why);
         self.sink.close();
+    }
+
+    /// Records why the connection is about to end (the first reason wins).
+    fn mark_closing(&self, why: impl Into<String>) {
+        self.closing.borrow_mut().get_or_insert_with(|| why.into());
     }
 }
 
@@ -88,6 +97,11 @@ async fn handshake(
     let peer_cert = h.io().query::<ntex::tls::rustls::PeerCert<'static>>();
     let peer_cert = peer_cert.as_ref().map(|c| c.0.as_ref().to_vec());
     let peer_cert_cn = peer_cert.as_deref().and_then(subject_common_name);
+    let server_name = h
+        .io()
+        .query::<ntex::tls::Servername>()
+        .as_ref()
+        .map(|name| name.0.clone());
     let mut record = ConnectionRecord {
         id: 0,
         transport,
@@ -97,8 +111,10 @@ async fn handshake(
         clean_session: packet.clean_session,
         keep_alive: packet.keep_alive,
         peer_cert_cn: peer_cert_cn.clone(),
+        server_name,
         connack: Connack::Dropped,
         events: Vec::new(),
+        events_dropped: 0,
         ended: None,
     };
 
@@ -142,6 +158,7 @@ async fn handshake(
                 shared: shared.clone(),
                 step,
                 closing: Rc::default(),
+                usage: Rc::default(),
             };
             // Keep the connection up as long as the device keeps its keep-alive.
             Ok(h.ack(conn, false))
@@ -159,7 +176,23 @@ async fn handshake(
     }
 }
 
+/// What a record keeps of a payload: its first bytes, as text.
+fn shown(payload: &[u8], limits: &ConnectionLimits) -> String {
+    let kept = &payload[..payload.len().min(limits.max_recorded_payload)];
+    String::from_utf8_lossy(kept).into_owned()
+}
+
 async fn publish(conn: Session<Conn>, publish: v3::Publish) -> Result<(), ConnError> {
+    let limits = &conn.shared.limits;
+    let mut usage = conn.usage.get();
+    let over = usage.publish(publish.payload_size(), limits);
+    conn.usage.set(usage);
+    if let Some(why) = over {
+        // Refused before its payload is read: a flood costs no more than its packets.
+        tracing::info!(client_id = &*conn.client_id, why, "closing the connection");
+        conn.mark_closing(why.clone());
+        return Err(ConnError(why));
+    }
     let topic = publish.publish_topic().to_owned();
     let payload = publish
         .read_all()
@@ -169,8 +202,9 @@ async fn publish(conn: Session<Conn>, publish: v3::Publish) -> Result<(), ConnEr
     recorder.event(
         conn.id,
         Event::Publish {
-            topic: topic.clone(),
-            payload: String::from_utf8_lossy(&payload).into_owned(),
+            topic: prefix(&topic, limits.max_recorded_topic).to_owned(),
+            payload: shown(&payload, limits),
+            payload_len: payload.len(),
             qos: publish.qos() as u8,
         },
     );
@@ -182,6 +216,11 @@ async fn publish(conn: Session<Conn>, publish: v3::Publish) -> Result<(), ConnEr
     let conn = (*conn).clone();
     match reply {
         Reply::Silent => {}
+        Reply::CloseWithoutPuback => {
+            let why = "closed on the publish, without a PUBACK (scripted)";
+            conn.mark_closing(why);
+            return Err(ConnError(why.into()));
+        }
         Reply::Send {
             topic,
             payload,
@@ -189,13 +228,13 @@ async fn publish(conn: Session<Conn>, publish: v3::Publish) -> Result<(), ConnEr
         } => {
             ntex::rt::spawn(async move {
                 wait(delay).await;
-                let shown =
-                    String::from_utf8_lossy(&payload[..payload.len().min(1024)]).into_owned();
+                let limits = &conn.shared.limits;
                 conn.shared.recorder.event(
                     conn.id,
                     Event::Response {
-                        topic: topic.clone(),
-                        payload: shown,
+                        topic: prefix(&topic, limits.max_recorded_topic).to_owned(),
+                        payload: shown(&payload, limits),
+                        payload_len: payload.len(),
                     },
                 );
                 let sent = conn
@@ -264,7 +303,7 @@ fn protocol(conn: &Conn, msg: ProtocolMessage) -> v3::ProtocolMessageAck {
         }
         ProtocolMessage::Disconnect(disconnect) => {
             recorder.event(conn.id, Event::Disconnect);
-            conn.closing.set(Some("client sent DISCONNECT"));
+            conn.mark_closing("client sent DISCONNECT");
             disconnect.ack()
         }
         ProtocolMessage::Ping(ping) => {
@@ -276,8 +315,8 @@ fn protocol(conn: &Conn, msg: ProtocolMessage) -> v3::ProtocolMessageAck {
 }
 
 fn stop_reason(conn: &Conn, reason: &Reason<ConnError>) -> String {
-    if let Some(why) = conn.closing.get() {
-        return why.to_owned();
+    if let Some(why) = conn.closing.borrow().as_ref() {
+        return why.clone();
     }
     match reason {
         Reason::Error(e) => format!("error: {}", e.get_ref().0),
@@ -289,8 +328,23 @@ fn stop_reason(conn: &Conn, reason: &Reason<ConnError>) -> String {
     }
 }
 
-/// The MQTT server for one listener.
+/// The server for one listener: the [`gate`](crate::gate) (a whole MQTT 3.1.1 CONNECT within
+/// the deadline), then MQTT.
 pub(crate) fn mqtt_server<F: Filter>(
+    shared: Arc<Shared>,
+    transport: Transport,
+) -> impl ServiceFactory<Io<F>, SharedCfg, Response = (), Error = MqttError<ConnError>, InitError = ()>
+{
+    let at_gate = shared.clone();
+    let gate = fn_service(move |io: Io<F>| {
+        let shared = at_gate.clone();
+        async move { crate::gate::admit(io, &shared, transport, MAX_PACKET_BYTES).await }
+    });
+    chain_factory(gate).and_then(mqtt(shared, transport))
+}
+
+/// The MQTT 3.1.1 server proper.
+fn mqtt<F: Filter>(
     shared: Arc<Shared>,
     transport: Transport,
 ) -> impl ServiceFactory<Io<F>, SharedCfg, Response = (), Error = MqttError<ConnError>, InitError = ()>

@@ -1,6 +1,6 @@
 //! The broker's rustls configuration.
 //!
-//! TLS 1.2 stays enabled (the Python SDK speaks nothing newer). Client certificates are optional
+//! TLS 1.2 stays enabled by default (the Python SDK speaks nothing newer). Client certificates are optional
 //! at the TLS layer, since symmetric-key devices present none, but one that does not chain to
 //! the device CA fails the handshake; the CN is checked at CONNECT.
 
@@ -23,12 +23,51 @@ fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, BrokerEr
     Ok(certs)
 }
 
+/// The TLS versions a broker accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersions {
+    /// TLS 1.2 and 1.3, as real DPS.
+    #[default]
+    Both,
+    /// TLS 1.2 only.
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+impl TlsVersions {
+    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static TLS12: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+        static TLS13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        match self {
+            TlsVersions::Both => rustls::DEFAULT_VERSIONS,
+            TlsVersions::Tls12 => &TLS12,
+            TlsVersions::Tls13 => &TLS13,
+        }
+    }
+}
+
+impl std::str::FromStr for TlsVersions {
+    type Err = String;
+
+    /// `1.2`, `1.3` or `both`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "both" => Ok(TlsVersions::Both),
+            "1.2" => Ok(TlsVersions::Tls12),
+            "1.3" => Ok(TlsVersions::Tls13),
+            other => Err(format!("`{other}`: expected 1.2, 1.3 or both")),
+        }
+    }
+}
+
 /// The server configuration: `server_cert_pem` (chain) and `server_key_pem`, verifying client
-/// certificates against `device_ca_pem` when given.
+/// certificates against `device_ca_pem` when given, speaking `versions` of TLS.
 pub fn server_config(
     server_cert_pem: &str,
     server_key_pem: &str,
     device_ca_pem: Option<&str>,
+    versions: TlsVersions,
 ) -> Result<Arc<ServerConfig>, BrokerError> {
     let provider = dps_messages::x509::shared_provider();
     let chain = certs(server_cert_pem, "server certificate")?;
@@ -51,7 +90,7 @@ pub fn server_config(
         None => WebPkiClientVerifier::no_client_auth(),
     };
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions.versions())
         .map_err(|e| BrokerError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)

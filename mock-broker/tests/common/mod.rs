@@ -279,3 +279,87 @@ impl Client {
 }
 
 pub const LONG: Duration = Duration::from_secs(10);
+
+/// A raw TLS connection to the broker, for clients that break MQTT on purpose.
+pub struct Raw {
+    pub tls: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+}
+
+impl Raw {
+    /// Connects to `addr` and finishes the TLS handshake (trusting `trust_pem`, offering
+    /// `versions`), without sending any MQTT.
+    pub fn connect(
+        addr: std::net::SocketAddr,
+        trust_pem: &str,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> io::Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(trust_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config =
+            rustls::ClientConfig::builder_with_provider(dps_messages::x509::shared_provider())
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn =
+            rustls::ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
+        let sock = std::net::TcpStream::connect(addr)?;
+        sock.set_read_timeout(Some(LONG))?;
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(Self { tls })
+    }
+
+    /// Writes `bytes`.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        self.tls.write_all(bytes)?;
+        self.tls.flush()
+    }
+
+    /// Reads until the broker closes the connection (or `LONG` passes); what it sent, and
+    /// whether it closed.
+    pub fn read_until_closed(&mut self) -> (Vec<u8>, bool) {
+        use std::io::Read;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match self.tls.read(&mut buf) {
+                Ok(0) => return (got, true),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return (got, false);
+                }
+                // Reset, or closed without a TLS close_notify: closed all the same.
+                Err(_) => return (got, true),
+            }
+        }
+    }
+}
+
+/// A CONNECT packet for `protocol` name and `level`, clean session, keep-alive 60.
+pub fn connect_bytes(protocol: &[u8], level: u8, client_id: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend((protocol.len() as u16).to_be_bytes());
+    body.extend_from_slice(protocol);
+    body.push(level);
+    body.extend([0x02, 0x00, 0x3c]);
+    body.extend((client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let mut packet = vec![0x10];
+    packet.extend(dps_mock_broker::hostile::packets::remaining_length(
+        body.len(),
+    ));
+    packet.extend(body);
+    packet
+}
