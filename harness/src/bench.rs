@@ -447,7 +447,7 @@ async fn hold(args: &BenchArgs) -> Result<BenchReport, String> {
     let connected_rss_mib = rss_mib();
     let cpu_seconds = cpu_seconds() - cpu_before;
     for transport in &held {
-        let _ = transport.send(Disconnect).await;
+        let _ = transport.send(Disconnect::default()).await;
     }
     let provisioned = Provisioned {
         samples,

@@ -3,6 +3,8 @@
 //! They live here, not beside the actor, so that an application can hold a
 //! `Recipient<Register>` without depending on the transport's internals.
 
+use std::time::Duration;
+
 use actix::Message;
 
 use crate::auth::Authentication;
@@ -39,9 +41,36 @@ pub struct QueryStatus {
 pub struct Cancel;
 
 /// Cancels the request in flight, if any, unsubscribes and disconnects (SRS 18_044 .. 18_061).
-#[derive(Debug, Clone, Copy, Message)]
+///
+/// The unsubscribe and the close take as long as the service takes to answer, up to `grace`
+/// (or the transport's disconnect timeout, when `grace` is `None`); then the connection is
+/// dropped without waiting further and the answer is a [`ProvisioningError::Timeout`] for
+/// [`crate::Stage::Disconnect`]. A request sent while the transport disconnects waits for the
+/// disconnect to end, then connects again.
+///
+/// ```
+/// use std::time::Duration;
+/// use dps_messages::Disconnect;
+///
+/// let graceful = Disconnect::default(); // up to the transport's disconnect timeout
+/// let brief = Disconnect::within(Duration::from_secs(1)); // then drop the connection
+/// assert_eq!(brief.grace, Some(Duration::from_secs(1)));
+/// # let _ = graceful;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Message)]
 #[rtype(result = "Result<(), ProvisioningError>")]
-pub struct Disconnect;
+pub struct Disconnect {
+    /// How long the unsubscribe and the close may take before the connection is dropped;
+    /// `None`: the transport's disconnect timeout.
+    pub grace: Option<Duration>,
+}
+
+impl Disconnect {
+    /// A disconnect that drops the connection when `grace` has passed.
+    pub const fn within(grace: Duration) -> Self {
+        Self { grace: Some(grace) }
+    }
+}
 
 /// Sets the credentials used from the next connection on (SRS 18_001).
 #[derive(Debug, Clone, Message)]

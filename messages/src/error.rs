@@ -40,12 +40,15 @@ pub enum ProvisioningError {
     #[error("the operation was cancelled")]
     OperationCancelled,
     /// A deadline passed.
-    #[error("timed out after {after:?} waiting for {stage}")]
+    #[error("timed out after {after:?} waiting for {stage}{}", last_failure_suffix(.last_failure.as_deref()))]
     Timeout {
         /// What was being waited for.
         stage: Stage,
         /// The deadline that passed.
         after: Duration,
+        /// For a deadline over several attempts (a whole registration), why the last attempt
+        /// failed: what kept the registration from finishing.
+        last_failure: Option<Box<ProvisioningError>>,
     },
     /// A request arrived while another was still in flight; the first is left untouched.
     #[error("another operation is in progress")]
@@ -68,6 +71,11 @@ pub enum ProvisioningError {
     /// The device's credentials are missing or unusable.
     #[error("authentication error: {0}")]
     Auth(#[from] AuthError),
+}
+
+fn last_failure_suffix(last: Option<&ProvisioningError>) -> String {
+    last.map(|e| format!("; the last attempt failed: {e}"))
+        .unwrap_or_default()
 }
 
 fn failure_summary(result: &RegistrationResult) -> String {
@@ -97,9 +105,23 @@ impl ProvisioningError {
         }
     }
 
-    /// Shorthand for a [`ProvisioningError::Timeout`].
+    /// Shorthand for a [`ProvisioningError::Timeout`] with no earlier failure.
     pub fn timeout(stage: Stage, after: Duration) -> Self {
-        Self::Timeout { stage, after }
+        Self::Timeout {
+            stage,
+            after,
+            last_failure: None,
+        }
+    }
+
+    /// A [`ProvisioningError::Timeout`] of a deadline that ended several attempts, keeping why
+    /// the last one failed.
+    pub fn timeout_after(stage: Stage, after: Duration, last_failure: Option<Self>) -> Self {
+        Self::Timeout {
+            stage,
+            after,
+            last_failure: last_failure.map(Box::new),
+        }
     }
 
     /// The service's error details, when the service answered with a failure status.
@@ -115,7 +137,8 @@ impl ProvisioningError {
     }
 
     /// The kind of network failure, when this is one: what a supervisor looks at to decide
-    /// whether to try again (a lost connection) or to give up (a transport that shut down).
+    /// whether to try again (a lost connection, a transport that restarted) or to give up (a
+    /// transport that shut down).
     pub fn transport_kind(&self) -> Option<TransportErrorKind> {
         match self {
             Self::Transport(e) => Some(e.kind),
@@ -319,10 +342,14 @@ pub enum TransportErrorKind {
     Publish,
     /// The UNSUBSCRIBE failed.
     Unsubscribe,
-    /// The DISCONNECT failed.
+    /// The disconnect failed: the connection broke (was reset, or the service broke the
+    /// protocol) while it was being closed.
     Disconnect,
-    /// The actor or runtime that owns the connection is gone.
+    /// The actor or runtime that owns the connection is gone: give up.
     Shutdown,
+    /// The transport actor restarted (a `Restart` message, or its supervisor) while the request
+    /// waited. Nothing is wrong with the request: send it again. The actor kept its credentials.
+    Restarted,
 }
 
 impl fmt::Display for TransportErrorKind {
@@ -335,6 +362,7 @@ impl fmt::Display for TransportErrorKind {
             Self::Unsubscribe => "unsubscribe failed",
             Self::Disconnect => "disconnect failed",
             Self::Shutdown => "transport shut down",
+            Self::Restarted => "transport restarted, send the request again",
         })
     }
 }
@@ -367,6 +395,16 @@ pub enum ProtocolError {
     /// A poll answered without an `operationId` when the request needs one.
     #[error("the response carries no operationId")]
     MissingOperationId,
+    /// The service broke the MQTT protocol (bytes that are not MQTT, an oversized packet, a
+    /// topic that is not UTF-8, a QoS 2 message), so the device dropped the connection.
+    #[error("the service broke the MQTT protocol ({0}); the connection was dropped")]
+    Violation(String),
+    /// The service answered `assigned` without what a device needs to reach its hub.
+    #[error("the service answered `assigned` without {missing}")]
+    IncompleteAssignment {
+        /// What is missing: `registrationState`, its `assignedHub` or its `deviceId`.
+        missing: &'static str,
+    },
 }
 
 /// The device's credentials are missing or unusable.

@@ -44,8 +44,12 @@ pub struct RegistrationResponse {
     /// The result: the service's body, or the transport's `registering`/`assigning` stand-in
     /// for a throttled response.
     pub result: RegistrationResult,
-    /// How long to wait before the next poll or register.
+    /// How long to wait before the next poll or register: the service's `retry-after`, or the
+    /// default when it gave none (SRS 06_005, 06_006).
     pub polling_interval: Duration,
+    /// The service's `retry-after`, when it gave a usable one: a wait the service asked for,
+    /// which a client must not shorten. `None` when `polling_interval` is the default.
+    pub retry_after: Option<Duration>,
     /// A `retry-after` value that was not a whole number of seconds and was replaced by
     /// [`DEFAULT_POLLING_INTERVAL`]; kept so the transport can report it.
     pub invalid_retry_after: Option<String>,
@@ -106,13 +110,14 @@ pub fn classify_with_default(
         )));
     }
 
-    let (polling_interval, invalid_retry_after) = match topic.retry_after.as_deref() {
-        None => (default_interval, None),
+    let (retry_after, invalid_retry_after) = match topic.retry_after.as_deref() {
+        None => (None, None),
         Some(raw) => match polling_interval(Some(raw)) {
-            Ok(interval) => (interval, None),
-            Err(InvalidRetryAfter(raw)) => (default_interval, Some(raw)),
+            Ok(interval) => (Some(interval), None),
+            Err(InvalidRetryAfter(raw)) => (None, Some(raw)),
         },
     };
+    let polling_interval = retry_after.unwrap_or(default_interval);
     let result = if status >= RETRY_STATUS {
         match kind {
             RequestKind::Register => {
@@ -134,6 +139,7 @@ pub fn classify_with_default(
         status_code: status,
         result,
         polling_interval,
+        retry_after,
         invalid_retry_after,
     })
 }
@@ -160,8 +166,10 @@ mod tests {
     fn srs_06_006_register_polling_interval_from_retry_after() {
         let r = classify(RequestKind::Register, &topic(202, Some("3")), ASSIGNING).unwrap();
         assert_eq!(r.polling_interval, Duration::from_millis(3_000));
+        assert_eq!(r.retry_after, Some(Duration::from_secs(3)));
         let r = classify(RequestKind::Register, &topic(202, None), ASSIGNING).unwrap();
         assert_eq!(r.polling_interval, DEFAULT_POLLING_INTERVAL);
+        assert_eq!(r.retry_after, None, "the default is not the service's ask");
         assert_eq!(DEFAULT_POLLING_INTERVAL, Duration::from_millis(2_000));
     }
 
@@ -219,6 +227,7 @@ mod tests {
             );
             let r = classify(RequestKind::Register, &topic(202, Some(raw)), ASSIGNING).unwrap();
             assert_eq!(r.polling_interval, DEFAULT_POLLING_INTERVAL, "{raw}");
+            assert_eq!(r.retry_after, None, "{raw}");
             assert_eq!(r.invalid_retry_after.as_deref(), Some(raw));
         }
     }

@@ -8,6 +8,8 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use crate::error::ProtocolError;
+
 /// The body of a successful response: `{"operationId","status","registrationState"?}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -35,6 +37,27 @@ impl RegistrationResult {
             registration_state: None,
             extra: Map::new(),
         }
+    }
+
+    /// Checks that an `assigned` result says where the device belongs: a `registrationState`
+    /// with a non-empty `assignedHub` and `deviceId`, without which the device cannot reach its
+    /// hub. Results with any other status pass: they do not claim an assignment.
+    pub fn validate_assignment(&self) -> Result<(), ProtocolError> {
+        if self.status != RegistrationStatus::Assigned {
+            return Ok(());
+        }
+        let missing = |missing| Err(ProtocolError::IncompleteAssignment { missing });
+        let Some(state) = &self.registration_state else {
+            return missing("registrationState");
+        };
+        let present = |field: &Option<String>| field.as_deref().is_some_and(|v| !v.is_empty());
+        if !present(&state.assigned_hub) {
+            return missing("registrationState.assignedHub");
+        }
+        if !present(&state.device_id) {
+            return missing("registrationState.deviceId");
+        }
+        Ok(())
     }
 }
 
@@ -256,6 +279,43 @@ mod tests {
         assert_eq!(state.error_code, Some(42));
         let state: RegistrationState = serde_json::from_value(json!({"errorCode": {}})).unwrap();
         assert_eq!(state.error_code, None);
+    }
+
+    #[test]
+    fn an_assignment_must_name_the_hub_and_the_device() {
+        let check = |body: Value| {
+            serde_json::from_value::<RegistrationResult>(body)
+                .unwrap()
+                .validate_assignment()
+        };
+        let missing = |missing| Err(ProtocolError::IncompleteAssignment { missing });
+        assert_eq!(
+            check(
+                json!({"status": "assigned", "registrationState": {"assignedHub": "h", "deviceId": "d"}})
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(json!({"status": "assigned"})),
+            missing("registrationState")
+        );
+        assert_eq!(
+            check(json!({"status": "assigned", "registrationState": {"deviceId": "d"}})),
+            missing("registrationState.assignedHub")
+        );
+        assert_eq!(
+            check(
+                json!({"status": "assigned", "registrationState": {"assignedHub": "", "deviceId": "d"}})
+            ),
+            missing("registrationState.assignedHub")
+        );
+        assert_eq!(
+            check(json!({"status": "assigned", "registrationState": {"assignedHub": "h"}})),
+            missing("registrationState.deviceId")
+        );
+        // Other statuses claim no assignment.
+        assert_eq!(check(json!({"status": "assigning"})), Ok(()));
+        assert_eq!(check(json!({"status": "failed"})), Ok(()));
     }
 
     #[test]

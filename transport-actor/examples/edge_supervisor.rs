@@ -102,7 +102,7 @@ impl DeviceManager {
     }
 
     fn finish(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
-        let disconnect = self.transport.send(Disconnect);
+        let disconnect = self.transport.send(Disconnect::default());
         ctx.spawn(disconnect.into_actor(self).map(move |_, manager, ctx| {
             if let Some(done) = manager.done.take() {
                 let _ = done.send(outcome);

@@ -8,8 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::{
-    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, ResponseFuture,
-    SpawnHandle, Supervised,
+    Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture, SpawnHandle, Supervised,
 };
 use dps_messages::commands::RequestResult;
 use dps_messages::{
@@ -39,9 +38,10 @@ enum Waiter {
 /// The DPS device transport over MQTT (`Mqtt`) or MQTT over WebSocket (`MqttWs`), as an actor.
 ///
 /// Send it [`SetAuthentication`] once, then [`Register`] and [`QueryStatus`]; [`Cancel`] and
-/// [`Disconnect`] end what is in flight. Each request gets exactly one answer. The actor
-/// implements [`Supervised`]: a restart answers every pending request with an error, drops the
-/// connection and starts again from [`State::Disconnected`], keeping its credentials.
+/// [`Disconnect`] end what is in flight. Each request gets exactly one answer. [`Restart`]
+/// answers every pending request with a [`TransportErrorKind::Restarted`] error, drops the
+/// connection and starts again from [`State::Disconnected`], keeping its credentials; the actor
+/// also implements [`Supervised`].
 ///
 /// ```no_run
 /// use actix::Actor;
@@ -224,7 +224,11 @@ impl ProvisioningTransportActor {
             presents_certificate,
         };
         // Replacing a link closes the old one (dropping its handle).
-        self.link = Some(Link::open(&inner.runtime, spec, ctx.address().recipient())?);
+        self.link = Some(Link::open(
+            &inner.runtime,
+            spec,
+            ctx.address().recipient().downgrade(),
+        )?);
         Ok(())
     }
 
@@ -273,6 +277,25 @@ fn shut_down() -> ProvisioningError {
     TransportError::new(TransportErrorKind::Shutdown, "the transport actor stopped").into()
 }
 
+fn restarted() -> ProvisioningError {
+    TransportError::new(
+        TransportErrorKind::Restarted,
+        "the transport actor restarted while the request waited",
+    )
+    .into()
+}
+
+impl ProvisioningTransportActor {
+    /// Answers everything pending with [`TransportErrorKind::Restarted`], drops the connection
+    /// and starts again from [`State::Disconnected`] with the same credentials.
+    fn restart(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!("transport actor restarting");
+        self.abort(ctx, restarted());
+        self.session = Session::new(self.config.inner.session.clone());
+        self.session.set_authenticated(self.auth.is_some());
+    }
+}
+
 impl Actor for ProvisioningTransportActor {
     type Context = Context<Self>;
 
@@ -281,19 +304,13 @@ impl Actor for ProvisioningTransportActor {
     }
 }
 
+/// Under an [`actix::Supervisor`], an actor that stopped starts again: actix runs
+/// [`Actor::stopped`] (which answers what was pending with a shutdown error) and then
+/// `restarting`, which starts from [`State::Disconnected`] with the same credentials.
+/// [`Restart`] does not stop the actor at all.
 impl Supervised for ProvisioningTransportActor {
     fn restarting(&mut self, ctx: &mut Self::Context) {
-        tracing::info!("transport actor restarting");
-        self.abort(
-            ctx,
-            TransportError::new(
-                TransportErrorKind::Shutdown,
-                "the transport actor restarted",
-            )
-            .into(),
-        );
-        self.session = Session::new(self.config.inner.session.clone());
-        self.session.set_authenticated(self.auth.is_some());
+        self.restart(ctx);
     }
 }
 
@@ -344,8 +361,11 @@ impl Handler<Cancel> for ProvisioningTransportActor {
 impl Handler<Disconnect> for ProvisioningTransportActor {
     type Result = ResponseFuture<Result<(), ProvisioningError>>;
 
-    fn handle(&mut self, _: Disconnect, ctx: &mut Context<Self>) -> Self::Result {
-        self.done(ctx, |token| Command::Disconnect { token })
+    fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) -> Self::Result {
+        self.done(ctx, |token| Command::Disconnect {
+            token,
+            grace: msg.grace,
+        })
     }
 }
 
@@ -355,7 +375,10 @@ impl Handler<LinkEventMsg> for ProvisioningTransportActor {
     fn handle(&mut self, msg: LinkEventMsg, ctx: &mut Context<Self>) {
         let closed = matches!(
             msg.event,
-            LinkEvent::Closed(_) | LinkEvent::ConnectionLost(_) | LinkEvent::ConnectFailed(_)
+            LinkEvent::Closed(_)
+                | LinkEvent::ClosedByService
+                | LinkEvent::ConnectionLost(_)
+                | LinkEvent::ConnectFailed(_)
         );
         self.session
             .handle_link_event(msg.link, msg.event, Instant::now());
@@ -377,7 +400,10 @@ impl Handler<GetState> for ProvisioningTransportActor {
     }
 }
 
-/// Stops the actor (under a [`actix::Supervisor`], restarts it).
+/// Restarts the transport in place, supervised or not: every request and disconnect waiting is
+/// answered with a [`TransportErrorKind::Restarted`] error (send it again), the connection is
+/// dropped, and the actor starts again from [`State::Disconnected`] with its credentials. For a
+/// supervisor that suspects the connection is stuck.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct Restart;
@@ -386,6 +412,6 @@ impl Handler<Restart> for ProvisioningTransportActor {
     type Result = ();
 
     fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
-        ctx.stop();
+        self.restart(ctx);
     }
 }

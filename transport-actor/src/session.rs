@@ -15,6 +15,10 @@
 //!       │                                                │ Disconnect                  │ Disconnect
 //!       └────────────── closed ── Disconnecting ◀────────┴─────────────────────────────┘
 //! ```
+//!
+//! A request that arrives while disconnecting waits for the close, then connects again (as the
+//! Node transport defers it). A connection that closes or breaks is reported with what it
+//! interrupted ("before the PUBACK"); one that breaks while being closed fails the disconnect.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -25,7 +29,7 @@ use dps_messages::request::POLL_BODY;
 use dps_messages::topic::{ResponseTopic, poll_topic, register_topic};
 use dps_messages::{
     AuthError, ConnectParams, Protocol, ProvisioningError, RegistrationRequest,
-    RegistrationResponse, Stage,
+    RegistrationResponse, Stage, TransportError, TransportErrorKind,
 };
 
 /// Identifies a caller waiting for a [`Reply`].
@@ -122,6 +126,9 @@ pub enum Command {
     Disconnect {
         /// Who to answer.
         token: Token,
+        /// How long the unsubscribe and the close may take before the link is dropped;
+        /// `None`: [`Timeouts::disconnect`].
+        grace: Option<Duration>,
     },
 }
 
@@ -157,9 +164,12 @@ pub enum LinkEvent {
     },
     /// The UNSUBSCRIBE finished.
     Unsubscribed(Result<(), ProvisioningError>),
-    /// The DISCONNECT was sent and the connection closed.
+    /// The DISCONNECT was sent and the connection closed; an error if it broke on the way.
     Closed(Result<(), ProvisioningError>),
-    /// The connection was lost without being asked to close.
+    /// The service closed the connection cleanly without being asked to.
+    ClosedByService,
+    /// The connection broke without being asked to close (a reset, a protocol violation by
+    /// the service, a keep-alive that went unanswered).
     ConnectionLost(ProvisioningError),
 }
 
@@ -271,7 +281,17 @@ enum Phase {
         link: LinkId,
         waiters: Vec<Token>,
         unsubscribed: Option<Result<(), ProvisioningError>>,
+        /// A request that came during the disconnect: it starts once the link is closed, as
+        /// the Node transport defers it.
+        next: Option<Box<Deferred>>,
     },
+}
+
+/// A request waiting for a disconnect to end.
+#[derive(Debug)]
+struct Deferred {
+    params: ConnectParams,
+    op: Op,
 }
 
 impl Phase {
@@ -282,6 +302,23 @@ impl Phase {
             Phase::Connected { .. } => State::Connected,
             Phase::InRequest { .. } => State::InRequest,
             Phase::Disconnecting { .. } => State::Disconnecting,
+        }
+    }
+
+    /// What a connection lost now was waiting for, for the error that reports it.
+    fn waiting_for(&self) -> &'static str {
+        match self {
+            Phase::Connecting {
+                subscribing: false, ..
+            } => "before the CONNACK",
+            Phase::Connecting {
+                subscribing: true, ..
+            } => "before the SUBACK",
+            Phase::InRequest { op, .. } if !op.acked => "before the PUBACK",
+            Phase::InRequest { .. } => "while waiting for the response",
+            Phase::Connected { .. } => "while idle",
+            Phase::Disconnecting { .. } => "during the disconnect",
+            Phase::Disconnected => "",
         }
     }
 
@@ -380,7 +417,7 @@ impl Session {
                 self.request(token, &request, kind, rid, POLL_BODY.to_vec(), now)
             }
             Command::Cancel { token } => self.cancel(token),
-            Command::Disconnect { token } => self.disconnect(token, now),
+            Command::Disconnect { token, grace } => self.disconnect(token, grace, now),
         }
     }
 
@@ -456,6 +493,7 @@ impl Session {
                     link,
                     waiters,
                     unsubscribed: None,
+                    next,
                 },
                 LinkEvent::Unsubscribed(result),
             ) => {
@@ -465,36 +503,54 @@ impl Session {
                     link,
                     waiters,
                     unsubscribed: Some(result),
+                    next,
                 });
             }
             (
                 Phase::Disconnecting {
                     waiters,
                     unsubscribed,
+                    next,
                     ..
                 },
                 LinkEvent::Closed(closed),
             ) => {
                 // SRS 18_048: report a failure of either, preferring the disconnect's.
                 let result = closed.and(unsubscribed.unwrap_or(Ok(())));
-                for token in waiters {
-                    self.reply(token, Reply::Done(result.clone()));
-                }
                 self.forget_link();
+                self.end_disconnect(waiters, result, next, now);
             }
-            (phase, LinkEvent::ConnectionLost(e)) => {
-                tracing::debug!(state = ?phase.state(), error = %e, "connection lost");
-                match phase {
-                    Phase::Connecting { op, .. } | Phase::InRequest { op, .. } => {
-                        self.respond(op.token, Err(e))
-                    }
-                    // The goal of a disconnect is reached either way.
-                    Phase::Disconnecting { waiters, .. } => {
-                        for token in waiters {
-                            self.reply(token, Reply::Done(Ok(())));
-                        }
-                    }
-                    Phase::Connected { .. } | Phase::Disconnected => {}
+            // The goal of a disconnect is reached: the service closed first.
+            (
+                Phase::Disconnecting {
+                    waiters,
+                    unsubscribed,
+                    next,
+                    ..
+                },
+                LinkEvent::ClosedByService,
+            ) => {
+                self.forget_link();
+                self.end_disconnect(waiters, unsubscribed.unwrap_or(Ok(())), next, now);
+            }
+            // SRS 18_048: the connection broke while it was being closed: the disconnect failed.
+            (Phase::Disconnecting { waiters, next, .. }, LinkEvent::ConnectionLost(error)) => {
+                tracing::debug!(%error, "connection lost during the disconnect");
+                self.drop_link(link);
+                self.end_disconnect(waiters, Err(disconnect_error(error)), next, now);
+            }
+            (
+                Phase::Connected { .. },
+                LinkEvent::ClosedByService | LinkEvent::ConnectionLost(_),
+            ) => {
+                tracing::debug!("the connection closed while idle");
+                self.drop_link(link);
+            }
+            (phase, event @ (LinkEvent::ClosedByService | LinkEvent::ConnectionLost(_))) => {
+                let error = lost(&phase, event);
+                tracing::debug!(state = ?phase.state(), %error, "connection lost");
+                if let Phase::Connecting { op, .. } | Phase::InRequest { op, .. } = phase {
+                    self.respond(op.token, Err(error));
                 }
                 self.drop_link(link);
             }
@@ -529,11 +585,14 @@ impl Session {
                 self.respond(op.token, Err(error));
                 self.idle(link);
             }
-            Phase::Disconnecting { link, waiters, .. } => {
-                for token in waiters {
-                    self.reply(token, Reply::Done(Err(error.clone())));
-                }
+            Phase::Disconnecting {
+                link,
+                waiters,
+                next,
+                ..
+            } => {
                 self.drop_link(link);
+                self.end_disconnect(waiters, Err(error), next, now);
             }
             phase @ (Phase::Connected { .. } | Phase::Disconnected) => {
                 self.deadline = None;
@@ -550,9 +609,17 @@ impl Session {
                 self.respond(op.token, Err(error));
                 self.drop_link(link);
             }
-            Phase::Disconnecting { link, waiters, .. } => {
+            Phase::Disconnecting {
+                link,
+                waiters,
+                next,
+                ..
+            } => {
                 for token in waiters {
                     self.reply(token, Reply::Done(Err(error.clone())));
+                }
+                if let Some(deferred) = next {
+                    self.respond(deferred.op.token, Err(error));
                 }
                 self.drop_link(link);
             }
@@ -582,6 +649,12 @@ impl Session {
             payload,
             acked: false,
         };
+        self.start(params, op, now);
+    }
+
+    /// Starts `op`, connecting for it first when needed.
+    fn start(&mut self, params: ConnectParams, op: Op, now: Instant) {
+        let token = op.token;
         match std::mem::replace(&mut self.phase, Phase::Disconnected) {
             // SRS 18_002, 18_016: connect and subscribe when disconnected.
             Phase::Disconnected if !self.authenticated => {
@@ -621,6 +694,20 @@ impl Session {
                 self.respond(token, Err(error));
             }
             Phase::Connected { link } => self.publish(link, op, now),
+            // A request during a disconnect waits for it to end, then connects again.
+            Phase::Disconnecting {
+                link,
+                waiters,
+                unsubscribed,
+                next: None,
+            } => {
+                self.phase = Phase::Disconnecting {
+                    link,
+                    waiters,
+                    unsubscribed,
+                    next: Some(Box::new(Deferred { params, op })),
+                };
+            }
             // One request at a time: the one in flight is left untouched.
             phase => {
                 self.phase = phase;
@@ -694,7 +781,8 @@ impl Session {
         self.reply(token, Reply::Done(Ok(())));
     }
 
-    fn disconnect(&mut self, token: Token, now: Instant) {
+    fn disconnect(&mut self, token: Token, grace: Option<Duration>, now: Instant) {
+        let within = grace.unwrap_or(self.config.timeouts.disconnect);
         match std::mem::replace(&mut self.phase, Phase::Disconnected) {
             // SRS 18_052: nothing to do.
             Phase::Disconnected => self.reply(token, Reply::Done(Ok(()))),
@@ -705,35 +793,60 @@ impl Session {
                 self.reply(token, Reply::Done(Ok(())));
             }
             // SRS 18_054, 18_044: unsubscribe, then disconnect.
-            Phase::Connected { link } => self.begin_disconnect(link, token, now),
+            Phase::Connected { link } => self.begin_disconnect(link, token, within, now),
             // SRS 18_055, 18_056: cancel the request, then disconnect.
             Phase::InRequest { link, op } => {
                 self.respond(op.token, Err(ProvisioningError::OperationCancelled));
-                self.begin_disconnect(link, token, now);
+                self.begin_disconnect(link, token, within, now);
             }
+            // Already disconnecting: answer this caller too, within the shorter of the waits.
             Phase::Disconnecting {
                 link,
                 mut waiters,
                 unsubscribed,
+                next,
             } => {
                 waiters.push(token);
+                if self.deadline.is_none_or(|(at, _, _)| now + within < at) {
+                    self.set_deadline(now, Stage::Disconnect, within);
+                }
                 self.phase = Phase::Disconnecting {
                     link,
                     waiters,
                     unsubscribed,
+                    next,
                 };
             }
         }
     }
 
-    fn begin_disconnect(&mut self, link: LinkId, token: Token, now: Instant) {
+    fn begin_disconnect(&mut self, link: LinkId, token: Token, within: Duration, now: Instant) {
         self.actions.push_back(Action::Unsubscribe { link });
-        self.set_deadline(now, Stage::Disconnect, self.config.timeouts.disconnect);
+        self.set_deadline(now, Stage::Disconnect, within);
         self.enter(Phase::Disconnecting {
             link,
             waiters: vec![token],
             unsubscribed: None,
+            next: None,
         });
+    }
+
+    /// Answers the disconnect's callers with `result` once the link is left, then starts the
+    /// request that waited for it, if any.
+    fn end_disconnect(
+        &mut self,
+        waiters: Vec<Token>,
+        result: Result<(), ProvisioningError>,
+        next: Option<Box<Deferred>>,
+        now: Instant,
+    ) {
+        for token in waiters {
+            self.reply(token, Reply::Done(result.clone()));
+        }
+        if let Some(deferred) = next {
+            let Deferred { params, op } = *deferred;
+            self.start(params, op, now);
+        }
     }
 
     /// Back to connected and idle.
@@ -775,6 +888,37 @@ impl Session {
 
     fn reply(&mut self, token: Token, reply: Reply) {
         self.actions.push_back(Action::Reply { token, reply });
+    }
+}
+
+/// The error for a connection that closed or broke in `phase`, naming what it was waiting for.
+/// A loss before the PUBACK is the publish failing (SRS 18_004, 18_018).
+fn lost(phase: &Phase, event: LinkEvent) -> ProvisioningError {
+    let detail = match event {
+        LinkEvent::ConnectionLost(ProvisioningError::Transport(TransportError {
+            kind: TransportErrorKind::ConnectionLost,
+            detail,
+        })) => detail,
+        // A protocol violation, say, already says all there is to say.
+        LinkEvent::ConnectionLost(other) => return other,
+        _ => "the service closed the connection".to_owned(),
+    };
+    let kind = match phase {
+        Phase::InRequest { op, .. } if !op.acked => TransportErrorKind::Publish,
+        _ => TransportErrorKind::ConnectionLost,
+    };
+    TransportError::new(kind, format!("{detail} {}", phase.waiting_for())).into()
+}
+
+/// A broken connection, reported as the disconnect's failure (SRS 18_048).
+fn disconnect_error(error: ProvisioningError) -> ProvisioningError {
+    match error {
+        ProvisioningError::Transport(TransportError { detail, .. }) => TransportError::new(
+            TransportErrorKind::Disconnect,
+            format!("{detail} during the disconnect"),
+        )
+        .into(),
+        other => other,
     }
 }
 

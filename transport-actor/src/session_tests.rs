@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use dps_messages::{
-    AuthError, Endpoint, Protocol, ProvisioningError, RegistrationRequest, RegistrationStatus,
-    Stage, TransportError, TransportErrorKind,
+    AuthError, Endpoint, Protocol, ProtocolError, ProvisioningError, RegistrationRequest,
+    RegistrationStatus, Stage, TransportError, TransportErrorKind,
 };
 use serde_json::json;
 
@@ -594,7 +594,10 @@ fn srs_18_034_cancel_during_poll() {
 #[test]
 fn srs_18_052_disconnect_while_disconnected() {
     let mut h = H::new();
-    let actions = h.command(Command::Disconnect { token: 9 });
+    let actions = h.command(Command::Disconnect {
+        token: 9,
+        grace: None,
+    });
     assert_eq!(actions.len(), 1);
     assert!(done_of(&actions, 9).is_ok());
 }
@@ -608,7 +611,10 @@ fn srs_18_061_disconnect_while_connecting() {
         panic!()
     };
     h.link = link;
-    let actions = h.command(Command::Disconnect { token: 2 });
+    let actions = h.command(Command::Disconnect {
+        token: 2,
+        grace: None,
+    });
     assert!(matches!(
         response_of(&actions, 1),
         Err(ProvisioningError::OperationCancelled)
@@ -624,7 +630,10 @@ fn srs_18_061_disconnect_while_connecting() {
 #[test]
 fn srs_18_054_18_044_18_045_disconnect_unsubscribes_then_disconnects() {
     let mut h = H::connected();
-    let actions = h.command(Command::Disconnect { token: 9 });
+    let actions = h.command(Command::Disconnect {
+        token: 9,
+        grace: None,
+    });
     assert!(
         matches!(&actions[..], [Action::Unsubscribe { .. }]),
         "{actions:?}"
@@ -665,7 +674,10 @@ fn srs_18_048_disconnect_reports_failures_preferring_the_disconnect_error() {
         (Ok(()), Ok(()), None),
     ] {
         let mut h = H::connected();
-        h.command(Command::Disconnect { token: 9 });
+        h.command(Command::Disconnect {
+            token: 9,
+            grace: None,
+        });
         h.event(LinkEvent::Unsubscribed(u));
         let result = done_of(&h.event(LinkEvent::Closed(d)), 9);
         let kind = result.err().map(|e| match e {
@@ -680,7 +692,10 @@ fn srs_18_048_disconnect_reports_failures_preferring_the_disconnect_error() {
 #[test]
 fn srs_18_055_disconnect_during_register() {
     let mut h = H::in_request(1, "r1");
-    let actions = h.command(Command::Disconnect { token: 2 });
+    let actions = h.command(Command::Disconnect {
+        token: 2,
+        grace: None,
+    });
     assert!(matches!(
         response_of(&actions, 1),
         Err(ProvisioningError::OperationCancelled)
@@ -695,14 +710,23 @@ fn srs_18_055_disconnect_during_register() {
 fn srs_18_056_disconnect_during_poll() {
     let mut h = H::connected();
     h.poll(2, "p", "op");
-    let actions = h.command(Command::Disconnect { token: 3 });
+    let actions = h.command(Command::Disconnect {
+        token: 3,
+        grace: None,
+    });
     assert!(matches!(
         response_of(&actions, 2),
         Err(ProvisioningError::OperationCancelled)
     ));
     assert_eq!(h.s.state(), State::Disconnecting);
     // A second disconnect waits for the same close.
-    assert!(h.command(Command::Disconnect { token: 4 }).is_empty());
+    assert!(
+        h.command(Command::Disconnect {
+            token: 4,
+            grace: None
+        })
+        .is_empty()
+    );
     h.event(LinkEvent::Unsubscribed(Ok(())));
     let actions = h.event(LinkEvent::Closed(Ok(())));
     assert!(done_of(&actions, 3).is_ok() && done_of(&actions, 4).is_ok());
@@ -724,10 +748,15 @@ fn a_second_request_in_flight_is_refused_and_the_first_untouched() {
         assert_eq!(actions.len(), 1);
         assert_eq!(h.s.state(), before);
     }
+    // During a disconnect, one request waits (see below) and a second is refused.
     let mut h = H::connected();
-    h.command(Command::Disconnect { token: 5 });
+    h.command(Command::Disconnect {
+        token: 5,
+        grace: None,
+    });
+    assert!(h.register(6, "r").is_empty());
     assert!(matches!(
-        response_of(&h.register(6, "r"), 6),
+        response_of(&h.register(7, "r"), 7),
         Err(ProvisioningError::OperationInProgress)
     ));
 }
@@ -814,12 +843,195 @@ fn connection_lost_while_idle_or_connecting() {
     assert!(response_of(&actions, 1).is_err());
 }
 
+// SRS_NODE_PROVISIONING_MQTT_18_048: a connection that breaks while it is being closed is the
+// disconnect failing; a service that closes it first has done the disconnect's work.
 #[test]
-fn connection_lost_while_disconnecting_completes_the_disconnect() {
+fn srs_18_048_a_connection_broken_during_the_disconnect_fails_it() {
     let mut h = H::connected();
-    h.command(Command::Disconnect { token: 9 });
-    assert!(done_of(&h.event(LinkEvent::ConnectionLost(lost())), 9).is_ok());
+    h.command(Command::Disconnect {
+        token: 9,
+        grace: None,
+    });
+    let err = done_of(&h.event(LinkEvent::ConnectionLost(lost())), 9).unwrap_err();
+    assert_eq!(err.transport_kind(), Some(TransportErrorKind::Disconnect));
+    assert!(
+        err.to_string().contains("reset during the disconnect"),
+        "{err}"
+    );
     assert_eq!(h.s.state(), State::Disconnected);
+
+    let mut h = H::connected();
+    h.command(Command::Disconnect {
+        token: 9,
+        grace: None,
+    });
+    assert!(done_of(&h.event(LinkEvent::ClosedByService), 9).is_ok());
+    assert_eq!(h.s.state(), State::Disconnected);
+
+    // A protocol violation stays what it is.
+    let mut h = H::connected();
+    h.command(Command::Disconnect {
+        token: 9,
+        grace: None,
+    });
+    h.event(LinkEvent::Unsubscribed(Ok(())));
+    let violation: ProvisioningError = ProtocolError::Violation("garbage".into()).into();
+    let err = done_of(&h.event(LinkEvent::ConnectionLost(violation)), 9).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProvisioningError::Protocol(ProtocolError::Violation(_))
+        ),
+        "{err:?}"
+    );
+}
+
+/// A lost connection is reported with what it interrupted, so that "connection lost" alone
+/// never reaches a user. A loss before the PUBACK is the publish failing (SRS 18_004).
+#[test]
+fn a_lost_connection_names_the_stage_it_interrupted() {
+    let closed = || LinkEvent::ClosedByService;
+    let reset = || LinkEvent::ConnectionLost(lost());
+
+    // Before the SUBACK.
+    for event in [closed(), reset()] {
+        let mut h = H::new();
+        let Action::Connect { link, .. } = h.register(1, "r1")[0].clone() else {
+            panic!()
+        };
+        h.link = link;
+        h.event(LinkEvent::Connected);
+        let err = response_of(&h.event(event), 1).unwrap_err();
+        assert_eq!(
+            err.transport_kind(),
+            Some(TransportErrorKind::ConnectionLost)
+        );
+        assert!(err.to_string().ends_with("before the SUBACK"), "{err}");
+        assert_eq!(h.s.state(), State::Disconnected);
+    }
+    // Before the PUBACK.
+    let mut h = H::in_request(1, "r1");
+    let err = response_of(&h.event(closed()), 1).unwrap_err();
+    assert_eq!(err.transport_kind(), Some(TransportErrorKind::Publish));
+    assert_eq!(
+        err.to_string(),
+        "transport error: publish failed: the service closed the connection before the PUBACK"
+    );
+    // Waiting for the response.
+    let mut h = H::in_request(1, "r1");
+    h.event(LinkEvent::PublishAcked { rid: "r1".into() });
+    let err = response_of(&h.event(reset()), 1).unwrap_err();
+    assert_eq!(
+        err.transport_kind(),
+        Some(TransportErrorKind::ConnectionLost)
+    );
+    assert!(
+        err.to_string()
+            .ends_with("reset while waiting for the response"),
+        "{err}"
+    );
+    // A protocol violation is reported as such, whatever the stage.
+    let mut h = H::in_request(1, "r1");
+    let violation: ProvisioningError = ProtocolError::Violation("Decoding error".into()).into();
+    let err = response_of(&h.event(LinkEvent::ConnectionLost(violation)), 1).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProvisioningError::Protocol(ProtocolError::Violation(_))
+        ),
+        "{err:?}"
+    );
+    // While idle, nobody waits: the link is left.
+    let mut h = H::connected();
+    assert!(matches!(&h.event(closed())[..], [Action::Close { .. }]));
+    assert_eq!(h.s.state(), State::Disconnected);
+}
+
+/// A disconnect's grace bounds it: the link is dropped when it passes. A second disconnect
+/// with a shorter grace shortens the wait; a longer one does not lengthen it.
+#[test]
+fn a_disconnect_grace_bounds_the_wait() {
+    let grace = Duration::from_millis(300);
+    let mut h = H::connected();
+    h.command(Command::Disconnect {
+        token: 8,
+        grace: Some(Duration::from_secs(3)),
+    });
+    assert_eq!(h.s.poll_timeout(), Some(h.now + Duration::from_secs(3)));
+    h.command(Command::Disconnect {
+        token: 9,
+        grace: Some(grace),
+    });
+    assert_eq!(h.s.poll_timeout(), Some(h.now + grace));
+    h.command(Command::Disconnect {
+        token: 10,
+        grace: None,
+    });
+    assert_eq!(h.s.poll_timeout(), Some(h.now + grace));
+    let actions = h.advance(grace);
+    for token in [8, 9, 10] {
+        assert!(matches!(
+            done_of(&actions, token),
+            Err(ProvisioningError::Timeout {
+                stage: Stage::Disconnect,
+                after,
+                ..
+            }) if after == grace
+        ));
+    }
+    assert!(has_close(&actions));
+    assert_eq!(h.s.state(), State::Disconnected);
+}
+
+/// A request sent during a disconnect waits for it, then connects again (the Node transport
+/// defers it the same way); a second one meanwhile is refused.
+#[test]
+fn a_request_during_a_disconnect_starts_once_it_ends() {
+    for end in [
+        (|h: &mut H| {
+            h.event(LinkEvent::Unsubscribed(Ok(())));
+            h.event(LinkEvent::Closed(Ok(())))
+        }) as fn(&mut H) -> Vec<Action>,
+        |h| h.event(LinkEvent::ClosedByService),
+        |h| h.event(LinkEvent::ConnectionLost(lost())),
+        |h| h.advance(DISCONNECT),
+    ] {
+        let mut h = H::connected();
+        h.command(Command::Disconnect {
+            token: 9,
+            grace: None,
+        });
+        let old = h.link;
+        assert!(h.register(2, "r2").is_empty(), "the request waits");
+        assert!(matches!(
+            response_of(&h.register(3, "r3"), 3),
+            Err(ProvisioningError::OperationInProgress)
+        ));
+        assert_eq!(h.s.state(), State::Disconnecting);
+        let actions = end(&mut h);
+        assert_eq!(
+            replies(&actions).len(),
+            1,
+            "only the disconnect answers: {actions:?}"
+        );
+        let Some(Action::Connect { link, .. }) = actions.last() else {
+            panic!("{actions:?}")
+        };
+        assert_ne!(*link, old);
+        assert_eq!(h.s.state(), State::Connecting);
+    }
+
+    // A restart answers the waiting request too.
+    let mut h = H::connected();
+    h.command(Command::Disconnect {
+        token: 9,
+        grace: None,
+    });
+    h.register(2, "r2");
+    h.s.abort(ProvisioningError::OperationCancelled);
+    let actions = h.drain();
+    assert!(done_of(&actions, 9).is_err());
+    assert!(response_of(&actions, 2).is_err());
 }
 
 #[test]
@@ -834,7 +1046,8 @@ fn each_stage_times_out_with_its_own_stage_and_deadline() {
         response_of(&actions, 1),
         Err(ProvisioningError::Timeout {
             stage: Stage::Connect,
-            after: CONNECT
+            after: CONNECT,
+            last_failure: None,
         })
     ));
     assert!(has_close(&actions));
@@ -887,7 +1100,10 @@ fn each_stage_times_out_with_its_own_stage_and_deadline() {
 
     // Disconnect: the link is dropped and the waiter told.
     let mut h = H::connected();
-    h.command(Command::Disconnect { token: 9 });
+    h.command(Command::Disconnect {
+        token: 9,
+        grace: None,
+    });
     let actions = h.advance(DISCONNECT);
     assert!(matches!(
         done_of(&actions, 9),
@@ -915,7 +1131,10 @@ fn abort_answers_everything_waiting() {
     assert_eq!(h.s.state(), State::Disconnected);
 
     let mut h = H::connected();
-    h.command(Command::Disconnect { token: 7 });
+    h.command(Command::Disconnect {
+        token: 7,
+        grace: None,
+    });
     h.s.abort(ProvisioningError::OperationCancelled);
     assert!(done_of(&h.drain(), 7).is_err());
 }
@@ -925,10 +1144,24 @@ fn every_request_gets_exactly_one_reply_whatever_the_event_order() {
     // An exhaustive walk: cut into each prefix of a full exchange with each fault, then replay
     // the whole exchange and let every deadline pass.
     type Fault = fn(&mut H) -> Vec<Action>;
-    let faults: [Fault; 6] = [
+    let faults: [Fault; 8] = [
         |h| h.event(LinkEvent::ConnectionLost(lost())),
+        |h| h.event(LinkEvent::ClosedByService),
+        |h| {
+            let mut actions = h.command(Command::Disconnect {
+                token: 52,
+                grace: Some(Duration::from_millis(1)),
+            });
+            actions.extend(h.register(53, "r"));
+            actions
+        },
         |h| h.command(Command::Cancel { token: 50 }),
-        |h| h.command(Command::Disconnect { token: 51 }),
+        |h| {
+            h.command(Command::Disconnect {
+                token: 51,
+                grace: None,
+            })
+        },
         |h| h.advance(Duration::from_secs(60)),
         |h| h.event(LinkEvent::ConnectFailed(lost())),
         |h| h.event(response(500, "r", json!(null))),

@@ -176,7 +176,7 @@ async fn the_overall_deadline_ends_a_registration_the_service_never_answers() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ProvisioningError::Timeout { stage: Stage::Registration, after } if after == SHORT),
+        matches!(err, ProvisioningError::Timeout { stage: Stage::Registration, after, .. } if after == SHORT),
         "{err:?}"
     );
 }
@@ -268,4 +268,129 @@ async fn service_errors_end_the_registration() {
         .await
         .unwrap_err();
     assert!(matches!(err, ProvisioningError::Unauthorized(_)), "{err:?}");
+}
+
+/// An `assigned` answer without a hub would leave the device nowhere to go: a protocol error,
+/// and nothing is cached.
+#[actix_rt::test]
+async fn assigned_without_a_hub_is_a_protocol_error_and_is_not_cached() {
+    let f = Fixture::start(steps(
+        "dev",
+        [
+            Step::Default { delay_ms: 0 },
+            Step::respond(200)
+                .with_body(json!({"status": "assigned", "registrationState": {"deviceId": "dev"}})),
+        ],
+    ));
+    let path = std::env::temp_dir().join(format!("dps-client-nohub-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let options = ClientOptions {
+        cache_file: Some(path.clone()),
+        ..fast()
+    };
+    let err = client(&f, "dev", options)
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProvisioningError::Protocol(dps_messages::ProtocolError::IncompleteAssignment {
+                missing: "registrationState.assignedHub"
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(!path.exists());
+}
+
+/// A cache entry without a hub (an older version wrote those) is ignored: the device
+/// provisions again and the cache gets a complete assignment.
+#[actix_rt::test]
+async fn a_cached_assignment_without_a_hub_is_ignored() {
+    let f = Fixture::start(Script::new());
+    let path =
+        std::env::temp_dir().join(format!("dps-client-oldcache-{}.json", std::process::id()));
+    let stale =
+        json!({"id_scope": SCOPE, "registration_id": "dev", "result": {"status": "assigned"}});
+    std::fs::write(&path, stale.to_string()).unwrap();
+    let options = ClientOptions {
+        cache_file: Some(path.clone()),
+        ..fast()
+    };
+    let result = client(&f, "dev", options)
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap();
+    assert_eq!(f.broker.records().len(), 1, "the stale entry was not used");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(
+        saved["result"]["registrationState"]["assignedHub"],
+        json!(result.registration_state.unwrap().assigned_hub.unwrap())
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// Never sooner than the service asks: after a 429 with `retry-after: 1`, the next request
+/// waits at least that second, even with no floor, a 50 ms cap, and jitter on. (It used to be
+/// cut to the cap, and jitter was subtracted.)
+#[actix_rt::test]
+async fn the_next_request_after_a_429_waits_at_least_its_retry_after() {
+    let f = Fixture::start(steps("dev", [Step::respond(429).with_retry_after(1)]));
+    let options = ClientOptions {
+        jitter: true,
+        ..fast()
+    };
+    let started = std::time::Instant::now();
+    let result = client(&f, "dev", options)
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap();
+    assert_eq!(result.status, RegistrationStatus::Assigned);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(registers(&f), vec![true, true, false]);
+}
+
+/// A transport restarted under a running registration answers "send again"; the client does,
+/// and the registration completes.
+#[actix_rt::test]
+async fn a_transport_restarted_mid_registration_is_retried() {
+    let f = Fixture::start(steps("dev", [Step::Silent]));
+    let transport = f.transport(MQTT, "dev").await;
+    let c = ProvisioningClient::new(transport.clone(), fast());
+    let running = {
+        let request = f.request(MQTT, "dev");
+        actix_rt::spawn(async move { c.register(request).await })
+    };
+    f.wait_for_publishes(1).await;
+    transport.send(dps_transport_actor::Restart).await.unwrap();
+    let result = running.await.unwrap().unwrap();
+    assert_eq!(result.status, RegistrationStatus::Assigned);
+    assert_eq!(f.broker.records().len(), 2);
+}
+
+/// A registration whose future is dropped (an outer timeout) frees the client: the next call
+/// runs and completes instead of failing with OperationInProgress forever.
+#[actix_rt::test]
+async fn a_dropped_registration_frees_the_client() {
+    let f = Fixture::start(steps("dev", [Step::Silent]));
+    let c = client(&f, "dev", fast()).await;
+    let dropped = tokio::time::timeout(SHORT, c.register(f.request(MQTT, "dev"))).await;
+    assert!(dropped.is_err());
+    let result = c.register(f.request(MQTT, "dev")).await.unwrap();
+    assert_eq!(result.status, RegistrationStatus::Assigned);
+    let records = f.wait_all_closed().await;
+    assert_eq!(
+        records.len(),
+        2,
+        "the dropped registration's connection was closed"
+    );
 }

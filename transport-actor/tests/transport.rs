@@ -151,7 +151,7 @@ async fn an_actor_on_the_runtime_thread_registers_and_disconnects() {
     let response = f.register(&t, MQTT, "dev").await.unwrap();
     assert_eq!(response.status_code, 202);
     assert_eq!(t.send(GetState).await.unwrap(), State::Connected);
-    t.send(Disconnect).await.unwrap().unwrap();
+    t.send(Disconnect::default()).await.unwrap().unwrap();
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
     let records = f.wait_all_closed().await;
     assert_eq!(records.len(), 1);
@@ -228,20 +228,46 @@ async fn srs_06_001_and_06_002_register_body_on_the_wire() {
     );
 }
 
-// SRS_NODE_PROVISIONING_MQTT_18_004: a register whose publish fails ends with the error.
+/// Asserts `err` is the publish failing because the service closed on it.
+fn assert_publish_failed(err: &ProvisioningError) {
+    assert_eq!(
+        err.transport_kind(),
+        Some(TransportErrorKind::Publish),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with("the service closed the connection before the PUBACK"),
+        "{err}"
+    );
+}
+
+// SRS_NODE_PROVISIONING_MQTT_18_004: a register whose publish fails ends with the error. The
+// service takes the register's PUBLISH and closes the connection without acknowledging it.
 #[actix_rt::test]
 async fn srs_18_004_register_publish_failure_is_reported() {
-    let f = Fixture::start(script("dev", connects([ConnectStep::CloseAfterSuback])));
+    let f = Fixture::start(script("dev", requests([Step::CloseOnPublish])));
     let t = f.transport(MQTT, "dev").await;
     let err = f.register(&t, MQTT, "dev").await.unwrap_err();
-    assert!(is_transport(&err), "{err:?}");
+    assert_publish_failed(&err);
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
+    let records = f.wait_all_closed().await;
+    assert!(
+        records[0].publishes()[0]
+            .0
+            .starts_with(REGISTER_TOPIC_PREFIX)
+    );
+    assert!(records[0].responses().is_empty());
+    assert_eq!(
+        records[0].ended.as_deref(),
+        Some("closed on the publish, without a PUBACK (scripted)")
+    );
 }
 
 // SRS_NODE_PROVISIONING_MQTT_18_018: a poll whose publish fails ends with the error.
 #[actix_rt::test]
 async fn srs_18_018_poll_publish_failure_is_reported() {
-    let f = Fixture::start(script("dev", connects([ConnectStep::CloseAfterSuback])));
+    let f = Fixture::start(script("dev", requests([Step::CloseOnPublish])));
     let t = f.transport(MQTT, "dev").await;
     let err = t
         .send(QueryStatus {
@@ -251,7 +277,9 @@ async fn srs_18_018_poll_publish_failure_is_reported() {
         .await
         .unwrap()
         .unwrap_err();
-    assert!(is_transport(&err), "{err:?}");
+    assert_publish_failed(&err);
+    let records = f.wait_all_closed().await;
+    assert!(records[0].publishes()[0].0.starts_with(POLL_TOPIC_PREFIX));
 }
 
 // SRS_NODE_PROVISIONING_MQTT_18_010: the register listens only for its own $rid: a response to
@@ -745,7 +773,7 @@ async fn srs_18_034_cancel_during_poll() {
 async fn srs_18_052_disconnect_while_disconnected() {
     let f = Fixture::start(Script::new());
     let t = f.transport(MQTT, "dev").await;
-    assert!(t.send(Disconnect).await.unwrap().is_ok());
+    assert!(t.send(Disconnect::default()).await.unwrap().is_ok());
     assert!(f.broker.records().is_empty());
 }
 
@@ -762,7 +790,7 @@ async fn srs_18_061_disconnect_while_connecting() {
         request: f.request(MQTT, "dev"),
     });
     assert_eq!(t.send(GetState).await.unwrap(), State::Connecting);
-    assert!(t.send(Disconnect).await.unwrap().is_ok());
+    assert!(t.send(Disconnect::default()).await.unwrap().is_ok());
     assert!(matches!(
         pending.await.unwrap(),
         Err(ProvisioningError::OperationCancelled)
@@ -778,7 +806,7 @@ async fn srs_18_054_18_044_18_045_disconnect_unsubscribes_then_disconnects() {
     let f = Fixture::start(Script::new());
     let t = f.transport(MQTT, "dev").await;
     f.register(&t, MQTT, "dev").await.unwrap();
-    assert!(t.send(Disconnect).await.unwrap().is_ok());
+    assert!(t.send(Disconnect::default()).await.unwrap().is_ok());
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
     let records = f.wait_all_closed().await;
     let events = &records[0].events;
@@ -799,7 +827,7 @@ async fn srs_18_055_disconnect_during_register() {
         request: f.request(MQTT, "dev"),
     });
     f.wait_for_publishes(1).await;
-    assert!(t.send(Disconnect).await.unwrap().is_ok());
+    assert!(t.send(Disconnect::default()).await.unwrap().is_ok());
     assert!(matches!(
         pending.await.unwrap(),
         Err(ProvisioningError::OperationCancelled)
@@ -829,7 +857,7 @@ async fn srs_18_056_disconnect_during_poll() {
         operation_id: "op".into(),
     });
     f.wait_for_publishes(1).await;
-    assert!(t.send(Disconnect).await.unwrap().is_ok());
+    assert!(t.send(Disconnect::default()).await.unwrap().is_ok());
     assert!(matches!(
         pending.await.unwrap(),
         Err(ProvisioningError::OperationCancelled)
@@ -856,7 +884,7 @@ async fn srs_18_048_disconnect_after_the_connection_dropped_completes() {
     f.register(&t, MQTT, "dev").await.unwrap();
     let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     assert!(is_transport(&err));
-    assert!(t.send(Disconnect).await.unwrap().is_ok());
+    assert!(t.send(Disconnect::default()).await.unwrap().is_ok());
 }
 
 // SRS_NODE_PROVISIONING_MQTT_18_035: clientId is the registration id;
@@ -879,16 +907,21 @@ async fn srs_18_035_18_036_18_038_connect_packet_on_the_wire() {
 }
 
 // SRS_NODE_PROVISIONING_MQTT_18_050: with no endpoint given, the transport connects to
-// 'mqtts://' + provisioningDeviceHost.
+// 'mqtts://' + provisioningDeviceHost: MQTT over TLS, to that host (its name in the TLS SNI)
+// and port.
 #[actix_rt::test]
 async fn srs_18_050_connects_to_mqtts_host() {
     let f = Fixture::start(Script::new());
     let t = f.transport(MQTT, "dev").await;
     let host = format!("localhost:{}", f.broker.addr().port());
-    let request = dps_messages::RegistrationRequest::new(SCOPE, "dev").with_host(host);
+    let request = dps_messages::RegistrationRequest::new(SCOPE, "dev").with_host(host.clone());
     assert!(request.endpoint.is_none());
+    let params = dps_messages::ConnectParams::new(MQTT, &request).unwrap();
+    assert_eq!(params.endpoint.uri(), format!("mqtts://{host}"));
     t.send(Register { request }).await.unwrap().unwrap();
-    assert_eq!(f.broker.records()[0].transport, Transport::Tls);
+    let record = &f.broker.records()[0];
+    assert_eq!(record.transport, Transport::Tls);
+    assert_eq!(record.server_name.as_deref(), Some("localhost"));
 }
 
 // SRS_NODE_PROVISIONING_MQTT_18_039: an endpoint in the request replaces the host-derived one.
@@ -967,7 +1000,7 @@ async fn a_silent_broker_ends_the_request_at_its_deadline() {
         .await;
     let err = f.register(&t, MQTT, "dev").await.unwrap_err();
     assert!(
-        matches!(err, ProvisioningError::Timeout { stage: Stage::Response, after } if after == SHORT),
+        matches!(err, ProvisioningError::Timeout { stage: Stage::Response, after, .. } if after == SHORT),
         "{err:?}"
     );
 }
@@ -1295,27 +1328,51 @@ async fn futures_pair<A: std::future::Future, B: std::future::Future>(
     tokio::join!(a, b)
 }
 
+/// A restart answers what waited with a "send again" error (not "give up"), drops the
+/// connection, keeps the credentials, and the next request works: under a real `Supervisor`
+/// and without one alike.
 #[actix_rt::test]
-async fn a_supervised_restart_answers_pending_requests_and_starts_disconnected() {
-    let f = Fixture::start(script("dev", requests([Step::Silent])));
-    let config = f.config(MQTT);
-    let t = Supervisor::start(move |_| ProvisioningTransportActor::new(config));
-    t.send(SetAuthentication(f.x509("dev"))).await.unwrap();
-    let pending = t.send(Register {
-        request: f.request(MQTT, "dev"),
-    });
-    f.wait_for_publishes(1).await;
-    t.send(Restart).await.unwrap();
-    let err = pending.await.unwrap().unwrap_err();
+async fn a_restart_answers_pending_requests_with_send_again_and_the_next_request_works() {
+    let f = Fixture::start(Script::new().fallback(requests([Step::Silent])));
+    let supervised = {
+        let config = f.config(MQTT);
+        Supervisor::start(move |_| ProvisioningTransportActor::new(config))
+    };
+    let plain = ProvisioningTransportActor::new(f.config(MQTT)).start();
+    for (t, id) in [(supervised, "supervised"), (plain, "plain")] {
+        t.send(SetAuthentication(f.x509(id))).await.unwrap();
+        let pending = t.send(Register {
+            request: f.request(MQTT, id),
+        });
+        f.wait_for(move |r| {
+            r.iter()
+                .any(|c| c.client_id == id && !c.publishes().is_empty())
+        })
+        .await;
+        t.send(Restart).await.unwrap();
+        let err = pending.await.unwrap().unwrap_err();
+        assert_eq!(
+            err.transport_kind(),
+            Some(TransportErrorKind::Restarted),
+            "{id}: {err:?}"
+        );
+        assert!(err.to_string().contains("send the request again"), "{err}");
+        assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
+        // The silent step is used up: the restarted actor, with its credentials, registers.
+        let response = f.register(&t, MQTT, id).await.unwrap();
+        assert_eq!(response.status_code, 202, "{id}");
+    }
+    // Each restart dropped its connection.
+    let records = f
+        .wait_for(|r| r.len() == 4 && r[0].is_closed() && r[2].is_closed())
+        .await;
     assert_eq!(
-        err.transport_kind(),
-        Some(TransportErrorKind::Shutdown),
-        "{err:?}"
+        records
+            .iter()
+            .map(|r| r.client_id.as_str())
+            .collect::<Vec<_>>(),
+        ["supervised", "supervised", "plain", "plain"]
     );
-    assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
-    // The restarted actor keeps its credentials and works.
-    assert!(f.register(&t, MQTT, "dev").await.is_ok());
-    assert_eq!(f.broker.records().len(), 2);
 }
 
 #[actix_rt::test]
@@ -1344,19 +1401,37 @@ async fn the_actor_can_be_driven_through_recipients() {
         .unwrap()
         .unwrap();
     assert_eq!(r.result.status, RegistrationStatus::Assigned);
-    assert!(disconnect.send(Disconnect).await.unwrap().is_ok());
+    assert!(
+        disconnect
+            .send(Disconnect::default())
+            .await
+            .unwrap()
+            .is_ok()
+    );
 }
 
+/// An actor whose every address is gone answers what was pending (at its deadline), then
+/// stops and drops its connection: its connection does not keep it alive.
 #[actix_rt::test]
-async fn a_stopped_actor_answers_what_was_pending() {
+async fn an_actor_whose_addresses_are_gone_stops_and_drops_its_connection() {
     let f = Fixture::start(script("dev", requests([Step::Silent])));
-    let t = f.transport(MQTT, "dev").await;
+    let config = f.builder(MQTT).response_timeout(SHORT).build().unwrap();
+    let t = f.transport_with(config, f.x509("dev")).await;
     let pending = t.send(Register {
         request: f.request(MQTT, "dev"),
     });
     f.wait_for_publishes(1).await;
-    t.send(Restart).await.unwrap(); // Not supervised: the actor stops.
+    drop(t);
     let err = pending.await.unwrap().unwrap_err();
-    assert!(is_transport(&err), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ProvisioningError::Timeout {
+                stage: Stage::Response,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     f.wait_all_closed().await;
 }

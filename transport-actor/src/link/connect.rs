@@ -1,0 +1,262 @@
+//! Opening a connection: TCP, TLS, (WebSocket,) and the MQTT CONNECT, with errors that say why
+//! one could not be opened.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+
+use dps_messages::{
+    ConnackRefusal, Protocol, ProvisioningError, TransportError, TransportErrorKind,
+};
+use ntex::connect::{Address, Connect, ConnectError};
+use ntex::io::IoBoxed;
+use ntex::service::{IntoServiceFactory, ServiceFactory};
+use ntex::util::{ByteString, Bytes};
+use ntex::{SharedCfg, ws};
+use ntex_mqtt::v3::{client, codec};
+
+use super::{LinkSpec, MAX_PACKET_BYTES};
+use crate::tls::rustls_error_in;
+
+/// ntex's read and write buffer size (a 4 KiB allocation less ntex's header).
+const IO_BUF_BYTES: usize = 4 * 1024 - 24;
+
+/// Host and port kept apart: a `host:port` string would go to DNS whole. An IP address needs no
+/// lookup; a name is resolved. The host is also the TLS server name.
+#[derive(Clone, Debug)]
+struct Target {
+    host: String,
+    port: u16,
+}
+
+impl Address for Target {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn port(&self) -> Option<u16> {
+        Some(self.port)
+    }
+
+    fn addr(&self) -> Option<SocketAddr> {
+        self.host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+}
+
+/// The MQTT settings of every connection on this runtime thread. Built once: ntex keeps the
+/// defaults it fills in for a configuration in a thread-local map for as long as the thread
+/// lives, so a configuration per connection would grow that map with every connection.
+fn mqtt_config() -> SharedCfg {
+    thread_local! {
+        static CONFIG: SharedCfg = SharedCfg::new("dps-transport")
+            .add(ntex_mqtt::MqttServiceConfig::new().set_max_size(MAX_PACKET_BYTES as u32))
+            // DPS packets are small (a few hundred bytes): 4 KiB buffers instead of ntex's
+            // 16 KiB defaults save about 5 KiB per open connection. Larger packets still fit;
+            // the buffers grow by 4 KiB steps.
+            .add(
+                ntex::io::IoConfig::new()
+                    .set_read_buf(IO_BUF_BYTES, 512, 128)
+                    .set_write_buf(IO_BUF_BYTES, 512, 128)
+                    .set_write_page_size(ntex::util::BytePageSize::Size4),
+            )
+            .build();
+    }
+    CONFIG.with(SharedCfg::clone)
+}
+
+fn connect_packet(spec: &LinkSpec) -> codec::Connect {
+    codec::Connect {
+        clean_session: spec.params.clean_session,
+        keep_alive: spec.keep_alive,
+        client_id: ByteString::from(spec.params.client_id.clone()),
+        username: Some(ByteString::from(spec.params.username.clone())),
+        password: spec.password.clone().map(|p| Bytes::from(p.into_bytes())),
+        ..codec::Connect::default()
+    }
+}
+
+/// Opens TCP, TLS, (WebSocket,) and MQTT; the error says why not, with the TLS reason when
+/// there is one.
+pub(super) async fn connect(spec: &LinkSpec) -> Result<client::Client, ProvisioningError> {
+    let endpoint = &spec.params.endpoint;
+    let target = Target {
+        host: endpoint.host.clone(),
+        port: endpoint.port,
+    };
+    let packet = connect_packet(spec);
+    let cfg = mqtt_config();
+    let result = match endpoint.protocol {
+        Protocol::Mqtt => {
+            let connector = ntex::connect::rustls::TlsConnector::from(spec.tls.clone());
+            mqtt_handshake(connector, cfg, target, packet).await?
+        }
+        Protocol::MqttWs => {
+            let host = if target.host.contains(':') {
+                format!("[{}]", target.host)
+            } else {
+                target.host.clone()
+            };
+            let uri = format!("https://{host}:{}{}", target.port, endpoint.path);
+            let mut builder = ws::WsClient::builder(uri.as_str());
+            builder
+                .protocols([dps_messages::connect::WEBSOCKET_SUBPROTOCOL])
+                .max_frame_size(MAX_PACKET_BYTES);
+            if let Some(addr) = target.addr() {
+                builder.address(addr);
+            }
+            let ws_client = builder
+                .rustls(spec.tls.clone())
+                .build(cfg.clone())
+                .await
+                .map_err(|e| {
+                    TransportError::new(
+                        TransportErrorKind::Connect,
+                        format!("WebSocket client: {e:?}"),
+                    )
+                })?;
+            let ws_client = Rc::new(ws_client);
+            let connector = move |_: Connect<Target>| {
+                let ws_client = ws_client.clone();
+                async move {
+                    let connection = ws_client.connect().await.map_err(|e| {
+                        ConnectError::Io(io::Error::other(format!("WebSocket upgrade: {e}")))
+                    })?;
+                    Ok(connection.into_transport())
+                }
+            };
+            mqtt_handshake(connector, cfg, target, packet).await?
+        }
+    };
+    result.map_err(|e| connect_error(e, spec))
+}
+
+/// CONNECT and CONNACK over whatever `connector` opens (TLS, or WebSocket over TLS).
+async fn mqtt_handshake<F, U>(
+    connector: F,
+    cfg: SharedCfg,
+    target: Target,
+    packet: codec::Connect,
+) -> Result<Result<client::Client, client::ClientError<codec::ConnectAck>>, ProvisioningError>
+where
+    F: IntoServiceFactory<U, Connect<Target>, SharedCfg>,
+    U: ServiceFactory<Connect<Target>, SharedCfg, Error = ConnectError>,
+    IoBoxed: From<U::Response>,
+{
+    let service = client::MqttConnector::new()
+        .connector(connector)
+        .pipeline(cfg)
+        .await
+        .map_err(|_| {
+            TransportError::new(TransportErrorKind::Connect, "the connector could not start")
+        })?;
+    Ok(service.call(client::Connect::with(target, packet)).await)
+}
+
+/// What a service closing the connection during the handshake most likely means when the
+/// device presents a certificate.
+const MAY_HAVE_REJECTED_CERTIFICATE: &str = "it may have rejected the client certificate (does \
+     it chain to the CA of the enrollment?)";
+
+/// Whether `error` is the connection being cut rather than failing for a reason of its own.
+fn is_reset(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+fn connect_error(
+    error: client::ClientError<codec::ConnectAck>,
+    spec: &LinkSpec,
+) -> ProvisioningError {
+    if let Some(tls) = spec.tls_errors.take() {
+        return ProvisioningError::Tls(tls);
+    }
+    let connect = |detail: String| TransportError::new(TransportErrorKind::Connect, detail).into();
+    match error {
+        client::ClientError::Ack(ack) => match ConnackRefusal::from_code(ack.return_code as u8) {
+            Some(refusal) => ProvisioningError::ConnectionRefused(refusal),
+            None => connect("CONNACK without a return code".into()),
+        },
+        client::ClientError::Connect(ConnectError::Io(e))
+        | client::ClientError::Disconnected(Some(e)) => match rustls_error_in(&e) {
+            Some(tls) => ProvisioningError::Tls(tls),
+            // The same rejection, when the service's close reset the connection.
+            None if spec.presents_certificate && is_reset(&e) => {
+                connect(format!("{e}: {MAY_HAVE_REJECTED_CERTIFICATE}"))
+            }
+            None => connect(e.to_string()),
+        },
+        // With TLS 1.3 the server checks the client certificate after the client's handshake is
+        // over, and ntex closes without passing on the alert: say what it most likely means.
+        client::ClientError::Disconnected(None) if spec.presents_certificate => connect(format!(
+            "the service closed the connection before CONNACK: {MAY_HAVE_REJECTED_CERTIFICATE}"
+        )),
+        client::ClientError::Disconnected(None) => {
+            connect("the service closed the connection before CONNACK".into())
+        }
+        client::ClientError::HandshakeTimeout => connect("the MQTT handshake timed out".into()),
+        other => connect(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dps_messages::{ConnectParams, RegistrationRequest};
+
+    use super::*;
+    use crate::session::LinkId;
+    use crate::tls::{TlsSetup, TrustRoots};
+
+    fn spec(presents_certificate: bool) -> LinkSpec {
+        let request = RegistrationRequest::new("0ne00000001", "dev");
+        let (tls, tls_errors) = TlsSetup::new(&TrustRoots::PublicWeb)
+            .unwrap()
+            .client_config(None)
+            .unwrap();
+        LinkSpec {
+            id: LinkId(1),
+            params: ConnectParams::new(Protocol::Mqtt, &request).unwrap(),
+            password: None,
+            tls,
+            tls_errors,
+            keep_alive: 60,
+            presents_certificate,
+        }
+    }
+
+    fn detail(error: ProvisioningError) -> String {
+        match error {
+            ProvisioningError::Transport(TransportError {
+                kind: TransportErrorKind::Connect,
+                detail,
+            }) => detail,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A service that rejects the client certificate closes the connection; depending on
+    /// timing the client sees a close or a reset. Either names the likely cause.
+    #[test]
+    fn a_cut_handshake_with_a_certificate_names_the_certificate() {
+        let closed = client::ClientError::Disconnected(None);
+        assert!(detail(connect_error(closed, &spec(true))).contains("client certificate"));
+        for kind in [io::ErrorKind::ConnectionReset, io::ErrorKind::BrokenPipe] {
+            let reset = client::ClientError::Disconnected(Some(io::Error::from(kind)));
+            let detail = detail(connect_error(reset, &spec(true)));
+            assert!(detail.contains("client certificate"), "{detail}");
+        }
+        // Without a certificate, or for another failure, the error is passed on as it is.
+        let reset = client::ClientError::Disconnected(Some(io::ErrorKind::ConnectionReset.into()));
+        assert!(!detail(connect_error(reset, &spec(false))).contains("certificate"));
+        let refused =
+            client::ClientError::Connect(ConnectError::Io(io::ErrorKind::ConnectionRefused.into()));
+        assert!(!detail(connect_error(refused, &spec(true))).contains("certificate"));
+    }
+}
