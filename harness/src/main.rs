@@ -24,9 +24,9 @@ enum Command {
     Demo,
     /// Provision one device against DPS (or any endpoint) and print its assignment.
     ///
-    /// Exit codes: 0 assigned, 1 other error, 2 bad arguments, 3 unauthorized,
-    /// 4 registration failed (failed, disabled or unassigned), 5 timeout,
-    /// 6 transport, TLS or protocol error.
+    /// Exit codes: 0 assigned, 1 other error, 2 bad arguments or unusable local input (a key
+    /// that is not base64, an unreadable file), 3 unauthorized by the service, 4 registration
+    /// failed (failed, disabled or unassigned), 5 timeout, 6 transport, TLS or protocol error.
     Provision(Provision),
     /// Run scripted scenarios against the mock DPS.
     Scenario {

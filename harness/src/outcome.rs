@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 pub enum Outcome {
     /// Assigned to a hub. Exit code 0.
     Assigned,
+    /// A local input cannot be used (a key that is not base64, an unreadable certificate, a
+    /// bad registration id or endpoint): nothing was sent. Exit code 2, as for bad arguments.
+    InvalidInput,
     /// The service did not accept the credentials. Exit code 3.
     Unauthorized,
     /// The service failed, disabled or did not assign the registration. Exit code 4.
@@ -30,7 +33,9 @@ impl Outcome {
         use ProvisioningError as E;
         match result {
             Ok(_) => Outcome::Assigned,
-            Err(E::Unauthorized(_) | E::Auth(_)) => Outcome::Unauthorized,
+            // The device's own credentials or request are unusable: not the service's verdict.
+            Err(E::Auth(_) | E::InvalidRequest(_)) => Outcome::InvalidInput,
+            Err(E::Unauthorized(_)) => Outcome::Unauthorized,
             Err(E::ConnectionRefused(
                 ConnackRefusal::NotAuthorized | ConnackRefusal::BadUserNameOrPassword,
             )) => Outcome::Unauthorized,
@@ -48,6 +53,7 @@ impl Outcome {
         match self {
             Outcome::Assigned => 0,
             Outcome::Other => 1,
+            Outcome::InvalidInput => 2,
             Outcome::Unauthorized => 3,
             Outcome::Failed => 4,
             Outcome::Timeout => 5,
@@ -60,6 +66,7 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Outcome::Assigned => "assigned",
+            Outcome::InvalidInput => "invalid_input",
             Outcome::Unauthorized => "unauthorized",
             Outcome::Failed => "failed",
             Outcome::Timeout => "timeout",
@@ -119,6 +126,8 @@ mod tests {
             ),
             (service(400), 1),
             (Err(ProvisioningError::OperationCancelled), 1),
+            (Err(dps_messages::AuthError::BadSymmetricKey.into()), 2),
+            (Err(ProvisioningError::InvalidRequest("x".into())), 2),
         ];
         for (result, code) in cases {
             assert_eq!(Outcome::of(&result).exit_code(), code, "{result:?}");

@@ -177,6 +177,92 @@ fn exit_codes_name_the_kind_of_failure() {
     );
 }
 
+/// A key that is not base64 is the user's mistake, found before anything is sent: exit 2 (bad
+/// arguments) with the reason, not 3 (which means the service refused the device).
+#[test]
+fn a_malformed_local_key_is_exit_2_before_any_connection() {
+    let s = Setup::new("bad-key", Script::new());
+    let out = s.provision(&[
+        "--registration-id",
+        "cli-dev",
+        "--group-key",
+        "this is not base64!",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        "dps provision: invalid_input: authentication error: the symmetric key is not valid base64"
+    );
+    assert!(s.broker.records().is_empty(), "nothing may be sent");
+}
+
+/// `--timeout` is a promise: against a service that goes silent after the SUBACK (a
+/// half-open link), `dps provision` exits within the timeout and the one-second close grace.
+/// It used to wait 30 s more for an UNSUBACK that never came.
+#[test]
+fn provision_returns_within_its_timeout_against_a_silent_service() {
+    use dps_mock_broker::hostile::{HostileServer, Misbehaviour};
+
+    let server = HostileServer::start(Misbehaviour::SilentAfterSuback).unwrap();
+    let dir = std::env::temp_dir().join(format!("dps-cli-silent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, server.ca_pem()).unwrap();
+    let started = std::time::Instant::now();
+    let out = dps(&[
+        "provision",
+        "--endpoint",
+        &format!("localhost:{}", server.addr().port()),
+        "--ca",
+        &ca.display().to_string(),
+        "--id-scope",
+        dps_mock_broker::DEFAULT_ID_SCOPE,
+        "--registration-id",
+        "cli-dev",
+        "--group-key",
+        GROUP_KEY,
+        "--timeout",
+        "1",
+    ]);
+    let took = started.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    // 1 s deadline + 1 s grace, and room for a process start on a loaded machine.
+    assert!(took < std::time::Duration::from_secs(6), "took {took:?}");
+}
+
+/// An `assigned` answer without a hub is not a success: exit 6 (protocol), and never cached.
+#[test]
+fn assigned_without_a_hub_exits_6_and_is_not_cached() {
+    let script = Script::new().device(
+        "cli-dev",
+        DeviceScript::new()
+            .request(Step::Default { delay_ms: 0 })
+            .request(Step::respond(200).with_body(serde_json::json!({"status": "assigned"}))),
+    );
+    let s = Setup::new("no-hub", script);
+    let cache = s.path("cache.json");
+    let out = s.provision(&[
+        "--registration-id",
+        "cli-dev",
+        "--group-key",
+        GROUP_KEY,
+        "--cache",
+        &cache,
+    ]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("answered `assigned` without registrationState"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !Path::new(&cache).exists(),
+        "an incomplete assignment was cached"
+    );
+    assert!(text(&out.stdout).is_empty());
+}
+
 #[test]
 fn provision_reports_a_failed_registration_with_exit_4() {
     let failed = serde_json::json!({"status": "failed", "registrationState": {"errorCode": 400209, "errorMessage": "nope"}});
