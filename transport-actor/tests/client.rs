@@ -394,3 +394,34 @@ async fn a_dropped_registration_frees_the_client() {
         "the dropped registration's connection was closed"
     );
 }
+
+/// Issue 10, item 4: a service that closes every connection right after the SUBACK. The
+/// registration ends at its deadline, and says why the attempts failed, not a bare "timed out"
+/// or "connection lost".
+#[actix_rt::test]
+async fn a_deadline_after_lost_connections_says_how_they_were_lost() {
+    use dps_mock_broker::script::ConnectStep;
+    let closes = (0..200).fold(DeviceScript::new(), |s, _| {
+        s.connect(ConnectStep::CloseAfterSuback)
+    });
+    let f = Fixture::start(Script::new().device("dev", closes));
+    let options = ClientOptions {
+        deadline: Duration::from_millis(600),
+        ..fast()
+    };
+    let err = client(&f, "dev", options)
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("timed out after 600ms waiting for the registration to finish; the last attempt failed: transport error: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("the service closed the connection before the"),
+        "{text}"
+    );
+    assert!(f.broker.records().len() > 1, "the client retried");
+}
