@@ -436,6 +436,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_timeout_says_what_failed_last() {
+        let bare = ProvisioningError::timeout(Stage::Registration, Duration::from_secs(10));
+        assert_eq!(
+            bare.to_string(),
+            "timed out after 10s waiting for the registration to finish"
+        );
+        let lost = TransportError::new(TransportErrorKind::ConnectionLost, "reset").into();
+        let with = ProvisioningError::timeout_after(
+            Stage::Registration,
+            Duration::from_secs(10),
+            Some(lost),
+        );
+        assert_eq!(
+            with.to_string(),
+            "timed out after 10s waiting for the registration to finish; the last attempt \
+             failed: transport error: connection lost: reset"
+        );
+    }
+
+    #[test]
+    fn failures_and_kinds_read_as_sentences() {
+        let failed: RegistrationResult = serde_json::from_value(serde_json::json!({
+            "status": "failed",
+            "registrationState": {"errorCode": 400209, "errorMessage": "no hub"}
+        }))
+        .unwrap();
+        assert_eq!(
+            ProvisioningError::RegistrationFailed(Box::new(failed)).to_string(),
+            "the registration failed: errorCode 400209: no hub"
+        );
+        assert_eq!(
+            Stage::PublishAck.to_string(),
+            "the publish acknowledgement (PUBACK)"
+        );
+        assert_eq!(
+            TransportErrorKind::Restarted.to_string(),
+            "transport restarted, send the request again"
+        );
+    }
+
+    #[test]
     fn the_error_stays_small_enough_to_return_by_value() {
         // Large details are boxed, so Result<_, ProvisioningError> stays cheap to move and
         // clippy's result_large_err stays quiet in callers' code.

@@ -345,6 +345,18 @@ mod tests {
         }
     }
 
+    /// DPS sends at most 96 KB; the limit leaves headroom, and exactly the limit is read.
+    #[test]
+    fn the_largest_dps_message_is_read() {
+        for len in [96 * 1024, MAX_RESPONSE_BYTES] {
+            let mut body = br#"{"status":"assigning","pad":""#.to_vec();
+            body.resize(len - 2, b'x');
+            body.extend_from_slice(br#""}"#);
+            let r = classify(RequestKind::Register, &topic(202, None), &body).unwrap();
+            assert_eq!(r.result.status, RegistrationStatus::Assigning, "{len}");
+        }
+    }
+
     #[test]
     fn a_huge_body_is_refused_whatever_the_status() {
         let body = vec![b' '; MAX_RESPONSE_BYTES + 1];

@@ -503,9 +503,9 @@ mod tests {
         };
         assert_eq!(poll(t0), 200);
         assert_eq!(
-            poll(t0 + Duration::from_secs(60)),
+            poll(t0 + Duration::from_secs(4 * 60)),
             200,
-            "still there a minute on"
+            "still there 4 minutes on"
         );
         let gone = t0 + crate::operations::FINISHED_OPERATION_TTL;
         assert_eq!(poll(gone), 404);

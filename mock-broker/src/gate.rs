@@ -240,6 +240,23 @@ mod tests {
                 ..
             })
         ));
+        // Whole, an MQTT 5 CONNECT is not read as 3.1.1 (its properties come first).
+        assert!(matches!(
+            peek(&packet, 1024),
+            Some(Peek::OtherVersion {
+                level: 5,
+                client_id: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_connect_of_exactly_the_limit_goes_through() {
+        let packet = connect(b"MQTT", 4, b"dev");
+        let len = packet.len() - 2;
+        assert_eq!(peek(&packet, len), Some(Peek::Connect));
+        assert!(matches!(peek(&packet, len - 1), Some(Peek::NotConnect(_))));
     }
 
     #[test]

@@ -120,14 +120,12 @@ mod tests {
                 .unwrap()
                 .contains("more than 3 PUBLISH")
         );
+        // Up to the limit is allowed; one byte more is a flood.
         let mut usage = Usage::default();
         assert_eq!(usage.publish(60, &limits), None);
-        assert!(
-            usage
-                .publish(60, &limits)
-                .unwrap()
-                .contains("more than 100 bytes")
-        );
+        assert_eq!(usage.publish(40, &limits), None);
+        let why = usage.publish(1, &limits).unwrap();
+        assert!(why.contains("more than 100 bytes"), "{why}");
     }
 
     #[test]

@@ -512,6 +512,41 @@ fn a_response_before_the_puback_still_answers_and_the_late_puback_is_ignored() {
     assert_eq!(h.s.poll_timeout(), None);
 }
 
+/// Only the request's own PUBACK counts, once: another rid's, or a second one, neither starts
+/// the response deadline again nor fails the request.
+#[test]
+fn only_the_requests_own_puback_or_publish_failure_counts() {
+    let mut h = H::in_request(1, "r1");
+    assert!(
+        h.event(LinkEvent::PublishAcked { rid: "r9".into() })
+            .is_empty()
+    );
+    assert_eq!(h.s.poll_timeout(), Some(h.now + PUBACK));
+    let error: ProvisioningError = TransportError::new(TransportErrorKind::Publish, "x").into();
+    assert!(
+        h.event(LinkEvent::PublishFailed {
+            rid: "r9".into(),
+            error,
+        })
+        .is_empty()
+    );
+    assert_eq!(h.s.state(), State::InRequest);
+
+    h.event(LinkEvent::PublishAcked { rid: "r1".into() });
+    let deadline = h.s.poll_timeout();
+    assert_eq!(deadline, Some(h.now + RESPONSE));
+    h.now += Duration::from_secs(1);
+    assert!(
+        h.event(LinkEvent::PublishAcked { rid: "r1".into() })
+            .is_empty()
+    );
+    assert_eq!(
+        h.s.poll_timeout(),
+        deadline,
+        "a second PUBACK changes nothing"
+    );
+}
+
 // SRS_NODE_PROVISIONING_MQTT_18_030: cancel while disconnected answers at once.
 #[test]
 fn srs_18_030_cancel_while_disconnected() {
@@ -814,6 +849,7 @@ fn connection_lost_mid_request_answers_at_once_and_the_next_request_reconnects()
         Err(ProvisioningError::Transport(_))
     ));
     assert_eq!(h.s.state(), State::Disconnected);
+    assert_eq!(h.s.poll_timeout(), None, "nothing is left to wait for");
     let old = h.link;
     let actions = h.register(2, "r2");
     let Action::Connect { link, .. } = actions[0] else {

@@ -96,6 +96,11 @@ mod tests {
         std::fs::write(&path, "{broken").unwrap();
         assert!(load(&path, &request).is_err());
         std::fs::remove_file(&path).unwrap();
+        // A missing file is no cache; one that cannot be read is an error to report.
+        let dir = temp("a-directory");
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(load(&dir, &request).is_err());
+        std::fs::remove_dir(&dir).unwrap();
     }
 
     /// An entry without a hub (written by an older version, or by hand) is never used.

@@ -160,6 +160,18 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_connection_says_why_with_the_tls_reason_when_there_is_one() {
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(describe(&reset), reset.to_string());
+        let tls = rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac);
+        let wrapped = io::Error::new(io::ErrorKind::InvalidData, tls);
+        assert_eq!(
+            describe(&wrapped),
+            "TLS: received fatal alert: BadRecordMac"
+        );
+    }
+
+    #[test]
     fn stop_reasons_map_to_endings() {
         let slot = EndingSlot::default();
         assert_eq!(slot.take(), Ending::Clean, "no reason: a clean close");
