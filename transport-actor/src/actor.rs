@@ -30,11 +30,6 @@ const MAILBOX_CAPACITY: usize = 16;
 #[rtype(result = "State")]
 pub struct GetState;
 
-enum Waiter {
-    Request(oneshot::Sender<RequestResult>),
-    Done(oneshot::Sender<Result<(), ProvisioningError>>),
-}
-
 /// The DPS device transport over MQTT (`Mqtt`) or MQTT over WebSocket (`MqttWs`), as an actor.
 ///
 /// Send it [`SetAuthentication`] once, then [`Register`] and [`QueryStatus`]; [`Cancel`] and
@@ -62,8 +57,9 @@ pub struct ProvisioningTransportActor {
     config: TransportConfig,
     session: Session,
     auth: Option<Authentication>,
+    /// The link the session has open, if any: an IO handle, never consulted for protocol state.
     link: Option<Link>,
-    waiters: HashMap<Token, Waiter>,
+    waiters: HashMap<Token, oneshot::Sender<Reply>>,
     next_token: Token,
     timer: Option<SpawnHandle>,
 }
@@ -111,37 +107,25 @@ impl ProvisioningTransportActor {
         self.next_token
     }
 
-    fn request(
+    /// Hands the session `make(token)` and returns where its answer will come.
+    fn command(
         &mut self,
         ctx: &mut Context<Self>,
         make: impl FnOnce(Token) -> Command,
-    ) -> ResponseFuture<RequestResult> {
+    ) -> oneshot::Receiver<Reply> {
         let token = self.token();
         let (tx, rx) = oneshot::channel();
-        self.waiters.insert(token, Waiter::Request(tx));
+        self.waiters.insert(token, tx);
         self.session.handle_command(make(token), Instant::now());
         self.drive(ctx);
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(shut_down())) })
-    }
-
-    fn done(
-        &mut self,
-        ctx: &mut Context<Self>,
-        make: impl FnOnce(Token) -> Command,
-    ) -> ResponseFuture<Result<(), ProvisioningError>> {
-        let token = self.token();
-        let (tx, rx) = oneshot::channel();
-        self.waiters.insert(token, Waiter::Done(tx));
-        self.session.handle_command(make(token), Instant::now());
-        self.drive(ctx);
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(shut_down())) })
+        rx
     }
 
     /// Carries out everything the session asks, then arms the timer for its next deadline.
     fn drive(&mut self, ctx: &mut Context<Self>) {
         while let Some(action) = self.session.poll_action() {
             match action {
-                Action::Connect { link, params } => {
+                Action::Open { link, params } => {
                     tracing::debug!(?link, client_id = params.client_id, endpoint = %params.endpoint, "connecting");
                     if let Err(error) = self.open_link(ctx, link, *params) {
                         self.session.handle_link_event(
@@ -159,24 +143,25 @@ impl ProvisioningTransportActor {
                     payload,
                 } => {
                     tracing::debug!(?link, topic, "publishing");
-                    self.send(
-                        link,
-                        LinkCommand::Publish(Box::new(Publish {
-                            rid,
-                            topic,
-                            payload,
-                        })),
-                    );
+                    let publish = Publish {
+                        rid,
+                        topic,
+                        payload,
+                    };
+                    self.send(link, LinkCommand::Publish(Box::new(publish)));
                 }
                 Action::Unsubscribe { link } => self.send(link, LinkCommand::Unsubscribe),
-                Action::Close { link } => {
-                    self.send(link, LinkCommand::Close);
-                    // A link the session has left is not kept; one it waits on stays until closed.
-                    if self.session.state() != State::Disconnecting {
+                Action::Close { link } => self.send(link, LinkCommand::Close),
+                // Dropping the handle closes a link that is still open.
+                Action::Abandon { link } => {
+                    if self.link.as_ref().is_some_and(|current| current.id == link) {
                         self.link = None;
                     }
                 }
-                Action::Reply { token, reply } => self.reply(token, reply),
+                Action::Reply { token, reply } => match self.waiters.remove(&token) {
+                    Some(waiter) => drop(waiter.send(reply)),
+                    None => tracing::error!(token, ?reply, "a reply for no caller"),
+                },
             }
         }
         if let Some(timer) = self.timer.take() {
@@ -239,38 +224,42 @@ impl ProvisioningTransportActor {
         }
     }
 
-    fn reply(&mut self, token: Token, reply: Reply) {
-        match (self.waiters.remove(&token), reply) {
-            (Some(Waiter::Request(tx)), Reply::Response(result)) => {
-                let _ = tx.send(result.map(|response| *response));
-            }
-            (Some(Waiter::Done(tx)), Reply::Done(result)) => {
-                let _ = tx.send(result);
-            }
-            (waiter, reply) => {
-                tracing::error!(
-                    token,
-                    known = waiter.is_some(),
-                    ?reply,
-                    "a reply does not match its caller"
-                );
-            }
-        }
-    }
-
     /// Answers everything pending with `error` and drops the connection.
     fn abort(&mut self, ctx: &mut Context<Self>, error: ProvisioningError) {
         self.session.abort(error);
         self.drive(ctx);
-        self.link = None;
-        // Anything the session did not know about (it cannot happen, but never leave a caller hanging).
-        for (_, waiter) in self.waiters.drain() {
-            match waiter {
-                Waiter::Request(tx) => drop(tx.send(Err(shut_down()))),
-                Waiter::Done(tx) => drop(tx.send(Err(shut_down()))),
-            }
-        }
+        // Anything the session did not know about (it cannot happen, but never leave a caller
+        // hanging): a dropped sender answers "shut down".
+        self.waiters.clear();
     }
+}
+
+/// The answer to a register or poll: a response, or why there is none.
+fn response(reply: Result<Reply, oneshot::error::RecvError>) -> RequestResult {
+    match reply {
+        Ok(Reply::Response(result)) => result.map(|response| *response),
+        Ok(Reply::Done(_)) => Err(mismatched()),
+        Err(_) => Err(shut_down()),
+    }
+}
+
+/// The answer to a cancel or disconnect.
+fn done(reply: Result<Reply, oneshot::error::RecvError>) -> Result<(), ProvisioningError> {
+    match reply {
+        Ok(Reply::Done(result)) => result,
+        Ok(Reply::Response(_)) => Err(mismatched()),
+        Err(_) => Err(shut_down()),
+    }
+}
+
+/// The session answered a request with the wrong kind of reply: a bug, reported, never a hang.
+fn mismatched() -> ProvisioningError {
+    tracing::error!("the session answered with the wrong kind of reply");
+    TransportError::new(
+        TransportErrorKind::Shutdown,
+        "internal error: the wrong kind of reply",
+    )
+    .into()
 }
 
 fn shut_down() -> ProvisioningError {
@@ -328,11 +317,12 @@ impl Handler<Register> for ProvisioningTransportActor {
 
     fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
         let rid = uuid::Uuid::new_v4().to_string();
-        self.request(ctx, |token| Command::Register {
+        let reply = self.command(ctx, |token| Command::Register {
             token,
             request: msg.request,
             rid,
-        })
+        });
+        Box::pin(async move { response(reply.await) })
     }
 }
 
@@ -341,12 +331,13 @@ impl Handler<QueryStatus> for ProvisioningTransportActor {
 
     fn handle(&mut self, msg: QueryStatus, ctx: &mut Context<Self>) -> Self::Result {
         let rid = uuid::Uuid::new_v4().to_string();
-        self.request(ctx, |token| Command::QueryStatus {
+        let reply = self.command(ctx, |token| Command::QueryStatus {
             token,
             request: msg.request,
             operation_id: msg.operation_id,
             rid,
-        })
+        });
+        Box::pin(async move { response(reply.await) })
     }
 }
 
@@ -354,7 +345,8 @@ impl Handler<Cancel> for ProvisioningTransportActor {
     type Result = ResponseFuture<Result<(), ProvisioningError>>;
 
     fn handle(&mut self, _: Cancel, ctx: &mut Context<Self>) -> Self::Result {
-        self.done(ctx, |token| Command::Cancel { token })
+        let reply = self.command(ctx, |token| Command::Cancel { token });
+        Box::pin(async move { done(reply.await) })
     }
 }
 
@@ -362,10 +354,11 @@ impl Handler<Disconnect> for ProvisioningTransportActor {
     type Result = ResponseFuture<Result<(), ProvisioningError>>;
 
     fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) -> Self::Result {
-        self.done(ctx, |token| Command::Disconnect {
+        let reply = self.command(ctx, |token| Command::Disconnect {
             token,
             grace: msg.grace,
-        })
+        });
+        Box::pin(async move { done(reply.await) })
     }
 }
 
@@ -373,21 +366,8 @@ impl Handler<LinkEventMsg> for ProvisioningTransportActor {
     type Result = ();
 
     fn handle(&mut self, msg: LinkEventMsg, ctx: &mut Context<Self>) {
-        let closed = matches!(
-            msg.event,
-            LinkEvent::Closed(_)
-                | LinkEvent::ClosedByService
-                | LinkEvent::ConnectionLost(_)
-                | LinkEvent::ConnectFailed(_)
-        );
         self.session
             .handle_link_event(msg.link, msg.event, Instant::now());
-        if closed
-            && self.link.as_ref().is_some_and(|l| l.id == msg.link)
-            && self.session.state() == State::Disconnected
-        {
-            self.link = None;
-        }
         self.drive(ctx);
     }
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use dps_messages::{
     AuthError, Endpoint, Protocol, ProtocolError, ProvisioningError, RegistrationRequest,
-    RegistrationStatus, Stage, TransportError, TransportErrorKind,
+    RegistrationResponse, RegistrationStatus, Stage, TransportError, TransportErrorKind,
 };
 use serde_json::json;
 
@@ -96,7 +96,7 @@ impl H {
     fn in_request(token: Token, rid: &str) -> Self {
         let mut h = Self::new();
         let actions = h.register(token, rid);
-        let Action::Connect { link, .. } = &actions[0] else {
+        let Action::Open { link, .. } = &actions[0] else {
             panic!("{actions:?}")
         };
         h.link = *link;
@@ -156,8 +156,9 @@ fn done_of(actions: &[Action], token: Token) -> Result<(), ProvisioningError> {
     }
 }
 
-fn has_close(actions: &[Action]) -> bool {
-    actions.iter().any(|a| matches!(a, Action::Close { .. }))
+/// Whether the session left its link in `actions`.
+fn abandons(actions: &[Action]) -> bool {
+    actions.iter().any(|a| matches!(a, Action::Abandon { .. }))
 }
 
 fn lost() -> ProvisioningError {
@@ -170,12 +171,9 @@ fn lost() -> ProvisioningError {
 fn srs_18_002_register_connects_and_subscribes_first() {
     let mut h = H::new();
     let actions = h.register(1, "r1");
-    assert!(
-        matches!(&actions[..], [Action::Connect { .. }]),
-        "{actions:?}"
-    );
+    assert!(matches!(&actions[..], [Action::Open { .. }]), "{actions:?}");
     assert_eq!(h.s.state(), State::Connecting);
-    let Action::Connect { link, .. } = actions[0] else {
+    let Action::Open { link, .. } = actions[0] else {
         unreachable!()
     };
     h.link = link;
@@ -208,8 +206,8 @@ fn srs_18_002_register_connects_and_subscribes_first() {
 fn srs_18_016_poll_connects_and_subscribes_first() {
     let mut h = H::new();
     let actions = h.poll(1, "p1", "op-1");
-    assert!(matches!(&actions[..], [Action::Connect { .. }]));
-    let Action::Connect { link, .. } = actions[0] else {
+    assert!(matches!(&actions[..], [Action::Open { .. }]));
+    let Action::Open { link, .. } = actions[0] else {
         unreachable!()
     };
     h.link = link;
@@ -231,7 +229,7 @@ fn srs_18_016_poll_connects_and_subscribes_first() {
 fn srs_18_040_connect_carries_the_dps_parameters() {
     let mut h = H::new();
     let actions = h.register(1, "r1");
-    let Action::Connect { params, .. } = &actions[0] else {
+    let Action::Open { params, .. } = &actions[0] else {
         panic!()
     };
     assert_eq!(params.client_id, "dev");
@@ -252,7 +250,7 @@ fn srs_18_040_connect_carries_the_dps_parameters() {
 fn srs_18_049_websocket_session_connects_to_the_websocket_endpoint() {
     let mut h = H::with(Protocol::MqttWs);
     let actions = h.register(1, "r1");
-    let Action::Connect { params, .. } = &actions[0] else {
+    let Action::Open { params, .. } = &actions[0] else {
         panic!()
     };
     assert_eq!(
@@ -271,7 +269,7 @@ fn srs_18_039_request_endpoint_is_used() {
         request,
         rid: "r".into(),
     });
-    let Action::Connect { params, .. } = &actions[0] else {
+    let Action::Open { params, .. } = &actions[0] else {
         panic!()
     };
     assert_eq!(
@@ -285,7 +283,7 @@ fn srs_18_039_request_endpoint_is_used() {
 #[test]
 fn srs_18_041_and_18_051_connect_failure() {
     let mut h = H::new();
-    let Action::Connect { link, .. } = h.register(1, "r1")[0].clone() else {
+    let Action::Open { link, .. } = h.register(1, "r1")[0].clone() else {
         panic!()
     };
     h.link = link;
@@ -295,7 +293,7 @@ fn srs_18_041_and_18_051_connect_failure() {
         response_of(&actions, 1),
         Err(ProvisioningError::ConnectionRefused(_))
     ));
-    assert!(has_close(&actions));
+    assert!(abandons(&actions));
     assert_eq!(h.s.state(), State::Disconnected);
 }
 
@@ -304,7 +302,7 @@ fn srs_18_041_and_18_051_connect_failure() {
 #[test]
 fn srs_18_043_and_18_051_subscribe_failure() {
     let mut h = H::new();
-    let Action::Connect { link, .. } = h.register(1, "r1")[0].clone() else {
+    let Action::Open { link, .. } = h.register(1, "r1")[0].clone() else {
         panic!()
     };
     h.link = link;
@@ -318,7 +316,7 @@ fn srs_18_043_and_18_051_subscribe_failure() {
         Some(TransportErrorKind::Subscribe),
         "{err:?}"
     );
-    assert!(has_close(&actions));
+    assert!(abandons(&actions));
     assert_eq!(h.s.state(), State::Disconnected);
 }
 
@@ -563,7 +561,7 @@ fn srs_18_030_cancel_while_disconnected() {
 fn srs_18_062_cancel_while_connecting() {
     for subscribing in [false, true] {
         let mut h = H::new();
-        let Action::Connect { link, .. } = h.register(1, "r1")[0].clone() else {
+        let Action::Open { link, .. } = h.register(1, "r1")[0].clone() else {
             panic!()
         };
         h.link = link;
@@ -576,7 +574,7 @@ fn srs_18_062_cancel_while_connecting() {
             Err(ProvisioningError::OperationCancelled)
         ));
         assert!(done_of(&actions, 2).is_ok());
-        assert!(has_close(&actions));
+        assert!(abandons(&actions));
         assert_eq!(h.s.state(), State::Disconnected);
         // The old link's late events change nothing.
         assert!(h.event(LinkEvent::Subscribed).is_empty());
@@ -642,7 +640,7 @@ fn srs_18_052_disconnect_while_disconnected() {
 #[test]
 fn srs_18_061_disconnect_while_connecting() {
     let mut h = H::new();
-    let Action::Connect { link, .. } = h.register(1, "r1")[0].clone() else {
+    let Action::Open { link, .. } = h.register(1, "r1")[0].clone() else {
         panic!()
     };
     h.link = link;
@@ -655,7 +653,7 @@ fn srs_18_061_disconnect_while_connecting() {
         Err(ProvisioningError::OperationCancelled)
     ));
     assert!(done_of(&actions, 2).is_ok());
-    assert!(has_close(&actions));
+    assert!(abandons(&actions));
     assert_eq!(h.s.state(), State::Disconnected);
 }
 
@@ -679,7 +677,15 @@ fn srs_18_054_18_044_18_045_disconnect_unsubscribes_then_disconnects() {
         matches!(&actions[..], [Action::Close { .. }]),
         "{actions:?}"
     );
+    // The close done, the link is left for good, then the caller answered.
     let actions = h.event(LinkEvent::Closed(Ok(())));
+    assert!(
+        matches!(
+            &actions[..],
+            [Action::Abandon { .. }, Action::Reply { token: 9, .. }]
+        ),
+        "{actions:?}"
+    );
     assert!(done_of(&actions, 9).is_ok());
     assert_eq!(h.s.state(), State::Disconnected);
 }
@@ -852,7 +858,7 @@ fn connection_lost_mid_request_answers_at_once_and_the_next_request_reconnects()
     assert_eq!(h.s.poll_timeout(), None, "nothing is left to wait for");
     let old = h.link;
     let actions = h.register(2, "r2");
-    let Action::Connect { link, .. } = actions[0] else {
+    let Action::Open { link, .. } = actions[0] else {
         panic!("{actions:?}")
     };
     assert_ne!(link, old);
@@ -866,12 +872,12 @@ fn connection_lost_while_idle_or_connecting() {
     let mut h = H::connected();
     assert!(matches!(
         &h.event(LinkEvent::ConnectionLost(lost()))[..],
-        [Action::Close { .. }]
+        [Action::Abandon { .. }]
     ));
     assert_eq!(h.s.state(), State::Disconnected);
 
     let mut h = H::new();
-    let Action::Connect { link, .. } = h.register(1, "r1")[0].clone() else {
+    let Action::Open { link, .. } = h.register(1, "r1")[0].clone() else {
         panic!()
     };
     h.link = link;
@@ -932,7 +938,7 @@ fn a_lost_connection_names_the_stage_it_interrupted() {
     // Before the SUBACK.
     for event in [closed(), reset()] {
         let mut h = H::new();
-        let Action::Connect { link, .. } = h.register(1, "r1")[0].clone() else {
+        let Action::Open { link, .. } = h.register(1, "r1")[0].clone() else {
             panic!()
         };
         h.link = link;
@@ -979,7 +985,7 @@ fn a_lost_connection_names_the_stage_it_interrupted() {
     );
     // While idle, nobody waits: the link is left.
     let mut h = H::connected();
-    assert!(matches!(&h.event(closed())[..], [Action::Close { .. }]));
+    assert!(matches!(&h.event(closed())[..], [Action::Abandon { .. }]));
     assert_eq!(h.s.state(), State::Disconnected);
 }
 
@@ -1015,7 +1021,7 @@ fn a_disconnect_grace_bounds_the_wait() {
             }) if after == grace
         ));
     }
-    assert!(has_close(&actions));
+    assert!(abandons(&actions));
     assert_eq!(h.s.state(), State::Disconnected);
 }
 
@@ -1050,7 +1056,7 @@ fn a_request_during_a_disconnect_starts_once_it_ends() {
             1,
             "only the disconnect answers: {actions:?}"
         );
-        let Some(Action::Connect { link, .. }) = actions.last() else {
+        let Some(Action::Open { link, .. }) = actions.last() else {
             panic!("{actions:?}")
         };
         assert_ne!(*link, old);
@@ -1086,11 +1092,11 @@ fn each_stage_times_out_with_its_own_stage_and_deadline() {
             last_failure: None,
         })
     ));
-    assert!(has_close(&actions));
+    assert!(abandons(&actions));
 
     // Subscribe.
     let mut h = H::new();
-    let Action::Connect { link, .. } = h.register(1, "r")[0].clone() else {
+    let Action::Open { link, .. } = h.register(1, "r")[0].clone() else {
         panic!()
     };
     h.link = link;
@@ -1115,7 +1121,7 @@ fn each_stage_times_out_with_its_own_stage_and_deadline() {
             ..
         })
     ));
-    assert!(has_close(&actions));
+    assert!(abandons(&actions));
     assert_eq!(h.s.state(), State::Disconnected);
 
     // Response: the connection stays.
@@ -1130,7 +1136,7 @@ fn each_stage_times_out_with_its_own_stage_and_deadline() {
             ..
         })
     ));
-    assert!(!has_close(&actions));
+    assert!(!abandons(&actions));
     assert_eq!(h.s.state(), State::Connected);
     assert_eq!(h.s.poll_timeout(), None);
 
@@ -1148,7 +1154,7 @@ fn each_stage_times_out_with_its_own_stage_and_deadline() {
             ..
         })
     ));
-    assert!(has_close(&actions));
+    assert!(abandons(&actions));
     assert_eq!(h.s.state(), State::Disconnected);
 }
 
@@ -1163,7 +1169,7 @@ fn abort_answers_everything_waiting() {
         response_of(&actions, 1),
         Err(ProvisioningError::Transport(_))
     ));
-    assert!(has_close(&actions));
+    assert!(abandons(&actions));
     assert_eq!(h.s.state(), State::Disconnected);
 
     let mut h = H::connected();
@@ -1212,7 +1218,7 @@ fn every_request_gets_exactly_one_reply_whatever_the_event_order() {
         for fault in faults {
             let mut h = H::new();
             let mut all = h.register(1, "r");
-            let Action::Connect { link, .. } = all[0].clone() else {
+            let Action::Open { link, .. } = all[0].clone() else {
                 panic!()
             };
             h.link = link;
@@ -1226,6 +1232,17 @@ fn every_request_gets_exactly_one_reply_whatever_the_event_order() {
             all.extend(h.advance(Duration::from_secs(600)));
             let count = replies(&all).iter().filter(|(t, _)| *t == 1).count();
             assert_eq!(count, 1, "cut {cut}: {all:?}");
+            // Every link opened is abandoned once, but the one still in use.
+            let opened = all
+                .iter()
+                .filter(|a| matches!(a, Action::Open { .. }))
+                .count();
+            let left = all
+                .iter()
+                .filter(|a| matches!(a, Action::Abandon { .. }))
+                .count();
+            let in_use = usize::from(h.s.state() != State::Disconnected);
+            assert_eq!(opened, left + in_use, "cut {cut}: {all:?}");
         }
     }
 }
