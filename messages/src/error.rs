@@ -136,6 +136,32 @@ impl ProvisioningError {
         }
     }
 
+    /// Whether the same request may succeed if sent again, within a deadline: the connection,
+    /// the publish or the response was lost (a [`TransportErrorKind::ConnectionLost`] or
+    /// [`TransportErrorKind::Publish`] error, or a timeout waiting for a PUBACK or a response),
+    /// or the transport restarted under it ([`TransportErrorKind::Restarted`]).
+    ///
+    /// Everything else is final for this attempt: the service's verdict (a 4xx, `failed`,
+    /// `disabled`), a connection that could not be opened or was refused, a protocol error, a
+    /// transport that shut down, a cancel, a local mistake. Throttling (429) and 5xx answers
+    /// are not errors at all: they come back as a `registering` or `assigning` response with a
+    /// polling interval. This is the rule `ProvisioningClient` retries by; a user of the raw
+    /// transport actor can follow the same one.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Transport(TransportError {
+                kind: TransportErrorKind::ConnectionLost
+                    | TransportErrorKind::Publish
+                    | TransportErrorKind::Restarted,
+                ..
+            }) | Self::Timeout {
+                stage: Stage::Response | Stage::PublishAck,
+                ..
+            }
+        )
+    }
+
     /// The kind of network failure, when this is one: what a supervisor looks at to decide
     /// whether to try again (a lost connection, a transport that restarted) or to give up (a
     /// transport that shut down).
@@ -434,6 +460,40 @@ pub enum AuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lost_and_the_restarted_are_retryable_and_nothing_else() {
+        let kind = |kind| ProvisioningError::from(TransportError::new(kind, "x"));
+        for retryable in [
+            kind(TransportErrorKind::ConnectionLost),
+            kind(TransportErrorKind::Publish),
+            kind(TransportErrorKind::Restarted),
+            ProvisioningError::timeout(Stage::Response, Duration::ZERO),
+            ProvisioningError::timeout(Stage::PublishAck, Duration::ZERO),
+        ] {
+            assert!(retryable.is_retryable(), "{retryable:?}");
+        }
+        for final_ in [
+            kind(TransportErrorKind::Connect),
+            kind(TransportErrorKind::Subscribe),
+            kind(TransportErrorKind::Unsubscribe),
+            kind(TransportErrorKind::Disconnect),
+            kind(TransportErrorKind::Shutdown),
+            ProvisioningError::timeout(Stage::Connect, Duration::ZERO),
+            ProvisioningError::timeout(Stage::Subscribe, Duration::ZERO),
+            ProvisioningError::timeout(Stage::Disconnect, Duration::ZERO),
+            ProvisioningError::timeout(Stage::Registration, Duration::ZERO),
+            ProvisioningError::OperationCancelled,
+            ProvisioningError::OperationInProgress,
+            ProvisioningError::from_service(ServiceError::from_body(401, b"")),
+            ProvisioningError::ConnectionRefused(ConnackRefusal::NotAuthorized),
+            ProvisioningError::Protocol(ProtocolError::MissingOperationId),
+            ProvisioningError::InvalidRequest("x".into()),
+            AuthError::Missing.into(),
+        ] {
+            assert!(!final_.is_retryable(), "{final_:?}");
+        }
+    }
 
     #[test]
     fn a_timeout_says_what_failed_last() {

@@ -36,13 +36,16 @@ mod client;
 mod config;
 mod inbox;
 mod link;
+mod rng;
 pub mod runtime;
 pub mod session;
+#[cfg(test)]
+mod sim;
 mod tls;
 mod verify_cache;
 
 pub use actor::{GetState, ProvisioningTransportActor, Restart};
-pub use client::{ClientOptions, ProvisioningClient};
+pub use client::{ClientOptions, ProvisioningClient, TransportRecipients};
 pub use config::{TransportConfig, TransportConfigBuilder};
 pub use runtime::MqttRuntime;
 pub use session::{State, Timeouts};

@@ -425,3 +425,65 @@ async fn a_deadline_after_lost_connections_says_how_they_were_lost() {
     );
     assert!(f.broker.records().len() > 1, "the client retried");
 }
+
+/// An actor of one's own between the client and the transport (here one that counts what
+/// passes through): the client takes any actor that handles its messages.
+#[actix_rt::test]
+async fn the_client_works_through_any_actor_that_handles_its_messages() {
+    use actix::{Actor, Addr, Context, Handler, ResponseFuture};
+    use dps_messages::commands::RequestResult;
+    use dps_messages::{Disconnect, QueryStatus, Register};
+    use dps_transport_actor::ProvisioningTransportActor;
+
+    struct Counting {
+        inner: Addr<ProvisioningTransportActor>,
+        seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+    impl Actor for Counting {
+        type Context = Context<Self>;
+    }
+    impl Counting {
+        fn count(&self) {
+            self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    impl Handler<Register> for Counting {
+        type Result = ResponseFuture<RequestResult>;
+        fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
+            self.count();
+            let sent = self.inner.send(msg);
+            Box::pin(async move { sent.await.unwrap_or_else(|e| Err(e.into())) })
+        }
+    }
+    impl Handler<QueryStatus> for Counting {
+        type Result = ResponseFuture<RequestResult>;
+        fn handle(&mut self, msg: QueryStatus, _: &mut Context<Self>) -> Self::Result {
+            self.count();
+            let sent = self.inner.send(msg);
+            Box::pin(async move { sent.await.unwrap_or_else(|e| Err(e.into())) })
+        }
+    }
+    impl Handler<Disconnect> for Counting {
+        type Result = ResponseFuture<Result<(), ProvisioningError>>;
+        fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) -> Self::Result {
+            self.count();
+            let sent = self.inner.send(msg);
+            Box::pin(async move { sent.await.unwrap_or_else(|e| Err(e.into())) })
+        }
+    }
+
+    let f = Fixture::start(Script::new());
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let wrapper = Counting {
+        inner: f.transport(MQTT, "dev").await,
+        seen: seen.clone(),
+    }
+    .start();
+    let result = ProvisioningClient::new(wrapper, fast())
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap();
+    assert_eq!(result.status, RegistrationStatus::Assigned);
+    // Register, poll, disconnect.
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

@@ -7,24 +7,29 @@
 //! the connection within a short grace whatever the service does, and can remember an
 //! assignment in a file so a restarted device does not provision again.
 //!
-//! [`polling`] makes the decisions; [`cache`] keeps the assignment.
+//! [`registration`] is the course of one registration without IO, [`polling`] its pacing
+//! decisions, [`cache`] keeps the assignment; this module drives them with the actor and real
+//! time.
 
 mod cache;
 mod polling;
+pub(crate) mod registration;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix::Addr;
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler, Recipient};
+use dps_messages::commands::RequestResult;
 use dps_messages::{
     Disconnect, ProvisioningError, QueryStatus, Register, RegistrationRequest, RegistrationResult,
-    Stage,
 };
 use tokio::sync::oneshot;
+use tokio::time::sleep_until;
 
-use self::polling::{Next, Polling};
-use crate::actor::ProvisioningTransportActor;
+use self::registration::{Registration, Request, Step};
+use crate::rng::Rng;
 
 /// How a [`ProvisioningClient`] paces and bounds a registration.
 ///
@@ -78,7 +83,47 @@ impl Default for ClientOptions {
     }
 }
 
-/// Registers a device through a [`ProvisioningTransportActor`] until it is assigned.
+/// The messages a [`ProvisioningClient`] sends, as recipients: any actor that handles
+/// [`Register`], [`QueryStatus`] and [`Disconnect`] will do, the
+/// [`ProvisioningTransportActor`](crate::ProvisioningTransportActor) or one of your own (a
+/// wrapper that logs, a fake for a test).
+#[derive(Clone)]
+pub struct TransportRecipients {
+    register: Recipient<Register>,
+    query_status: Recipient<QueryStatus>,
+    disconnect: Recipient<Disconnect>,
+}
+
+impl TransportRecipients {
+    /// Recipients of each message; they may belong to different actors.
+    pub fn new(
+        register: Recipient<Register>,
+        query_status: Recipient<QueryStatus>,
+        disconnect: Recipient<Disconnect>,
+    ) -> Self {
+        Self {
+            register,
+            query_status,
+            disconnect,
+        }
+    }
+}
+
+impl<A> From<Addr<A>> for TransportRecipients
+where
+    A: Actor + Handler<Register> + Handler<QueryStatus> + Handler<Disconnect>,
+    A::Context: ToEnvelope<A, Register> + ToEnvelope<A, QueryStatus> + ToEnvelope<A, Disconnect>,
+{
+    fn from(addr: Addr<A>) -> Self {
+        Self::new(
+            addr.clone().recipient(),
+            addr.clone().recipient(),
+            addr.recipient(),
+        )
+    }
+}
+
+/// Registers a device through a transport actor until it is assigned.
 ///
 /// ```no_run
 /// # use dps_transport_actor::{ClientOptions, ProvisioningClient, ProvisioningTransportActor};
@@ -90,18 +135,20 @@ impl Default for ClientOptions {
 /// println!("assigned to {:?} as {:?}", state.assigned_hub, state.device_id);
 /// # Ok(()) }
 /// ```
+///
+/// **What it retries.** A lost connection, a publish that was not acknowledged, a response
+/// that did not come within the transport's response timeout, and a transport that restarted
+/// are tried again (the same request), as often as the deadline allows, after the back-off on
+/// [`ClientOptions`]; so are throttled (429) and 5xx answers, after their retry-after. Anything
+/// else ends the registration at once: the service's verdict (`failed`, `disabled`, a 4xx), a
+/// connection that could not be opened or was refused, a protocol error, a local mistake. The
+/// rule is [`ProvisioningError::is_retryable`].
 #[derive(Clone)]
 pub struct ProvisioningClient {
-    transport: Addr<ProvisioningTransportActor>,
+    transport: TransportRecipients,
     options: ClientOptions,
     /// The running registration's cancel switch; `Some` while one runs.
     running: Arc<Mutex<Option<oneshot::Sender<()>>>>,
-}
-
-/// Why the loop stopped waiting.
-enum Stop {
-    Cancelled,
-    Deadline,
 }
 
 /// The running registration's claim on the client. Dropped, it frees the client for the next
@@ -125,16 +172,18 @@ impl Drop for Running<'_> {
             // registration started next waits for that, then connects again.
             self.client
                 .transport
+                .disconnect
                 .do_send(Disconnect::within(self.client.options.close_grace));
         }
     }
 }
 
 impl ProvisioningClient {
-    /// A client using `transport`, which must already have its credentials.
-    pub fn new(transport: Addr<ProvisioningTransportActor>, options: ClientOptions) -> Self {
+    /// A client using `transport` (an `Addr` of the transport actor, or [`TransportRecipients`]),
+    /// which must already have its credentials.
+    pub fn new(transport: impl Into<TransportRecipients>, options: ClientOptions) -> Self {
         Self {
-            transport,
+            transport: transport.into(),
             options,
             running: Arc::new(Mutex::new(None)),
         }
@@ -161,38 +210,34 @@ impl ProvisioningClient {
             );
             return Ok(cached);
         }
-        let (cancel_tx, cancel_rx) = oneshot::channel();
+        let (cancel_tx, mut cancelled) = oneshot::channel();
         let mut running = self.claim(cancel_tx)?;
 
-        let mut polling = Polling::default();
-        let deadline = tokio::time::sleep(self.options.deadline);
-        let stopped = tokio::select! {
-            outcome = self.run(&request, &mut polling) => Ok(outcome),
-            _ = cancel_rx => Err(Stop::Cancelled),
-            () = deadline => Err(Stop::Deadline),
+        let mut course =
+            Registration::new(self.options.clone(), Instant::now(), Rng::from_entropy());
+        let outcome = loop {
+            match course.step(Instant::now()) {
+                Step::Send(what) => {
+                    let deadline = course.deadline().into();
+                    tokio::select! {
+                        answer = self.send(&request, what) => course.answered(answer, Instant::now()),
+                        _ = &mut cancelled => course.cancel(),
+                        () = sleep_until(deadline) => {}
+                    }
+                }
+                Step::Sleep(until) => tokio::select! {
+                    () = sleep_until(until.into()) => {}
+                    _ = &mut cancelled => course.cancel(),
+                },
+                Step::Close(grace) => {
+                    // From here the client closes the connection itself.
+                    running.armed = false;
+                    self.close(grace).await;
+                    course.closed();
+                }
+                Step::Finish(outcome) => break *outcome,
+            }
         };
-        let outcome = stopped.unwrap_or_else(|stop| {
-            Err(match stop {
-                Stop::Cancelled => ProvisioningError::OperationCancelled,
-                Stop::Deadline => ProvisioningError::timeout_after(
-                    Stage::Registration,
-                    self.options.deadline,
-                    polling.take_last_failure(),
-                ),
-            })
-        });
-
-        // From here the client closes the connection itself (SRS 18_055: a disconnect cancels
-        // whatever is in flight), and bounds the wait by the grace even if the actor is slow.
-        running.armed = false;
-        let grace = self.options.close_grace;
-        let closed = tokio::time::timeout(grace, self.transport.send(Disconnect::within(grace)));
-        match closed.await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::debug!("disconnect after the registration failed: {e}"),
-            Ok(Err(e)) => tracing::debug!("disconnect after the registration failed: {e}"),
-            Err(_) => tracing::debug!(?grace, "the disconnect did not finish within the grace"),
-        }
         drop(running);
         if let (Ok(result), Some(path)) = (&outcome, &self.options.cache_file)
             && let Err(e) = cache::save(path, &request, result)
@@ -227,37 +272,31 @@ impl ProvisioningClient {
         })
     }
 
-    /// The register-and-poll loop; ends only with the service's final word.
-    ///
-    /// The decisions are [`Polling`]'s; this only sends and waits, so the future a caller holds
-    /// stays small (no response is kept across an await).
-    async fn run(
-        &self,
-        request: &RegistrationRequest,
-        polling: &mut Polling,
-    ) -> Result<RegistrationResult, ProvisioningError> {
-        loop {
-            let sent = match polling.operation_id() {
-                None => {
-                    self.transport
-                        .send(Register {
-                            request: request.clone(),
-                        })
-                        .await
-                }
-                Some(id) => {
-                    self.transport
-                        .send(QueryStatus {
-                            request: request.clone(),
-                            operation_id: id.to_owned(),
-                        })
-                        .await
-                }
-            };
-            match polling.answer(sent.unwrap_or_else(|e| Err(e.into())), &self.options) {
-                Next::Done(result) => return result,
-                Next::Wait(wait) => tokio::time::sleep(wait).await,
+    /// Sends a register or a poll and waits for its answer.
+    async fn send(&self, request: &RegistrationRequest, what: Request) -> RequestResult {
+        let request = request.clone();
+        let sent = match what {
+            Request::Register => self.transport.register.send(Register { request }).await,
+            Request::Poll { operation_id } => {
+                let poll = QueryStatus {
+                    request,
+                    operation_id,
+                };
+                self.transport.query_status.send(poll).await
             }
+        };
+        sent.unwrap_or_else(|e| Err(e.into()))
+    }
+
+    /// Disconnects (SRS 18_055: cancelling whatever is in flight), waiting at most `grace`
+    /// even if the actor is slow to answer.
+    async fn close(&self, grace: Duration) {
+        let disconnect = self.transport.disconnect.send(Disconnect::within(grace));
+        match tokio::time::timeout(grace, disconnect).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::debug!("disconnect after the registration failed: {e}"),
+            Ok(Err(e)) => tracing::debug!("disconnect after the registration failed: {e}"),
+            Err(_) => tracing::debug!(?grace, "the disconnect did not finish within the grace"),
         }
     }
 

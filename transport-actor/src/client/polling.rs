@@ -9,10 +9,10 @@ use std::time::Duration;
 use dps_messages::outcome::RETRY_STATUS;
 use dps_messages::{
     ProvisioningError, RegistrationResponse, RegistrationResult, RegistrationStatus, ServiceError,
-    Stage, TransportError, TransportErrorKind,
 };
 
 use super::ClientOptions;
+use crate::rng::Rng;
 
 /// What to do after an answer.
 #[derive(Debug)]
@@ -57,13 +57,14 @@ impl Polling {
         &mut self,
         answer: Result<RegistrationResponse, ProvisioningError>,
         options: &ClientOptions,
+        rng: &mut Rng,
     ) -> Next {
         let response = match answer {
             Ok(response) => response,
-            Err(error) if is_transient(&error) => {
+            Err(error) if error.is_retryable() => {
                 // The same request again.
                 self.transient += 1;
-                let wait = backoff(None, options.min_interval, self.transient, options);
+                let wait = backoff(None, options.min_interval, self.transient, options, rng);
                 tracing::info!(%error, ?wait, "retrying after a transient failure");
                 self.last_failure = Some(error);
                 return Next::Wait(wait);
@@ -97,7 +98,7 @@ impl Polling {
                 Next::Wait(if status_code >= RETRY_STATUS {
                     self.throttled += 1;
                     self.last_failure = Some(throttled(status_code, polling_interval));
-                    backoff(retry_after, polling_interval, self.throttled, options)
+                    backoff(retry_after, polling_interval, self.throttled, options, rng)
                 } else {
                     self.throttled = 0;
                     let floor = options.min_interval;
@@ -135,6 +136,7 @@ pub(super) fn backoff(
     fallback: Duration,
     attempt: u32,
     options: &ClientOptions,
+    rng: &mut Rng,
 ) -> Duration {
     let floor = options.min_interval;
     let base = asked.unwrap_or(fallback).max(floor);
@@ -145,33 +147,15 @@ pub(super) fn backoff(
     let doublings = attempt.clamp(1, 17) - 1;
     let grown = base.saturating_mul(1u32 << doublings).min(cap);
     if options.jitter {
-        let fraction = (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 4000.0;
-        grown.saturating_add(grown.mul_f64(fraction))
+        grown.saturating_add(grown.mul_f64(rng.unit() / 4.0))
     } else {
         grown
     }
 }
 
-/// Failures worth another try within the deadline: the connection or a response was lost, or
-/// the transport restarted under the request.
-pub(super) fn is_transient(error: &ProvisioningError) -> bool {
-    matches!(
-        error,
-        ProvisioningError::Transport(TransportError {
-            kind: TransportErrorKind::ConnectionLost
-                | TransportErrorKind::Publish
-                | TransportErrorKind::Restarted,
-            ..
-        }) | ProvisioningError::Timeout {
-            stage: Stage::Response | Stage::PublishAck,
-            ..
-        }
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use dps_messages::ProtocolError;
+    use dps_messages::{ProtocolError, TransportError, TransportErrorKind};
     use serde_json::json;
 
     use super::*;
@@ -228,6 +212,15 @@ mod tests {
         TransportError::new(TransportErrorKind::ConnectionLost, "gone").into()
     }
 
+    /// `Polling::answer` with fresh jitter.
+    fn ans(
+        p: &mut Polling,
+        answer: Result<RegistrationResponse, ProvisioningError>,
+        o: &ClientOptions,
+    ) -> Next {
+        p.answer(answer, o, &mut Rng::from_entropy())
+    }
+
     fn wait(next: Next) -> Duration {
         match next {
             Next::Wait(wait) => wait,
@@ -239,19 +232,19 @@ mod tests {
     fn polling_ends_with_the_service_decision() {
         let o = options(0, 60);
         let mut p = Polling::default();
-        let Next::Done(Ok(result)) = p.answer(Ok(response(200, assigned(), 0)), &o) else {
+        let Next::Done(Ok(result)) = ans(&mut p, Ok(response(200, assigned(), 0)), &o) else {
             panic!("assigned ends the registration")
         };
         assert_eq!(result.status, RegistrationStatus::Assigned);
         let failed = json!({"status": "failed", "registrationState": {"errorCode": 400207, "errorMessage": "no hub"}});
         let Next::Done(Err(ProvisioningError::RegistrationFailed(result))) =
-            p.answer(Ok(response(200, failed, 0)), &o)
+            ans(&mut p, Ok(response(200, failed, 0)), &o)
         else {
             panic!("failed is RegistrationFailed")
         };
         assert_eq!(result.registration_state.unwrap().error_code, Some(400207));
         for status in ["disabled", "unassigned", "something-new"] {
-            let next = p.answer(Ok(response(200, json!({"status": status}), 0)), &o);
+            let next = ans(&mut p, Ok(response(200, json!({"status": status}), 0)), &o);
             assert!(
                 matches!(
                     next,
@@ -260,7 +253,7 @@ mod tests {
                 "{status}: {next:?}"
             );
         }
-        let next = p.answer(Err(ProvisioningError::OperationCancelled), &o);
+        let next = ans(&mut p, Err(ProvisioningError::OperationCancelled), &o);
         assert!(matches!(
             next,
             Next::Done(Err(ProvisioningError::OperationCancelled))
@@ -275,7 +268,7 @@ mod tests {
             json!({"status": "assigned"}),
             json!({"status": "assigned", "registrationState": {"deviceId": "d"}}),
         ] {
-            let next = Polling::default().answer(Ok(response(200, body, 0)), &o);
+            let next = ans(&mut Polling::default(), Ok(response(200, body, 0)), &o);
             assert!(
                 matches!(
                     next,
@@ -294,27 +287,27 @@ mod tests {
         let mut p = Polling::default();
         assert_eq!(p.operation_id(), None);
         assert_eq!(
-            wait(p.answer(Ok(assigning(Some("op-1"), 5)), &o)),
+            wait(ans(&mut p, Ok(assigning(Some("op-1"), 5)), &o)),
             Duration::from_secs(5)
         );
         assert_eq!(p.operation_id(), Some("op-1"));
         // The floor, when the service asks for less.
         assert_eq!(
-            wait(p.answer(Ok(assigning(Some("op-1"), 0)), &o)),
+            wait(ans(&mut p, Ok(assigning(Some("op-1"), 0)), &o)),
             Duration::from_secs(2)
         );
         // The service's ask, even above the cap: the cap bounds the client's own back-off.
         assert_eq!(
-            wait(p.answer(Ok(assigning(Some("op-1"), 90)), &o)),
+            wait(ans(&mut p, Ok(assigning(Some("op-1"), 90)), &o)),
             Duration::from_secs(90)
         );
         // The default interval, when the service asked nothing, stays within floor and cap.
         assert_eq!(
-            wait(p.answer(Ok(unasked(assigning(Some("op-1"), 90))), &o)),
+            wait(ans(&mut p, Ok(unasked(assigning(Some("op-1"), 90))), &o)),
             Duration::from_secs(30)
         );
         // A poll answered without an operationId starts again from register.
-        wait(p.answer(Ok(assigning(None, 1)), &o));
+        wait(ans(&mut p, Ok(assigning(None, 1)), &o));
         assert_eq!(p.operation_id(), None);
     }
 
@@ -325,12 +318,12 @@ mod tests {
         let o = options(0, 60);
         for _ in 0..200 {
             let mut p = Polling::default();
-            let first = wait(p.answer(Ok(throttled(1)), &o));
+            let first = wait(ans(&mut p, Ok(throttled(1)), &o));
             assert!(
                 first >= Duration::from_secs(1) && first <= Duration::from_millis(1250),
                 "{first:?}"
             );
-            let second = wait(p.answer(Ok(throttled(1)), &o));
+            let second = wait(ans(&mut p, Ok(throttled(1)), &o));
             assert!(
                 second >= Duration::from_secs(2) && second <= Duration::from_millis(2500),
                 "{second:?}"
@@ -342,23 +335,35 @@ mod tests {
     fn throttling_backs_off_and_a_normal_answer_resets_it() {
         let o = exact(1, 60);
         let mut p = Polling::default();
-        assert_eq!(wait(p.answer(Ok(throttled(2)), &o)), Duration::from_secs(2));
-        assert_eq!(wait(p.answer(Ok(throttled(2)), &o)), Duration::from_secs(4));
-        assert_eq!(wait(p.answer(Ok(throttled(2)), &o)), Duration::from_secs(8));
         assert_eq!(
-            wait(p.answer(Ok(assigning(Some("op"), 2)), &o)),
+            wait(ans(&mut p, Ok(throttled(2)), &o)),
             Duration::from_secs(2)
         );
-        assert_eq!(wait(p.answer(Ok(throttled(2)), &o)), Duration::from_secs(2));
+        assert_eq!(
+            wait(ans(&mut p, Ok(throttled(2)), &o)),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            wait(ans(&mut p, Ok(throttled(2)), &o)),
+            Duration::from_secs(8)
+        );
+        assert_eq!(
+            wait(ans(&mut p, Ok(assigning(Some("op"), 2)), &o)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            wait(ans(&mut p, Ok(throttled(2)), &o)),
+            Duration::from_secs(2)
+        );
         // Without a retry-after, the default interval backs off within the cap.
         let o = exact(0, 3);
         let mut p = Polling::default();
         assert_eq!(
-            wait(p.answer(Ok(unasked(throttled(2))), &o)),
+            wait(ans(&mut p, Ok(unasked(throttled(2))), &o)),
             Duration::from_secs(2)
         );
         assert_eq!(
-            wait(p.answer(Ok(unasked(throttled(2))), &o)),
+            wait(ans(&mut p, Ok(unasked(throttled(2))), &o)),
             Duration::from_secs(3)
         );
     }
@@ -367,9 +372,9 @@ mod tests {
     fn a_lost_answer_repeats_the_same_request_after_a_back_off() {
         let o = exact(1, 60);
         let mut p = Polling::default();
-        wait(p.answer(Ok(assigning(Some("op-7"), 1)), &o));
-        assert_eq!(wait(p.answer(Err(lost()), &o)), Duration::from_secs(1));
-        assert_eq!(wait(p.answer(Err(lost()), &o)), Duration::from_secs(2));
+        wait(ans(&mut p, Ok(assigning(Some("op-7"), 1)), &o));
+        assert_eq!(wait(ans(&mut p, Err(lost()), &o)), Duration::from_secs(1));
+        assert_eq!(wait(ans(&mut p, Err(lost()), &o)), Duration::from_secs(2));
         assert_eq!(
             p.operation_id(),
             Some("op-7"),
@@ -381,17 +386,17 @@ mod tests {
     fn the_last_failure_is_kept_until_an_answer_moves_the_registration_on() {
         let o = exact(0, 60);
         let mut p = Polling::default();
-        wait(p.answer(Err(lost()), &o));
+        wait(ans(&mut p, Err(lost()), &o));
         assert_eq!(
             p.take_last_failure().and_then(|e| e.transport_kind()),
             Some(TransportErrorKind::ConnectionLost)
         );
-        wait(p.answer(Ok(throttled(3)), &o));
+        wait(ans(&mut p, Ok(throttled(3)), &o));
         let throttled = p.take_last_failure().unwrap();
         assert_eq!(throttled.service_error().map(|e| e.status), Some(429));
         assert!(throttled.to_string().contains("3s"), "{throttled}");
-        wait(p.answer(Err(lost()), &o));
-        wait(p.answer(Ok(assigning(Some("op"), 0)), &o));
+        wait(ans(&mut p, Err(lost()), &o));
+        wait(ans(&mut p, Ok(assigning(Some("op"), 0)), &o));
         assert!(p.take_last_failure().is_none());
     }
 
@@ -401,39 +406,46 @@ mod tests {
         let o = options(1, 60);
         let asked = |d| Some(d);
         for _ in 0..100 {
-            let first = backoff(asked(s(2)), s(2), 1, &o);
+            let first = backoff(asked(s(2)), s(2), 1, &o, &mut Rng::from_entropy());
             assert!(first >= s(2) && first <= s(2).mul_f64(1.25), "{first:?}");
-            let third = backoff(asked(s(2)), s(2), 3, &o);
+            let third = backoff(asked(s(2)), s(2), 3, &o, &mut Rng::from_entropy());
             assert!(third >= s(8) && third <= s(10), "{third:?}");
-            assert!(backoff(asked(s(2)), s(2), 40, &o) <= s(75));
-            assert!(backoff(None, Duration::ZERO, 5, &options(3, 60)) >= s(3));
+            assert!(backoff(asked(s(2)), s(2), 40, &o, &mut Rng::from_entropy()) <= s(75));
+            assert!(
+                backoff(
+                    None,
+                    Duration::ZERO,
+                    5,
+                    &options(3, 60),
+                    &mut Rng::from_entropy()
+                ) >= s(3)
+            );
             // A service asking more than the cap gets what it asked.
-            assert!(backoff(asked(s(90)), s(90), 2, &o) >= s(90));
+            assert!(backoff(asked(s(90)), s(90), 2, &o, &mut Rng::from_entropy()) >= s(90));
         }
         assert_eq!(
-            backoff(None, Duration::ZERO, 5, &exact(0, 60)),
+            backoff(
+                None,
+                Duration::ZERO,
+                5,
+                &exact(0, 60),
+                &mut Rng::from_entropy()
+            ),
             Duration::ZERO
         );
-        assert_eq!(backoff(asked(s(2)), s(2), 40, &exact(1, 60)), s(60));
-        assert_eq!(backoff(None, s(2), 40, &exact(0, 1)), s(1));
-    }
-
-    #[test]
-    fn transient_failures_are_the_lost_ones() {
-        assert!(is_transient(&lost()));
-        let kind = |kind| TransportError::new(kind, "x").into();
-        assert!(is_transient(&kind(TransportErrorKind::Publish)));
-        assert!(is_transient(&kind(TransportErrorKind::Restarted)));
-        assert!(is_transient(&ProvisioningError::timeout(
-            Stage::Response,
-            Duration::ZERO
-        )));
-        assert!(!is_transient(&ProvisioningError::timeout(
-            Stage::Connect,
-            Duration::ZERO
-        )));
-        assert!(!is_transient(&kind(TransportErrorKind::Connect)));
-        assert!(!is_transient(&kind(TransportErrorKind::Shutdown)));
-        assert!(!is_transient(&ProvisioningError::OperationCancelled));
+        assert_eq!(
+            backoff(
+                asked(s(2)),
+                s(2),
+                40,
+                &exact(1, 60),
+                &mut Rng::from_entropy()
+            ),
+            s(60)
+        );
+        assert_eq!(
+            backoff(None, s(2), 40, &exact(0, 1), &mut Rng::from_entropy()),
+            s(1)
+        );
     }
 }

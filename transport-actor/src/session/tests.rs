@@ -1062,8 +1062,46 @@ fn a_request_during_a_disconnect_starts_once_it_ends() {
         assert_ne!(*link, old);
         assert_eq!(h.s.state(), State::Connecting);
     }
+}
 
-    // A restart answers the waiting request too.
+/// Found by the simulation (seed 7972): a request waiting for a disconnect to end survived a
+/// second disconnect (a client closing after its deadline), and connected again after the
+/// registration was over, its caller long gone. A disconnect or a cancel cancels it, as they
+/// cancel a request in flight.
+#[test]
+fn a_disconnect_or_cancel_cancels_the_request_waiting_for_a_disconnect() {
+    for second in [
+        Command::Disconnect {
+            token: 10,
+            grace: None,
+        },
+        Command::Cancel { token: 10 },
+    ] {
+        let mut h = H::connected();
+        h.command(Command::Disconnect {
+            token: 9,
+            grace: None,
+        });
+        assert!(h.register(2, "r2").is_empty(), "the request waits");
+        let actions = h.command(second);
+        assert!(matches!(
+            response_of(&actions, 2),
+            Err(ProvisioningError::OperationCancelled)
+        ));
+        // The disconnect ends; nothing connects again.
+        h.event(LinkEvent::Unsubscribed(Ok(())));
+        let actions = h.event(LinkEvent::Closed(Ok(())));
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Open { .. })),
+            "{actions:?}"
+        );
+        assert_eq!(h.s.state(), State::Disconnected);
+    }
+}
+
+/// A restart answers the request waiting for a disconnect too.
+#[test]
+fn a_restart_answers_the_request_waiting_for_a_disconnect() {
     let mut h = H::connected();
     h.command(Command::Disconnect {
         token: 9,

@@ -471,6 +471,26 @@ impl Effects {
                 self.respond(op.token, Err(ProvisioningError::OperationCancelled));
                 Phase::Connected { link, params }
             }
+            // The request waiting for a disconnect is the one in flight: it is cancelled.
+            Phase::Disconnecting {
+                link,
+                waiters,
+                unsubscribed,
+                next: Some(deferred),
+                deadline,
+            } => {
+                self.respond(
+                    deferred.op.token,
+                    Err(ProvisioningError::OperationCancelled),
+                );
+                Phase::Disconnecting {
+                    link,
+                    waiters,
+                    unsubscribed,
+                    next: None,
+                    deadline,
+                }
+            }
             // SRS 18_030, 18_032: nothing to cancel.
             phase => phase,
         }
@@ -504,7 +524,9 @@ impl Effects {
                 self.respond(op.token, Err(ProvisioningError::OperationCancelled));
                 self.begin_disconnect(link, token, within, now)
             }
-            // Already disconnecting: answer this caller too, within the shorter of the waits.
+            // Already disconnecting: answer this caller too, within the shorter of the waits. A
+            // request that waited to connect again after the first disconnect is cancelled, as
+            // a disconnect cancels the request in flight (SRS 18_055, 18_056).
             Phase::Disconnecting {
                 link,
                 mut waiters,
@@ -512,6 +534,13 @@ impl Effects {
                 next,
                 deadline,
             } => {
+                if let Some(deferred) = next {
+                    self.respond(
+                        deferred.op.token,
+                        Err(ProvisioningError::OperationCancelled),
+                    );
+                }
+                let next = None;
                 waiters.push(token);
                 let sooner = Deadline::new(now, Stage::Disconnect, within);
                 Phase::Disconnecting {

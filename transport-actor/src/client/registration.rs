@@ -1,0 +1,274 @@
+//! One registration's course, without IO: which request to send next, how long to wait before
+//! it, when the deadline ends it, and when it is over.
+//!
+//! [`ProvisioningClient`](super::ProvisioningClient) drives it with real time and the actor;
+//! the simulation drives the very same machine with virtual time. The machine never waits
+//! past the deadline, and after it the only thing left is the close within the grace, so a
+//! driver that follows it returns by the deadline plus the grace.
+
+use std::time::{Duration, Instant};
+
+use dps_messages::{ProvisioningError, RegistrationResponse, RegistrationResult, Stage};
+
+use super::ClientOptions;
+use super::polling::{Next, Polling};
+use crate::rng::Rng;
+
+/// The request to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// Register the device.
+    Register,
+    /// Poll this operation.
+    Poll {
+        /// The operation.
+        operation_id: String,
+    },
+}
+
+/// What the driver does now.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Send this request, then report its answer with [`Registration::answered`] (or call
+    /// [`Registration::step`] again at the deadline, if it passes first).
+    Send(Request),
+    /// Nothing to do before this time (a wait, or a request in flight); then step again.
+    Sleep(Instant),
+    /// The outcome is known: disconnect within this grace, then call [`Registration::closed`].
+    Close(Duration),
+    /// The registration is over.
+    Finish(Box<Result<RegistrationResult, ProvisioningError>>),
+}
+
+#[derive(Debug)]
+enum Course {
+    /// The next request goes out at `not_before`.
+    Ready { not_before: Instant },
+    /// A request is out; its answer is awaited.
+    InFlight,
+    /// The outcome is known; the connection is being closed.
+    Closing(Option<Result<RegistrationResult, ProvisioningError>>),
+    /// Closed; the outcome is the driver's.
+    Closed(Option<Result<RegistrationResult, ProvisioningError>>),
+}
+
+/// One registration, from its first register to its close.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    options: ClientOptions,
+    polling: Polling,
+    jitter: Rng,
+    deadline: Instant,
+    course: Course,
+}
+
+impl Registration {
+    /// A registration that starts at `now`; `jitter` spreads its back-off waits.
+    pub(crate) fn new(options: ClientOptions, now: Instant, jitter: Rng) -> Self {
+        Self {
+            deadline: now + options.deadline,
+            options,
+            polling: Polling::default(),
+            jitter,
+            course: Course::Ready { not_before: now },
+        }
+    }
+
+    /// When the whole registration's deadline passes.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// What to do at `now`.
+    pub(crate) fn step(&mut self, now: Instant) -> Step {
+        let open = matches!(self.course, Course::Ready { .. } | Course::InFlight);
+        if open && now >= self.deadline {
+            let last_failure = self.polling.take_last_failure();
+            let error = ProvisioningError::timeout_after(
+                Stage::Registration,
+                self.options.deadline,
+                last_failure,
+            );
+            self.course = Course::Closing(Some(Err(error)));
+        }
+        match &mut self.course {
+            Course::Ready { not_before } if now < *not_before => {
+                Step::Sleep((*not_before).min(self.deadline))
+            }
+            Course::Ready { .. } => {
+                self.course = Course::InFlight;
+                Step::Send(match self.polling.operation_id() {
+                    None => Request::Register,
+                    Some(id) => Request::Poll {
+                        operation_id: id.to_owned(),
+                    },
+                })
+            }
+            Course::InFlight => Step::Sleep(self.deadline),
+            Course::Closing(_) => Step::Close(self.options.close_grace),
+            Course::Closed(outcome) => Step::Finish(Box::new(outcome.take().unwrap_or_else(
+                // A driver that steps again after the finish gets the finish's kind again.
+                || Err(ProvisioningError::OperationCancelled),
+            ))),
+        }
+    }
+
+    /// The answer to the request in flight, at `now`. An answer that comes after the
+    /// registration ended (a late reply to a request the close cancelled) is ignored.
+    pub(crate) fn answered(
+        &mut self,
+        answer: Result<RegistrationResponse, ProvisioningError>,
+        now: Instant,
+    ) {
+        if !matches!(self.course, Course::InFlight) {
+            return;
+        }
+        self.course = match self.polling.answer(answer, &self.options, &mut self.jitter) {
+            Next::Done(outcome) => Course::Closing(Some(outcome)),
+            Next::Wait(wait) => Course::Ready {
+                not_before: now + wait,
+            },
+        };
+    }
+
+    /// The caller cancelled the registration.
+    pub(crate) fn cancel(&mut self) {
+        if matches!(self.course, Course::Ready { .. } | Course::InFlight) {
+            self.course = Course::Closing(Some(Err(ProvisioningError::OperationCancelled)));
+        }
+    }
+
+    /// The close is done (or its grace has passed).
+    pub(crate) fn closed(&mut self) {
+        if let Course::Closing(outcome) = &mut self.course {
+            self.course = Course::Closed(outcome.take());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dps_messages::{TransportError, TransportErrorKind};
+    use serde_json::json;
+
+    use super::*;
+
+    fn options() -> ClientOptions {
+        ClientOptions {
+            min_interval: Duration::from_secs(2),
+            max_interval: Duration::from_secs(60),
+            deadline: Duration::from_secs(30),
+            close_grace: Duration::from_secs(1),
+            jitter: false,
+            ..ClientOptions::default()
+        }
+    }
+
+    fn response(status_code: u16, body: serde_json::Value) -> RegistrationResponse {
+        RegistrationResponse {
+            status_code,
+            result: serde_json::from_value(body).unwrap(),
+            polling_interval: Duration::from_secs(3),
+            retry_after: Some(Duration::from_secs(3)),
+            invalid_retry_after: None,
+        }
+    }
+
+    fn finish(step: Step) -> Result<RegistrationResult, ProvisioningError> {
+        match step {
+            Step::Finish(outcome) => *outcome,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn register_wait_poll_close_finish() {
+        let t0 = Instant::now();
+        let mut r = Registration::new(options(), t0, Rng::new(1));
+        assert!(matches!(r.step(t0), Step::Send(Request::Register)));
+        assert!(matches!(r.step(t0), Step::Sleep(at) if at == r.deadline()));
+        r.answered(
+            Ok(response(
+                202,
+                json!({"operationId": "op", "status": "assigning"}),
+            )),
+            t0,
+        );
+        let at = t0 + Duration::from_secs(3);
+        assert!(matches!(r.step(t0), Step::Sleep(until) if until == at));
+        let Step::Send(Request::Poll { operation_id }) = r.step(at) else {
+            panic!()
+        };
+        assert_eq!(operation_id, "op");
+        let assigned = json!({"status": "assigned", "registrationState": {"assignedHub": "h", "deviceId": "d"}});
+        r.answered(Ok(response(200, assigned)), at);
+        assert!(matches!(r.step(at), Step::Close(grace) if grace == Duration::from_secs(1)));
+        r.closed();
+        assert_eq!(finish(r.step(at)).unwrap().status.as_str(), "assigned");
+    }
+
+    #[test]
+    fn the_deadline_ends_a_request_in_flight_and_keeps_the_last_failure() {
+        let t0 = Instant::now();
+        let mut r = Registration::new(options(), t0, Rng::new(1));
+        r.step(t0);
+        let lost = TransportError::new(TransportErrorKind::ConnectionLost, "gone").into();
+        r.answered(Err(lost), t0);
+        let Step::Sleep(retry) = r.step(t0) else {
+            panic!()
+        };
+        r.step(retry);
+        let end = r.deadline();
+        assert!(matches!(r.step(end), Step::Close(_)));
+        // The answer that comes after the deadline changes nothing.
+        r.answered(Err(ProvisioningError::OperationCancelled), end);
+        r.closed();
+        let err = finish(r.step(end)).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ProvisioningError::Timeout {
+                    stage: Stage::Registration,
+                    last_failure: Some(_),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn no_wait_runs_past_the_deadline() {
+        let t0 = Instant::now();
+        let mut r = Registration::new(options(), t0, Rng::new(1));
+        r.step(t0);
+        r.answered(
+            Ok(response(
+                202,
+                json!({"operationId": "op", "status": "assigning"}),
+            )),
+            t0,
+        );
+        // A wait that would end after the deadline is cut to it.
+        let later = r.deadline() - Duration::from_secs(1);
+        let mut r2 = r;
+        r2.course = Course::Ready {
+            not_before: r2.deadline() + Duration::from_secs(60),
+        };
+        assert!(matches!(r2.step(later), Step::Sleep(at) if at == r2.deadline()));
+    }
+
+    #[test]
+    fn a_cancel_closes_and_finishes_cancelled() {
+        let t0 = Instant::now();
+        let mut r = Registration::new(options(), t0, Rng::new(1));
+        r.step(t0);
+        r.cancel();
+        assert!(matches!(r.step(t0), Step::Close(_)));
+        r.closed();
+        assert!(matches!(
+            finish(r.step(t0)),
+            Err(ProvisioningError::OperationCancelled)
+        ));
+    }
+}
