@@ -29,6 +29,39 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! # Life of a registration
+//!
+//! The path of one registration, from the call to the bytes and back, file by file:
+//!
+//! 1. `client/mod.rs`: [`ProvisioningClient::register`] asks the registration's course
+//!    (`client/registration.rs`, no IO) what to do. It says `Send(Register)`; the client sends
+//!    the actix message [`dps_messages::Register`] to the actor.
+//! 2. `actor.rs`: the handler gives the request a token and a fresh `$rid`, and hands
+//!    `Command::Register` to the [`session`].
+//! 3. `session/transitions.rs`: with no connection, the transition from `Disconnected` asks for
+//!    `Action::Open` and enters `Connecting`, which holds the request and the connect deadline
+//!    (`session/phase.rs`).
+//! 4. `actor.rs` carries the action out: `link/mod.rs` starts the link's task on the MQTT
+//!    runtime thread (`runtime.rs`), which waits its turn and connects (`link/connect.rs`: TCP,
+//!    TLS with `tls.rs` and `verify_cache.rs`, the WebSocket upgrade, CONNECT and CONNACK).
+//! 5. The link reports `LinkEvent::Connected` back to the actor (an actix message), which hands
+//!    it to the session: `Action::Subscribe`. On `Subscribed`, `Action::Publish` of the register
+//!    topic and body ([`dps_messages::topic`], [`dps_messages::request`]), and the phase is
+//!    `InRequest`.
+//! 6. The PUBACK comes back as `LinkEvent::PublishAcked`, the response as `LinkEvent::Message`.
+//!    The session matches its `$rid` and classifies it ([`dps_messages::outcome`]), answers
+//!    with `Action::Reply`, and is `Connected` again.
+//! 7. The actor sends the reply down the caller's oneshot channel. The client gives it to the
+//!    course, whose pacing (`client/polling.rs`) decides: assigned, poll after the interval,
+//!    try again, or give up.
+//! 8. At the end the course says `Close`: the client sends `Disconnect::within(grace)`, the
+//!    session unsubscribes, asks for `Action::Close` (the link sends DISCONNECT; `link/ending.rs`
+//!    says how the connection ended) and then `Action::Abandon`, and the actor drops the link.
+//!
+//! A transport started with [`ProvisioningTransportActor::start_on_runtime`], driven from
+//! [`MqttRuntime::spawn_fn`], does all of this on one thread. `sim/` (tests only) runs steps
+//! 1 to 8 in memory with a virtual clock and injected faults, for thousands of seeds.
 #![warn(missing_docs)]
 
 mod actor;

@@ -90,7 +90,7 @@ pub enum State {
 
 /// One device's MQTT session with DPS.
 ///
-/// The phase leaves the session only in [`Session::step`], to be replaced by what a transition
+/// The phase leaves the session only in `Session::step`, to be replaced by what a transition
 /// returns.
 pub struct Session {
     phase: Phase,
