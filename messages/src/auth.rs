@@ -70,6 +70,12 @@ impl fmt::Debug for SymmetricKey {
 mod tests {
     use super::*;
 
+    #[test]
+    fn debug_never_shows_the_key() {
+        let key = SymmetricKey::new(KEY).unwrap();
+        assert_eq!(format!("{key:?}"), "SymmetricKey(<redacted>)");
+    }
+
     const KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
 
     // SRS_NODE_PROVISIONING_MQTT_18_001 (symmetric-key half): the credentials a caller sets are

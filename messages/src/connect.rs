@@ -88,7 +88,8 @@ impl Endpoint {
             other => return Err(bad(&format!("scheme `{other}` is not mqtts or wss"))),
         };
         let host = match url.host() {
-            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+            // `url` reports an empty host as missing, never as an empty domain.
+            Some(url::Host::Domain(d)) => d.to_owned(),
             Some(url::Host::Ipv4(ip)) => ip.to_string(),
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
             _ => return Err(bad("no host")),
@@ -189,6 +190,38 @@ pub fn username(id_scope: &str, registration_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_take_addresses_and_refuse_credentials_and_empty_hosts() {
+        // `url` reads an address as one in wss (a special scheme), as a name in mqtts.
+        for uri in ["mqtts://127.0.0.1:9000", "wss://127.0.0.1:9000"] {
+            let ip = Endpoint::parse(uri).unwrap();
+            assert_eq!((ip.host.as_str(), ip.port), ("127.0.0.1", 9000), "{uri}");
+        }
+        assert_eq!(
+            Endpoint::parse("mqtts://127.0.0.1:9000")
+                .unwrap()
+                .to_string(),
+            "mqtts://127.0.0.1:9000"
+        );
+        let v6 = Endpoint::parse("wss://[::1]:9443").unwrap();
+        assert_eq!(v6.host, "::1");
+        for bad in [
+            "mqtts://user@dps.example.net",
+            "mqtts://:secret@dps.example.net",
+            "mqtts://user:secret@dps.example.net",
+            "mqtts://:8883",
+            "mqtts://",
+        ] {
+            assert!(
+                matches!(
+                    Endpoint::parse(bad),
+                    Err(ProvisioningError::InvalidRequest(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
 
     fn request() -> RegistrationRequest {
         RegistrationRequest::new("0ne00000001", "dev-1").with_host("dps.example.net")

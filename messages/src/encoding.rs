@@ -47,7 +47,7 @@ pub(crate) fn percent_decode(input: &str) -> String {
                 bytes.get(i + 2).copied().and_then(hex),
             )
         {
-            out.push(h << 4 | l);
+            out.push(h * 16 + l);
             i += 3;
             continue;
         }

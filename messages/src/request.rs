@@ -125,6 +125,18 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn a_registration_id_of_exactly_the_limit_is_valid() {
+        let at_limit = "a".repeat(MAX_REGISTRATION_ID_LEN);
+        assert!(
+            RegistrationRequest::new("scope", at_limit)
+                .validate()
+                .is_ok()
+        );
+        let over = "a".repeat(MAX_REGISTRATION_ID_LEN + 1);
+        assert!(RegistrationRequest::new("scope", over).validate().is_err());
+    }
+
     // SRS_NODE_PROVISIONING_MQTT_06_001: the register body is a JSON object with a
     // registrationId property.
     #[test]

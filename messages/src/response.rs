@@ -215,6 +215,12 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn statuses_display_as_on_the_wire() {
+        assert_eq!(RegistrationStatus::Assigning.to_string(), "assigning");
+        assert_eq!(RegistrationStatus::Other("x".into()).to_string(), "x");
+    }
+
+    #[test]
     fn parses_a_full_assignment_and_keeps_unknown_fields() {
         let body = json!({
             "operationId": "4.abc",

@@ -195,6 +195,26 @@ pub enum SasRejection {
 mod tests {
     use super::*;
 
+    #[test]
+    fn debug_shows_the_token_but_not_its_signature() {
+        let token = SasToken::generate(
+            KEY,
+            "scope/registrations/dev",
+            1_700_000_000,
+            Some("registration"),
+        )
+        .unwrap();
+        let shown = format!("{token:?}");
+        assert!(
+            shown.contains("registrations") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(!shown.contains(&token.to_string()), "{shown}");
+        let sig = token.to_string();
+        let sig = sig.split("sig=").nth(1).unwrap().split('&').next().unwrap();
+        assert!(!shown.contains(sig), "{shown}");
+    }
+
     const KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
 
     // A public known answer from another Azure SDK's tests (token without skn).

@@ -181,6 +181,24 @@ impl RequestTopic {
 mod tests {
     use super::*;
 
+    /// A parameter sent twice: the first counts, the rest are kept as they came.
+    #[test]
+    fn the_first_of_a_repeated_rid_or_retry_after_counts() {
+        let parsed = ResponseTopic::parse(
+            "$dps/registrations/res/202/?$rid=a&retry-after=3&$rid=b&retry-after=9",
+        )
+        .unwrap();
+        assert_eq!(parsed.rid, "a");
+        assert_eq!(parsed.retry_after.as_deref(), Some("3"));
+        assert_eq!(
+            parsed.params,
+            vec![
+                ("$rid".to_owned(), "b".to_owned()),
+                ("retry-after".to_owned(), "9".to_owned())
+            ]
+        );
+    }
+
     // SRS_NODE_PROVISIONING_MQTT_18_003: register publishes to
     // $dps/registrations/PUT/iotdps-register/?$rid=<rid>.
     #[test]

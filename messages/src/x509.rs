@@ -130,6 +130,18 @@ impl fmt::Debug for X509Identity {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_resolver_always_presents_the_identity() {
+        let (cert, key) = cert("dev");
+        let identity = X509Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        let resolver = identity.client_cert_resolver();
+        assert!(resolver.has_certs());
+        let presented = resolver
+            .resolve(&[], &[SignatureScheme::ECDSA_NISTP256_SHA256])
+            .unwrap();
+        assert_eq!(presented.cert.len(), 1);
+    }
+
     fn cert(cn: &str) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
