@@ -95,8 +95,6 @@ pub enum State {
 pub struct Session {
     phase: Phase,
     effects: Effects,
-    /// The state last reported, so that each transition is logged from and to.
-    shown: State,
 }
 
 impl fmt::Debug for Session {
@@ -114,7 +112,6 @@ impl Session {
         Self {
             phase: Phase::Disconnected,
             effects: Effects::new(config),
-            shown: State::Disconnected,
         }
     }
 
@@ -172,14 +169,20 @@ impl Session {
 
     /// Runs one transition: the phase goes in, the next comes out, and the change is logged.
     fn step(&mut self, transition: impl FnOnce(&mut Effects, Phase) -> Phase) {
+        let from = self.phase.state();
         let phase = std::mem::take(&mut self.phase);
         self.phase = transition(&mut self.effects, phase);
-        let to = self.phase.state();
-        if to != self.shown {
-            tracing::debug!(from = ?self.shown, to = ?to, "transport state");
-            self.shown = to;
-        }
+        log_transition(from, self.phase.state());
     }
+}
+
+/// Logs a change of state (every one is a tracing event); says whether there was one.
+fn log_transition(from: State, to: State) -> bool {
+    let changed = from != to;
+    if changed {
+        tracing::debug!(?from, ?to, "transport state");
+    }
+    changed
 }
 
 #[cfg(test)]

@@ -1284,3 +1284,45 @@ fn every_request_gets_exactly_one_reply_whatever_the_event_order() {
         }
     }
 }
+
+#[test]
+fn transitions_are_logged_only_when_the_state_changes() {
+    assert!(log_transition(State::Connected, State::InRequest));
+    assert!(!log_transition(State::Connected, State::Connected));
+}
+
+#[test]
+fn debug_shows_the_state_and_the_deadline() {
+    let mut h = H::new();
+    assert_eq!(
+        format!("{:?}", h.s),
+        "Session { state: Disconnected, deadline: None }"
+    );
+    h.register(1, "r1");
+    let shown = format!("{:?}", h.s);
+    assert!(
+        shown.contains("Connecting") && shown.contains("Connect"),
+        "{shown}"
+    );
+}
+
+/// A second disconnect whose grace ends exactly when the first's does leaves the first's
+/// deadline, and its error, as they were.
+#[test]
+fn a_disconnect_with_the_same_end_keeps_the_first_deadline() {
+    let mut h = H::connected();
+    h.command(Command::Disconnect {
+        token: 8,
+        grace: Some(Duration::from_secs(3)),
+    });
+    h.now += Duration::from_secs(1);
+    h.command(Command::Disconnect {
+        token: 9,
+        grace: Some(Duration::from_secs(2)),
+    });
+    let actions = h.advance(Duration::from_secs(2));
+    assert!(matches!(
+        done_of(&actions, 9),
+        Err(ProvisioningError::Timeout { after, .. }) if after == Duration::from_secs(3)
+    ));
+}
