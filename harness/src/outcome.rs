@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use dps_messages::{ConnackRefusal, ProvisioningError, RegistrationResult};
+use dps_messages::{ProvisioningError, RegistrationResult};
 use serde::{Deserialize, Serialize};
 
 /// The kind of ending of a registration.
@@ -35,10 +35,7 @@ impl Outcome {
             Ok(_) => Outcome::Assigned,
             // The device's own credentials or request are unusable: not the service's verdict.
             Err(E::Auth(_) | E::InvalidRequest(_)) => Outcome::InvalidInput,
-            Err(E::Unauthorized(_)) => Outcome::Unauthorized,
-            Err(E::ConnectionRefused(
-                ConnackRefusal::NotAuthorized | ConnackRefusal::BadUserNameOrPassword,
-            )) => Outcome::Unauthorized,
+            Err(e) if e.is_unauthorized() => Outcome::Unauthorized,
             Err(E::RegistrationFailed(_) | E::RegistrationNotAssigned(_)) => Outcome::Failed,
             Err(E::Timeout { .. }) => Outcome::Timeout,
             Err(E::Transport(_) | E::Tls(_) | E::Protocol(_) | E::ConnectionRefused(_)) => {
@@ -79,7 +76,7 @@ impl fmt::Display for Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dps_messages::{ServiceError, Stage, TransportError, TransportErrorKind};
+    use dps_messages::{ConnackRefusal, ServiceError, Stage, TransportError, TransportErrorKind};
     use std::time::Duration;
 
     #[test]

@@ -327,9 +327,9 @@ fn check(
     if let Some(requests) = &wire.requests {
         let got: Vec<&str> = records
             .iter()
-            .flat_map(|r| r.publishes())
-            .map(|(topic, _)| {
-                if topic.contains("/PUT/") {
+            .flat_map(|r| r.requests())
+            .map(|request| {
+                if request.is_register() {
                     "register"
                 } else {
                     "poll"
@@ -346,11 +346,7 @@ fn check(
         let got: Vec<u16> = records
             .iter()
             .flat_map(|r| r.responses())
-            .filter_map(|(topic, _)| {
-                dps_messages::topic::ResponseTopic::parse(topic)
-                    .ok()
-                    .map(|t| t.status)
-            })
+            .filter_map(|response| response.status())
             .collect();
         expect(
             "statuses",
@@ -373,8 +369,7 @@ fn check(
     }
     if let Some(disconnected) = wire.disconnected {
         let got = records.last().is_some_and(|r| {
-            r.events
-                .iter()
+            r.kinds()
                 .any(|e| matches!(e, dps_mock_broker::Event::Disconnect))
         });
         expect(

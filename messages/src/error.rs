@@ -136,6 +136,20 @@ impl ProvisioningError {
         }
     }
 
+    /// Whether the service refused the device's credentials, in either of the two ways it can:
+    /// a CONNACK refusal (bad user name or password, not authorized) or a 401 answer to a
+    /// request. A credential the device could not even use locally is an
+    /// [`ProvisioningError::Auth`] error instead.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorized(_)
+                | Self::ConnectionRefused(
+                    ConnackRefusal::NotAuthorized | ConnackRefusal::BadUserNameOrPassword
+                )
+        )
+    }
+
     /// Whether the same request may succeed if sent again, within a deadline: the connection,
     /// the publish or the response was lost (a [`TransportErrorKind::ConnectionLost`] or
     /// [`TransportErrorKind::Publish`] error, or a timeout waiting for a PUBACK or a response),
@@ -460,6 +474,21 @@ pub enum AuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_shapes_of_a_refused_credential_are_unauthorized() {
+        let refused = |r| ProvisioningError::ConnectionRefused(r);
+        assert!(
+            ProvisioningError::from_service(ServiceError::from_body(401, b"")).is_unauthorized()
+        );
+        assert!(refused(ConnackRefusal::NotAuthorized).is_unauthorized());
+        assert!(refused(ConnackRefusal::BadUserNameOrPassword).is_unauthorized());
+        assert!(!refused(ConnackRefusal::ServerUnavailable).is_unauthorized());
+        assert!(
+            !ProvisioningError::from_service(ServiceError::from_body(403, b"")).is_unauthorized()
+        );
+        assert!(!ProvisioningError::from(AuthError::BadSymmetricKey).is_unauthorized());
+    }
 
     #[test]
     fn the_lost_and_the_restarted_are_retryable_and_nothing_else() {

@@ -28,7 +28,7 @@ pub mod topic;
 pub mod x509;
 
 pub use auth::{Authentication, SymmetricKey};
-pub use commands::{Cancel, Disconnect, QueryStatus, Register, SetAuthentication};
+pub use commands::{Cancel, Disconnect, QueryStatus, Register, RequestResult, SetAuthentication};
 pub use connect::{ConnectParams, Endpoint, Protocol};
 pub use error::{
     AuthError, ConnackRefusal, ProtocolError, ProvisioningError, ServiceError, Stage,

@@ -180,6 +180,7 @@ pub(crate) async fn admit<F: Filter>(
         events: Vec::new(),
         events_dropped: 0,
         ended: Some(reason.clone()),
+        started: std::time::Instant::now(),
     });
     let _ = io.shutdown().await;
     Err(turned_away(&reason))

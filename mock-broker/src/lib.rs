@@ -3,20 +3,41 @@
 //! account.
 //!
 //! ```no_run
-//! use dps_mock_broker::MockBroker;
+//! use std::sync::Arc;
+//! use std::time::Duration;
 //!
-//! let broker = MockBroker::builder().start().expect("broker starts");
-//! println!("DPS over MQTT at {}, over WebSocket at {:?}", broker.mqtts_uri(), broker.wss_uri());
-//! // Trust broker.ca_pem(), connect, register, poll ... then look at what the broker saw:
-//! for connection in broker.records() {
-//!     println!("{} {:?}", connection.client_id, connection.publishes());
+//! use dps_mock_broker::script::{DeviceScript, Step};
+//! use dps_mock_broker::{MockBroker, Script, TestPki};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! // A PKI of your own (or the one the broker makes: `broker.pki()`), a script, a broker.
+//! let pki = Arc::new(TestPki::generate()?);
+//! let script = Script::new().device("dev-1", DeviceScript::new().request(Step::respond(429)));
+//! let broker = MockBroker::builder().pki(pki.clone()).script(script).start()?;
+//! let device = pki.device("dev-1")?; // certificate and key for the device
+//! println!("DPS at {} (trust {:?})", broker.mqtts_uri(), broker.ca_pem());
+//!
+//! // ... the device registers and polls ... then, in an async test, wait for what it did:
+//! let (records, done) = broker
+//!     .wait_for(Duration::from_secs(10), |records| records.iter().any(|r| r.is_closed()))
+//!     .await;
+//! assert!(done);
+//! for request in records[0].requests() {
+//!     println!("{:?} at {:?}: register? {}", request.rid(), request.at, request.is_register());
 //! }
+//! for response in records[0].responses() {
+//!     println!("{:?} retry-after {:?}", response.status(), response.retry_after());
+//! }
+//! # let _ = device; Ok(()) }
 //! ```
 //!
-//! The broker runs on a thread of its own with its own ntex runtime, so any test runtime (actix,
-//! tokio, none) can use it. It checks credentials as DPS does ([`auth`]), answers from a
-//! [`script::Script`] and then DPS's default behaviour ([`dps`]), and records every connection
-//! ([`record`]).
+//! The broker runs on a thread of its own with its own ntex runtime, so any test runtime can
+//! drive clients against it: [`BrokerHandle::wait_for`] waits for its record without blocking
+//! (actix and tokio tests), [`BrokerHandle::wait_until`] by blocking (plain threads). It checks
+//! credentials as DPS does ([`auth`]), answers from a [`script::Script`] and then DPS's default
+//! behaviour ([`dps`]), stays bounded whatever a client does ([`limits`]), and records every
+//! connection ([`record`]). The crate's README has a guide to testing a device application
+//! with it, with three complete tests.
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -329,6 +350,7 @@ impl BrokerBuilder {
             addr,
             ws_addr,
             tcp_addr,
+            pki,
             ca_pem,
             recorder,
             stop: Some(stop_tx),
@@ -437,6 +459,7 @@ pub struct BrokerHandle {
     addr: SocketAddr,
     ws_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
+    pki: Option<Arc<TestPki>>,
     ca_pem: Option<String>,
     recorder: Arc<Recorder>,
     stop: Option<StopSender>,
@@ -479,6 +502,14 @@ impl BrokerHandle {
         }
     }
 
+    /// The test PKI the broker uses: the one given to [`BrokerBuilder::pki`], or the one it
+    /// generated. Mint device certificates with it (`broker.pki().unwrap().device("dev-1")`).
+    /// `None` when the broker was given a server certificate of its own
+    /// ([`BrokerBuilder::server_cert`]) and no PKI.
+    pub fn pki(&self) -> Option<&Arc<TestPki>> {
+        self.pki.as_ref()
+    }
+
     /// The CA certificate (PEM) clients must trust, when the broker knows it.
     pub fn ca_pem(&self) -> Option<&str> {
         self.ca_pem.as_deref()
@@ -495,7 +526,19 @@ impl BrokerHandle {
         &self.recorder
     }
 
-    /// Waits up to `timeout` until `done` holds for the records; see [`Recorder::wait_until`].
+    /// Waits up to `timeout`, without blocking the thread, until `done` holds for the records:
+    /// for async tests, on actix or tokio alike; see [`Recorder::wait_for`].
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl FnMut(&[ConnectionRecord]) -> bool,
+    ) -> (Vec<ConnectionRecord>, bool) {
+        self.recorder.wait_for(timeout, done).await
+    }
+
+    /// Waits up to `timeout`, blocking the thread, until `done` holds for the records: for plain
+    /// `#[test]`s and threads, never inside an async test (it would stall the test's actors);
+    /// see [`Recorder::wait_until`].
     pub fn wait_until(
         &self,
         timeout: Duration,

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use dps_messages::topic::{RequestTopic, ResponseTopic};
 use serde::Serialize;
 
 use crate::limits::ConnectionLimits;
@@ -88,6 +89,104 @@ pub enum Event {
     Disconnect,
 }
 
+/// An event of a connection, and when it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Timed {
+    /// Since the broker took the connection's CONNECT (`at_ms` in JSON, in milliseconds).
+    #[serde(rename = "at_ms", serialize_with = "as_millis")]
+    pub at: Duration,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+fn as_millis<S: serde::Serializer>(at: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(at.as_secs_f64() * 1000.0)
+}
+
+/// A register or poll the device published, as the service read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// Since the connection's CONNECT.
+    pub at: Duration,
+    /// The topic as published.
+    pub topic: String,
+    /// What the topic asked for; `None` for a publish that is not a DPS request.
+    pub request: Option<RequestTopic>,
+    /// The body (cut as the record cuts payloads).
+    pub body: String,
+    /// The body's whole length in bytes.
+    pub body_len: usize,
+}
+
+impl RequestRecord {
+    /// Whether it is a register.
+    pub fn is_register(&self) -> bool {
+        matches!(self.request, Some(RequestTopic::Register { .. }))
+    }
+
+    /// Whether it is a poll.
+    pub fn is_poll(&self) -> bool {
+        matches!(self.request, Some(RequestTopic::Poll { .. }))
+    }
+
+    /// Its `$rid`.
+    pub fn rid(&self) -> Option<&str> {
+        match &self.request {
+            Some(RequestTopic::Register { rid } | RequestTopic::Poll { rid, .. }) => Some(rid),
+            None => None,
+        }
+    }
+
+    /// The operation a poll asked about.
+    pub fn operation_id(&self) -> Option<&str> {
+        match &self.request {
+            Some(RequestTopic::Poll { operation_id, .. }) => operation_id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// A response the broker published to the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseRecord {
+    /// Since the connection's CONNECT.
+    pub at: Duration,
+    /// The topic as published.
+    pub topic: String,
+    /// Status, `$rid` and `retry-after`; `None` for a topic that is not a DPS response topic
+    /// (a malformed step's).
+    pub response: Option<ResponseTopic>,
+    /// The body (cut as the record cuts payloads).
+    pub body: String,
+    /// The body's whole length in bytes.
+    pub body_len: usize,
+}
+
+impl ResponseRecord {
+    /// The status.
+    pub fn status(&self) -> Option<u16> {
+        self.response.as_ref().map(|r| r.status)
+    }
+
+    /// The `$rid` it answers.
+    pub fn rid(&self) -> Option<&str> {
+        self.response.as_ref().map(|r| r.rid.as_str())
+    }
+
+    /// The `retry-after`, as sent.
+    pub fn retry_after(&self) -> Option<&str> {
+        self.response
+            .as_ref()
+            .and_then(|r| r.retry_after.as_deref())
+    }
+
+    /// The body as JSON, when it is JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+}
+
 /// Everything about one connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConnectionRecord {
@@ -111,19 +210,27 @@ pub struct ConnectionRecord {
     pub server_name: Option<String>,
     /// The broker's answer.
     pub connack: Connack,
-    /// What happened afterwards, in order, up to [`ConnectionLimits::max_recorded_events`].
-    pub events: Vec<Event>,
+    /// What happened afterwards, in order and timed, up to
+    /// [`ConnectionLimits::max_recorded_events`].
+    pub events: Vec<Timed>,
     /// Events that happened after the record was full, counted only.
     pub events_dropped: u64,
     /// How the connection ended, once it has.
     pub ended: Option<String>,
+    /// When the broker took the CONNECT; events are timed from it.
+    #[serde(skip)]
+    pub(crate) started: Instant,
 }
 
 impl ConnectionRecord {
+    /// The events alone, in order, without their times.
+    pub fn kinds(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter().map(|timed| &timed.event)
+    }
+
     /// The topics the device subscribed to.
     pub fn subscriptions(&self) -> Vec<&str> {
-        self.events
-            .iter()
+        self.kinds()
             .filter_map(|e| match e {
                 Event::Subscribe { topic, .. } => Some(topic.as_str()),
                 _ => None,
@@ -133,8 +240,7 @@ impl ConnectionRecord {
 
     /// The device's publishes, as (topic, payload).
     pub fn publishes(&self) -> Vec<(&str, &str)> {
-        self.events
-            .iter()
+        self.kinds()
             .filter_map(|e| match e {
                 Event::Publish { topic, payload, .. } => Some((topic.as_str(), payload.as_str())),
                 _ => None,
@@ -142,12 +248,44 @@ impl ConnectionRecord {
             .collect()
     }
 
-    /// The broker's responses, as (topic, payload).
-    pub fn responses(&self) -> Vec<(&str, &str)> {
+    /// The device's publishes as requests: register or poll, `$rid`, operation id, body, time.
+    pub fn requests(&self) -> Vec<RequestRecord> {
         self.events
             .iter()
-            .filter_map(|e| match e {
-                Event::Response { topic, payload, .. } => Some((topic.as_str(), payload.as_str())),
+            .filter_map(|timed| match &timed.event {
+                Event::Publish {
+                    topic,
+                    payload,
+                    payload_len,
+                    ..
+                } => Some(RequestRecord {
+                    at: timed.at,
+                    topic: topic.clone(),
+                    request: RequestTopic::parse(topic),
+                    body: payload.clone(),
+                    body_len: *payload_len,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The broker's responses: status, `$rid`, `retry-after`, body, time.
+    pub fn responses(&self) -> Vec<ResponseRecord> {
+        self.events
+            .iter()
+            .filter_map(|timed| match &timed.event {
+                Event::Response {
+                    topic,
+                    payload,
+                    payload_len,
+                } => Some(ResponseRecord {
+                    at: timed.at,
+                    topic: topic.clone(),
+                    response: ResponseTopic::parse(topic).ok(),
+                    body: payload.clone(),
+                    body_len: *payload_len,
+                }),
                 _ => None,
             })
             .collect()
@@ -167,6 +305,8 @@ impl ConnectionRecord {
 /// the open ones.
 pub struct Recorder {
     book: Mutex<Book>,
+    /// Wakes async waiters ([`Recorder::wait_for`]) on every change.
+    changed_async: tokio::sync::Notify,
     /// Events one record keeps; a connection that does more only counts them.
     max_events: usize,
     changed: Condvar,
@@ -175,6 +315,22 @@ pub struct Recorder {
     waiting: AtomicUsize,
     keep_ended: bool,
     sink: Mutex<Option<Box<dyn Write + Send>>>,
+}
+
+/// Counts a waiter in for as long as it lives, so that changes wake it.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Self(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The records held, in the order of their ids.
@@ -198,6 +354,7 @@ impl Recorder {
     pub fn new(sink: Option<Box<dyn Write + Send>>, keep_ended: bool) -> Self {
         Self {
             book: Mutex::new(Book::default()),
+            changed_async: tokio::sync::Notify::new(),
             max_events: ConnectionLimits::default().max_recorded_events,
             changed: Condvar::new(),
             waiting: AtomicUsize::new(0),
@@ -247,7 +404,8 @@ impl Recorder {
         if let Some(at) = book.position(id) {
             let record = &mut book.records[at];
             if record.events.len() < self.max_events {
-                record.events.push(event);
+                let at = record.started.elapsed();
+                record.events.push(Timed { at, event });
             } else {
                 record.events_dropped += 1;
             }
@@ -285,6 +443,7 @@ impl Recorder {
     fn notify(&self) {
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.changed.notify_all();
+            self.changed_async.notify_waiters();
         }
     }
 
@@ -303,8 +462,44 @@ impl Recorder {
         self.lock().records.clone()
     }
 
-    /// Waits until `done` holds for the records or `timeout` passes; returns the records and
-    /// whether `done` held. Wakes on every change, so a test waits exactly as long as needed.
+    /// Waits, without blocking the thread, until `done` holds for the records or `timeout`
+    /// passes; returns the records and whether `done` held. Wakes on every change, so a test
+    /// waits exactly as long as needed.
+    ///
+    /// For async tests (`#[actix_rt::test]`, `#[tokio::test]`): it runs on any tokio runtime,
+    /// actix's included, and leaves the thread to the actors and connections the test drives.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&[ConnectionRecord]) -> bool,
+    ) -> (Vec<ConnectionRecord>, bool) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _counted = Waiting::count(&self.waiting);
+        loop {
+            // Listen before looking, so that a change between the two is not missed.
+            let changed = self.changed_async.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let book = self.lock();
+                if done(&book.records) {
+                    return (book.records.clone(), true);
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                let book = self.lock();
+                let held = done(&book.records);
+                return (book.records.clone(), held);
+            }
+        }
+    }
+
+    /// Waits, blocking the thread, until `done` holds for the records or `timeout` passes;
+    /// returns the records and whether `done` held. Wakes on every change.
+    ///
+    /// For plain `#[test]` functions and other threads. Inside an async test it would stall the
+    /// runtime the test drives its actors on (they share the thread): use
+    /// [`wait_for`](Self::wait_for) there.
     pub fn wait_until(
         &self,
         timeout: Duration,
@@ -353,7 +548,54 @@ mod tests {
             events: Vec::new(),
             events_dropped: 0,
             ended: None,
+            started: Instant::now(),
         }
+    }
+
+    #[test]
+    fn an_async_waiter_wakes_on_the_change_it_waits_for_and_gives_up_at_its_timeout() {
+        let recorder = Arc::new(Recorder::new(None, true));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let changer = recorder.clone();
+            let change = async move {
+                // Let the waiter count itself in and wait first.
+                tokio::task::yield_now().await;
+                let id = changer.open(record("dev"));
+                changer.event(id, Event::Ping);
+            };
+            let wait = recorder.wait_for(Duration::from_secs(60), |r| {
+                r.iter().any(|c| !c.events.is_empty())
+            });
+            let ((records, done), ()) = tokio::join!(wait, change);
+            assert!(done);
+            assert_eq!(records[0].kinds().collect::<Vec<_>>(), vec![&Event::Ping]);
+            let (_, done) = recorder
+                .wait_for(Duration::from_millis(10), |r| r.len() > 1)
+                .await;
+            assert!(!done, "nothing came: the timeout ends the wait");
+        });
+        assert_eq!(recorder.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn events_are_timed_from_the_connect() {
+        let recorder = Recorder::new(None, true);
+        let mut early = record("dev");
+        early.started = Instant::now() - Duration::from_secs(5);
+        let id = recorder.open(early);
+        recorder.event(id, Event::Ping);
+        let at = recorder.snapshot()[0].events[0].at;
+        assert!(
+            at >= Duration::from_secs(5) && at < Duration::from_secs(60),
+            "{at:?}"
+        );
+        let json = serde_json::to_value(&recorder.snapshot()[0].events[0]).unwrap();
+        assert_eq!(json["event"], "ping");
+        assert!(json["at_ms"].as_f64().unwrap() >= 5000.0, "{json}");
     }
 
     #[test]
@@ -407,7 +649,7 @@ mod tests {
         let held = recorder.snapshot();
         let ids: Vec<(u64, &str)> = held.iter().map(|r| (r.id, r.client_id.as_str())).collect();
         assert_eq!(ids, vec![(1, "two"), (2, "three")]);
-        assert_eq!(held[0].events, vec![Event::Ping]);
+        assert_eq!(held[0].kinds().collect::<Vec<_>>(), vec![&Event::Ping]);
         assert_eq!((first, second, third), (0, 1, 2));
 
         // A connection refused before CONNACK is born ended and never held.

@@ -148,7 +148,11 @@ fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
 }
 
 impl Step {
-    /// A response with `status` and the default body for it.
+    /// A response with `status` and the default body for it: below 300, DPS's default answer
+    /// to the request (`202 assigning` for a register, `200 assigned` for a poll); from 300, a
+    /// DPS error body whose `errorCode` is the status times 1000 plus 1 (`401001` for 401) and
+    /// whose `message` is "scripted failure". Give a body of your own with
+    /// [`with_body`](Self::with_body), e.g. `{"errorCode": 401002, ...}`.
     pub fn respond(status: u16) -> Self {
         Self::Respond {
             status,

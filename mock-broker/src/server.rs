@@ -9,7 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ntex::http::{self, Response, StatusCode, h1, header};
 use ntex::io::{Filter, Io};
@@ -116,6 +116,7 @@ async fn handshake(
         events: Vec::new(),
         events_dropped: 0,
         ended: None,
+        started: Instant::now(),
     };
 
     let step = shared.dps.next_connect_step(&client_id);

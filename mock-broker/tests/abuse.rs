@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use dps_messages::topic::register_topic;
-use dps_mock_broker::record::{Connack, Event};
+use dps_mock_broker::record::Connack;
 use dps_mock_broker::{BrokerHandle, ConnectionLimits, MockBroker, TestPki, TlsVersions};
 use ntex::util::{ByteString, Bytes};
 use serde_json::json;
@@ -176,16 +176,9 @@ fn a_flooding_device_is_disconnected_and_its_record_stays_small() {
         Some("flood: more than 5 PUBLISH packets on one connection")
     );
     let publishes: Vec<_> = record
-        .events
+        .requests()
         .iter()
-        .filter_map(|e| match e {
-            Event::Publish {
-                payload,
-                payload_len,
-                ..
-            } => Some((payload.len(), *payload_len)),
-            _ => None,
-        })
+        .map(|request| (request.body.len(), request.body_len))
         .collect();
     assert_eq!(publishes, vec![(4096, 64 * 1024); 5]);
 }

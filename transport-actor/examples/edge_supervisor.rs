@@ -1,8 +1,12 @@
-//! An edge application's supervising actor provisions its device through actor messages.
+//! An edge application's supervising actor provisions its device through actor messages, and
+//! restarts the transport when it gets stuck.
 //!
 //! `DeviceManager` owns a supervised `ProvisioningTransportActor`, registers, polls at the
 //! interval the service asks for, disconnects once assigned, and reports where the device
-//! belongs. The service is the in-process mock DPS broker, so this runs with no account:
+//! belongs. A watchdog restarts the transport when a request goes unanswered for two seconds:
+//! the request waiting is answered with a `Restarted` error, which says "send it again", and
+//! the manager does. The service is the in-process mock DPS broker, scripted to leave the first
+//! poll unanswered, so this runs with no account and shows the restart:
 //!
 //! ```sh
 //! cargo run -p dps-transport-actor --example edge_supervisor
@@ -11,22 +15,30 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use dps_messages::{
     Disconnect, Protocol, ProvisioningError, QueryStatus, Register, RegistrationRequest,
     RegistrationResponse, RegistrationStatus, SetAuthentication, X509Identity,
 };
-use dps_mock_broker::{MockBroker, TestPki};
-use dps_transport_actor::{ProvisioningTransportActor, TransportConfig};
+use dps_mock_broker::script::{DeviceScript, Step};
+use dps_mock_broker::{MockBroker, Script, TestPki};
+use dps_transport_actor::{ProvisioningTransportActor, Restart, TransportConfig};
 
 /// Where the device ended up, or why not.
 type Outcome = Result<String, ProvisioningError>;
+
+/// How long a request may go unanswered before the transport is restarted.
+const WATCHDOG: Duration = Duration::from_secs(2);
 
 /// The edge application's actor in charge of the device's identity.
 struct DeviceManager {
     transport: Addr<ProvisioningTransportActor>,
     request: RegistrationRequest,
+    /// The operation to poll, once the service gave one.
+    operation_id: Option<String>,
+    watchdog: Option<SpawnHandle>,
     done: Option<tokio::sync::oneshot::Sender<Outcome>>,
 }
 
@@ -34,14 +46,7 @@ impl Actor for DeviceManager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let register = self.transport.send(Register {
-            request: self.request.clone(),
-        });
-        ctx.spawn(
-            register
-                .into_actor(self)
-                .map(|result, manager, ctx| manager.on_response(flatten(result), ctx)),
-        );
+        self.send_next(ctx);
     }
 }
 
@@ -52,13 +57,41 @@ fn flatten(
 }
 
 impl DeviceManager {
+    /// Sends the next request (a poll of the operation, or a register), under the watchdog.
+    fn send_next(&mut self, ctx: &mut Context<Self>) {
+        let request = self.request.clone();
+        let next: Pin<Box<dyn Future<Output = _>>> = match self.operation_id.clone() {
+            Some(operation_id) => Box::pin(self.transport.send(QueryStatus {
+                request,
+                operation_id,
+            })),
+            None => Box::pin(self.transport.send(Register { request })),
+        };
+        self.watchdog = Some(ctx.run_later(WATCHDOG, |manager, _| {
+            println!("no answer in {WATCHDOG:?}: restarting the transport");
+            manager.transport.do_send(Restart);
+        }));
+        ctx.spawn(
+            next.into_actor(self)
+                .map(|result, manager, ctx| manager.on_response(flatten(result), ctx)),
+        );
+    }
+
     fn on_response(
         &mut self,
         result: Result<RegistrationResponse, ProvisioningError>,
         ctx: &mut Context<Self>,
     ) {
+        if let Some(watchdog) = self.watchdog.take() {
+            ctx.cancel_future(watchdog);
+        }
         let response = match result {
             Ok(response) => response,
+            // A restart (or a lost connection) says "send it again".
+            Err(error) if error.is_retryable() => {
+                println!("{error}: asking again");
+                return self.send_next(ctx);
+            }
             Err(error) => return self.finish(Err(error), ctx),
         };
         println!(
@@ -75,21 +108,10 @@ impl DeviceManager {
                 self.finish(Ok(hub), ctx);
             }
             RegistrationStatus::Assigning | RegistrationStatus::Registering => {
-                let operation_id = response.result.operation_id;
-                ctx.run_later(response.polling_interval, move |manager, ctx| {
-                    let request = manager.request.clone();
-                    // Poll the operation; a throttled register (no operation yet) registers again.
-                    let next: Pin<Box<dyn Future<Output = _>>> = match operation_id {
-                        Some(operation_id) => Box::pin(manager.transport.send(QueryStatus {
-                            request,
-                            operation_id,
-                        })),
-                        None => Box::pin(manager.transport.send(Register { request })),
-                    };
-                    ctx.spawn(
-                        next.into_actor(manager)
-                            .map(|result, manager, ctx| manager.on_response(flatten(result), ctx)),
-                    );
+                // Poll the operation; a throttled register (no operation yet) registers again.
+                self.operation_id = response.result.operation_id;
+                ctx.run_later(response.polling_interval, |manager, ctx| {
+                    manager.send_next(ctx)
                 });
             }
             other => self.finish(
@@ -114,11 +136,19 @@ impl DeviceManager {
 
 #[actix_rt::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The stand-in for DPS: a real MQTT server over TLS with a generated PKI.
+    // The stand-in for DPS: a real MQTT server over TLS with a generated PKI. It answers the
+    // register, then never answers the first poll; later polls get DPS's default answer.
     let pki = Arc::new(TestPki::generate()?);
+    let script = Script::new().device(
+        "edge-gateway-01",
+        DeviceScript::new()
+            .request(Step::Default { delay_ms: 0 })
+            .request(Step::Silent),
+    );
     let broker = MockBroker::builder()
         .pki(pki.clone())
         .retry_after(1)
+        .script(script)
         .start()?;
     let device = pki.device("edge-gateway-01")?;
 
@@ -135,6 +165,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     DeviceManager {
         transport,
         request,
+        operation_id: None,
+        watchdog: None,
         done: Some(done),
     }
     .start();

@@ -12,8 +12,9 @@ use crate::tls::{TlsSetup, TrustRoots};
 /// Settings of a [`crate::ProvisioningTransportActor`]; cheap to clone.
 ///
 /// Give the actors of a fleet clones of one configuration: their connections then share its TLS
-/// verifier, which checks a server's certificate chain once for many connections (see the
-/// crate's `verify_cache` module) instead of once per device.
+/// verifier, which remembers a server certificate chain it has verified, so many connections
+/// to the same service cost one chain verification instead of one each (every handshake still
+/// checks that the server holds the certificate's key).
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
     pub(crate) inner: Arc<Inner>,

@@ -46,6 +46,12 @@ use crate::rng::Rng;
 /// **Bounds.** The whole registration ends by `deadline`; the disconnect after it takes at most
 /// `close_grace` more, so [`ProvisioningClient::register`] returns within `deadline +
 /// close_grace` whatever the service does.
+///
+/// **In tests.** The transport runs on real time: its waits are real timers, and
+/// `tokio::time::pause()` does not make them shorter (it makes a registration time out at once
+/// instead). For fast tests set `min_interval` to zero, a small `max_interval`, `jitter` off,
+/// and have the mock DPS answer with `retry-after` 0; the mock broker's README shows three
+/// complete tests.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// The shortest wait between requests, whatever the service says. Real DPS throttles a

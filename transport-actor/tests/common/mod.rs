@@ -108,15 +108,12 @@ impl Fixture {
             .await
     }
 
-    /// Waits (off the actor's thread) until `done` holds for the broker's records.
+    /// Waits, leaving the thread to the actors, until `done` holds for the broker's records.
     pub async fn wait_for(
         &self,
-        done: impl FnMut(&[ConnectionRecord]) -> bool + Send + 'static,
+        done: impl FnMut(&[ConnectionRecord]) -> bool,
     ) -> Vec<ConnectionRecord> {
-        let broker = self.broker.clone();
-        let (records, ok) = tokio::task::spawn_blocking(move || broker.wait_until(LONG, done))
-            .await
-            .unwrap();
+        let (records, ok) = self.broker.wait_for(LONG, done).await;
         assert!(
             ok,
             "the broker never saw what the test waited for: {records:#?}"

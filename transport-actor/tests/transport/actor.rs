@@ -146,7 +146,7 @@ async fn responses_reach_only_their_own_transport() {
     assert_ne!(ra.result.operation_id, rb.result.operation_id);
     for record in f.broker.records() {
         assert_eq!(record.responses().len(), 1);
-        let rid = ResponseTopic::parse(record.responses()[0].0).unwrap().rid;
+        let rid = record.responses()[0].rid().unwrap().to_owned();
         assert!(record.publishes()[0].0.ends_with(&rid));
     }
 }

@@ -97,10 +97,7 @@ async fn srs_18_043_and_18_051_suback_failure() {
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
     let records = f.wait_all_closed().await;
     assert!(
-        records[0]
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::Disconnect)),
+        records[0].kinds().any(|e| matches!(e, Event::Disconnect)),
         "{records:?}"
     );
     assert!(records[0].publishes().is_empty());

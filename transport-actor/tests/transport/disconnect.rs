@@ -44,7 +44,7 @@ async fn srs_18_054_18_044_18_045_disconnect_unsubscribes_then_disconnects() {
     assert!(t.send(Disconnect::default()).await.unwrap().is_ok());
     assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
     let records = f.wait_all_closed().await;
-    let events = &records[0].events;
+    let events: Vec<&Event> = records[0].kinds().collect();
     let unsubscribe = events.iter().position(
         |e| matches!(e, Event::Unsubscribe { topics } if topics == &["$dps/registrations/res/#"]),
     );
@@ -70,16 +70,10 @@ async fn srs_18_055_disconnect_during_register() {
     let records = f.wait_all_closed().await;
     assert!(
         records[0]
-            .events
-            .iter()
+            .kinds()
             .any(|e| matches!(e, Event::Unsubscribe { .. }))
     );
-    assert!(
-        records[0]
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::Disconnect))
-    );
+    assert!(records[0].kinds().any(|e| matches!(e, Event::Disconnect)));
 }
 
 // SRS_NODE_PROVISIONING_MQTT_18_056: disconnect during a poll cancels it and disconnects.
@@ -98,12 +92,7 @@ async fn srs_18_056_disconnect_during_poll() {
         Err(ProvisioningError::OperationCancelled)
     ));
     let records = f.wait_all_closed().await;
-    assert!(
-        records[0]
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::Disconnect))
-    );
+    assert!(records[0].kinds().any(|e| matches!(e, Event::Disconnect)));
 }
 
 // SRS_NODE_PROVISIONING_MQTT_18_048: a failed unsubscribe or disconnect is reported; here the

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use actix::{Actor, Supervisor};
 use common::*;
-use dps_messages::topic::{POLL_TOPIC_PREFIX, REGISTER_TOPIC_PREFIX, ResponseTopic};
+use dps_messages::topic::{POLL_TOPIC_PREFIX, REGISTER_TOPIC_PREFIX};
 use dps_messages::{
     AuthError, Cancel, ConnackRefusal, Disconnect, Protocol, ProtocolError, ProvisioningError,
     QueryStatus, Register, RegistrationStatus, SetAuthentication, Stage, TransportError,

@@ -15,7 +15,7 @@ async fn srs_18_002_18_040_18_042_register_connects_and_subscribes_before_publis
     assert_eq!(t.send(GetState).await.unwrap(), State::Connected);
     let records = f.broker.records();
     assert_eq!(records.len(), 1);
-    let events = &records[0].events;
+    let events: Vec<&Event> = records[0].kinds().collect();
     let subscribe = events.iter().position(|e| matches!(e, Event::Subscribe { topic, qos: 1, granted: true } if topic == "$dps/registrations/res/#"));
     let publish = events
         .iter()
@@ -43,8 +43,7 @@ async fn srs_18_003_register_publishes_to_the_register_topic_with_a_fresh_rid() 
     assert!(rids.iter().all(|rid| rid.len() == 36), "{rids:?}");
     assert!(
         record
-            .events
-            .iter()
+            .kinds()
             .all(|e| !matches!(e, Event::Publish { qos, .. } if *qos != 1))
     );
 }
