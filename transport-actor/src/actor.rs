@@ -224,6 +224,15 @@ impl ProvisioningTransportActor {
         }
     }
 
+    /// Answers everything pending with [`TransportErrorKind::Restarted`], drops the connection
+    /// and starts again from [`State::Disconnected`] with the same credentials.
+    fn restart(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!("transport actor restarting");
+        self.abort(ctx, restarted());
+        self.session = Session::new(self.config.inner.session.clone());
+        self.session.set_authenticated(self.auth.is_some());
+    }
+
     /// Answers everything pending with `error` and drops the connection.
     fn abort(&mut self, ctx: &mut Context<Self>, error: ProvisioningError) {
         self.session.abort(error);
@@ -272,17 +281,6 @@ fn restarted() -> ProvisioningError {
         "the transport actor restarted while the request waited",
     )
     .into()
-}
-
-impl ProvisioningTransportActor {
-    /// Answers everything pending with [`TransportErrorKind::Restarted`], drops the connection
-    /// and starts again from [`State::Disconnected`] with the same credentials.
-    fn restart(&mut self, ctx: &mut Context<Self>) {
-        tracing::info!("transport actor restarting");
-        self.abort(ctx, restarted());
-        self.session = Session::new(self.config.inner.session.clone());
-        self.session.set_authenticated(self.auth.is_some());
-    }
 }
 
 impl Actor for ProvisioningTransportActor {
