@@ -280,11 +280,22 @@ struct Connection {
 
 type Tls = StreamOwned<ServerConnection, TcpStream>;
 
+/// The longest a connection's read or write waits: far past any test's deadlines, so that a
+/// client that neither speaks nor closes still frees its thread.
+const CONNECTION_LIMIT: Duration = Duration::from_secs(120);
+
 impl Connection {
     fn serve(self, stream: TcpStream) {
+        // No connection thread outlives its test by much, whatever the client does.
+        let bounded = stream
+            .set_read_timeout(Some(CONNECTION_LIMIT))
+            .and_then(|()| stream.set_write_timeout(Some(CONNECTION_LIMIT)));
         let Ok(session) = ServerConnection::new(self.config.clone()) else {
             return;
         };
+        if bounded.is_err() {
+            return;
+        }
         let mut tls = StreamOwned::new(session, stream);
         let _ = self.converse(&mut tls);
         let closed_after = self.accepted.elapsed();
