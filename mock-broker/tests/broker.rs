@@ -127,6 +127,46 @@ fn default_script_over_tls_with_x509_registers_and_assigns() {
     assert!(r.publishes()[0].1.contains("\"model\""));
 }
 
+/// The PKI a broker made for itself mints devices it accepts, and `wait_for` waits for the
+/// record from inside the async test that drives the device.
+#[test]
+fn the_handle_gives_its_pki_and_waits_without_blocking() {
+    let broker = Arc::new(MockBroker::builder().retry_after(0).start().unwrap());
+    let shared = broker.clone();
+    run(async move {
+        let broker = &*shared;
+        let device = broker
+            .pki()
+            .expect("a generated PKI")
+            .device("dev-1")
+            .unwrap();
+        let mut client = connect(broker, Options::new(broker, "dev-1").identity(device))
+            .await
+            .unwrap();
+        client.subscribe().await;
+        register(&client, "dev-1", "r1", None).await;
+        assert!(client.next(LONG).await.is_some());
+        let (records, done) = broker
+            .wait_for(LONG, |r| {
+                r.first().is_some_and(|c| !c.responses().is_empty())
+            })
+            .await;
+        assert!(done);
+        assert_eq!(records[0].responses()[0].status(), Some(202));
+        let (_, done) = broker
+            .wait_for(std::time::Duration::from_millis(50), |r| r.len() > 1)
+            .await;
+        assert!(!done, "no second connection: the wait ends at its timeout");
+    });
+    // A broker given a server certificate of its own has no PKI to give.
+    let pki = pki();
+    let own = MockBroker::builder()
+        .server_cert(pki.server.clone(), Some(pki.ca_pem().to_owned()))
+        .start()
+        .unwrap();
+    assert!(own.pki().is_none());
+}
+
 /// A writer the test can read back: the record sink.
 #[derive(Clone, Default)]
 struct SharedSink(Arc<std::sync::Mutex<Vec<u8>>>);
