@@ -3,12 +3,10 @@
 use std::fmt;
 use std::sync::OnceLock;
 
+use crate::api_version::ApiVersion;
 use crate::encoding::{HexCase, percent_encode};
 use crate::error::ProvisioningError;
 use crate::request::RegistrationRequest;
-
-/// The DPS API version the username announces.
-pub const API_VERSION: &str = "2019-03-31";
 
 /// The MQTT port of DPS.
 pub const MQTTS_PORT: u16 = 8883;
@@ -146,8 +144,9 @@ pub struct ConnectParams {
     pub id_scope: String,
     /// The MQTT clientId: the registration id (SRS 18_035).
     pub client_id: String,
-    /// `<idScope>/registrations/<registrationId>/api-version=2019-03-31&ClientVersion=<ua>`
-    /// (SRS 18_038).
+    /// `<idScope>/registrations/<registrationId>/api-version=<version>&ClientVersion=<ua>`
+    /// (SRS 18_038); the version is the request's
+    /// [`api_version`](RegistrationRequest::api_version).
     pub username: String,
     /// Always true: DPS keeps no session (SRS 18_036).
     pub clean_session: bool,
@@ -169,21 +168,25 @@ impl ConnectParams {
             endpoint,
             id_scope: request.id_scope.clone(),
             client_id: request.registration_id.clone(),
-            username: username(&request.id_scope, &request.registration_id),
+            username: username(
+                &request.id_scope,
+                &request.registration_id,
+                &request.api_version(),
+            ),
             clean_session: true,
         })
     }
 }
 
-/// The MQTT username of a DPS device (SRS 18_038). The spec's text says `clientVersion`; every
-/// SDK's code sends `ClientVersion`, and so do we.
-pub fn username(id_scope: &str, registration_id: &str) -> String {
+/// The MQTT username of a DPS device announcing `api_version` (SRS 18_038). The spec's text says
+/// `clientVersion`; every SDK's code sends `ClientVersion`, and so do we.
+pub fn username(id_scope: &str, registration_id: &str, api_version: &ApiVersion) -> String {
     // The user agent is the same for the life of the process: encode it once, not per connect.
     static CLIENT_VERSION: OnceLock<String> = OnceLock::new();
     let client_version =
         CLIENT_VERSION.get_or_init(|| percent_encode(&user_agent(), HexCase::Upper));
     format!(
-        "{id_scope}/registrations/{registration_id}/api-version={API_VERSION}&ClientVersion={client_version}"
+        "{id_scope}/registrations/{registration_id}/api-version={api_version}&ClientVersion={client_version}"
     )
 }
 
@@ -244,6 +247,27 @@ mod tests {
                     .clean_session
             );
         }
+    }
+
+    #[test]
+    fn the_username_announces_the_requests_api_version() {
+        let version = |request: RegistrationRequest| {
+            let username = ConnectParams::new(Protocol::Mqtt, &request)
+                .unwrap()
+                .username;
+            let (_, rest) = username.split_once("/api-version=").unwrap();
+            rest.split_once('&').unwrap().0.to_owned()
+        };
+        assert_eq!(version(request()), "2019-03-31");
+        assert_eq!(
+            version(request().with_api_version("2021-06-01")),
+            "2021-06-01"
+        );
+        let csr = crate::CertificateRequest::generate_with("dev-1", crate::KeyCurve::P256).unwrap();
+        assert_eq!(version(request().with_csr(&csr)), "2025-07-01-preview");
+        // A CSR with a version that cannot carry it never reaches a CONNECT.
+        let old = request().with_csr(&csr).with_api_version("2019-03-31");
+        assert!(ConnectParams::new(Protocol::Mqtt, &old).is_err());
     }
 
     // SRS_NODE_PROVISIONING_MQTT_18_038: username is

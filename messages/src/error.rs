@@ -6,6 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::certificate::CertificateError;
 use crate::response::RegistrationResult;
 use crate::topic::TopicError;
 
@@ -71,6 +72,10 @@ pub enum ProvisioningError {
     /// The device's credentials are missing or unusable.
     #[error("authentication error: {0}")]
     Auth(#[from] AuthError),
+    /// Certificate issuance failed: the request could not carry its CSR, or the chain the
+    /// service issued did not pass a check.
+    #[error("certificate issuance: {0}")]
+    Certificate(#[from] CertificateError),
 }
 
 fn last_failure_suffix(last: Option<&ProvisioningError>) -> String {

@@ -9,13 +9,18 @@
 //! * [`outcome`]: turning a response into a result, a retry or a typed error, and the polling
 //!   interval;
 //! * [`x509`] and [`sas`]: device credentials;
+//! * [`certificate`]: certificate issuance: the key and CSR a device sends, and the chain it
+//!   gets back, checked;
+//! * [`api_version`]: the `api-version` the username announces;
 //! * [`error`]: the one error type every part of the workspace reports;
 //! * [`commands`]: the actix messages the transport actor takes.
 //!
 //! Time is always a parameter, never read from a clock, so every rule is testable in microseconds.
 #![warn(missing_docs)]
 
+pub mod api_version;
 pub mod auth;
+pub mod certificate;
 pub mod commands;
 pub mod connect;
 mod encoding;
@@ -27,7 +32,11 @@ pub mod sas;
 pub mod topic;
 pub mod x509;
 
+pub use api_version::ApiVersion;
 pub use auth::{Authentication, SymmetricKey};
+pub use certificate::{
+    CertificateError, CertificateRequest, IssuedIdentity, KeyCurve, LeafCertificate,
+};
 pub use commands::{Cancel, Disconnect, QueryStatus, Register, RequestResult, SetAuthentication};
 pub use connect::{ConnectParams, Endpoint, Protocol};
 pub use error::{

@@ -3,6 +3,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::api_version::ApiVersion;
+use crate::certificate::{CertificateError, CertificateRequest};
 use crate::error::ProvisioningError;
 
 /// The global DPS endpoint, the host of every public-cloud device.
@@ -28,6 +30,12 @@ pub struct RegistrationRequest {
     /// An endpoint URI that replaces the one derived from the host, e.g.
     /// `mqtts://127.0.0.1:40123` or `wss://127.0.0.1:40124/$iothub/websocket` (SRS 18_039).
     pub endpoint: Option<String>,
+    /// The `api-version` the username announces; `None` picks one, see
+    /// [`api_version`](Self::api_version).
+    pub api_version: Option<ApiVersion>,
+    /// A certificate signing request (base64 DER, no PEM armour) sent as the body's `csr`,
+    /// asking the service to issue the device a certificate.
+    pub csr: Option<String>,
 }
 
 impl RegistrationRequest {
@@ -39,6 +47,8 @@ impl RegistrationRequest {
             provisioning_host: DEFAULT_PROVISIONING_HOST.to_owned(),
             payload: None,
             endpoint: None,
+            api_version: None,
+            csr: None,
         }
     }
 
@@ -58,6 +68,30 @@ impl RegistrationRequest {
     pub fn with_endpoint(mut self, uri: impl Into<String>) -> Self {
         self.endpoint = Some(uri.into());
         self
+    }
+
+    /// Announces `version` in the username, whatever the request carries.
+    pub fn with_api_version(mut self, version: impl Into<ApiVersion>) -> Self {
+        self.api_version = Some(version.into());
+        self
+    }
+
+    /// Asks the service to certify `csr`'s key: the body carries its CSR, and the username
+    /// announces `2025-07-01-preview` unless a version was chosen explicitly.
+    pub fn with_csr(mut self, csr: &CertificateRequest) -> Self {
+        self.csr = Some(csr.csr_base64());
+        self
+    }
+
+    /// The `api-version` the username announces: the one chosen with
+    /// [`with_api_version`](Self::with_api_version); otherwise `2025-07-01-preview` for a
+    /// request with a CSR and `2019-03-31` (the Node SDK's) for one without.
+    pub fn api_version(&self) -> ApiVersion {
+        match (&self.api_version, &self.csr) {
+            (Some(version), _) => version.clone(),
+            (None, Some(_)) => ApiVersion::V2025_07_01Preview,
+            (None, None) => ApiVersion::default(),
+        }
     }
 
     /// Checks what the service would reject anyway, so the caller hears it before any network
@@ -87,11 +121,15 @@ impl RegistrationRequest {
         {
             return bad(format!("the registration id `{id}` contains `{c}`"));
         }
+        let version = self.api_version();
+        if self.csr.is_some() && !version.can_carry_csr() {
+            return Err(CertificateError::ApiVersionTooOld(version.to_string()).into());
+        }
         Ok(())
     }
 
     /// The register body: `{"registrationId":..}` plus `"payload"` only when one was given
-    /// (SRS 06_001, 06_002).
+    /// (SRS 06_001, 06_002), and `"csr"` only when the request carries one.
     pub fn register_body(&self) -> Vec<u8> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
@@ -99,10 +137,13 @@ impl RegistrationRequest {
             registration_id: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             payload: Option<&'a Value>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            csr: Option<&'a str>,
         }
         let body = Body {
             registration_id: &self.registration_id,
             payload: self.payload.as_ref(),
+            csr: self.csr.as_deref(),
         };
         // Serializing a struct of a &str and a Value cannot fail.
         serde_json::to_vec(&body).unwrap_or_default()
@@ -118,6 +159,9 @@ pub struct RegisterBody {
     /// Custom allocation data; `None` for both an absent and a `null` payload.
     #[serde(default)]
     pub payload: Option<Value>,
+    /// A certificate signing request, as sent (base64 DER is what the service accepts).
+    #[serde(default)]
+    pub csr: Option<String>,
 }
 
 #[cfg(test)]
@@ -190,6 +234,37 @@ mod tests {
                 "{scope} {id}"
             );
         }
+    }
+
+    #[test]
+    fn a_csr_goes_in_the_body_and_picks_the_preview_version_unless_one_was_chosen() {
+        let csr = CertificateRequest::generate_with("dev-1", crate::KeyCurve::P256).unwrap();
+        let plain = RegistrationRequest::new("scope", "dev-1");
+        assert_eq!(plain.api_version(), ApiVersion::V2019_03_31);
+        let request = plain.with_payload(json!({"k": 1})).with_csr(&csr);
+        assert_eq!(request.api_version(), ApiVersion::V2025_07_01Preview);
+        assert!(request.validate().is_ok());
+        let body: Value = serde_json::from_slice(&request.register_body()).unwrap();
+        assert_eq!(
+            body,
+            json!({"registrationId": "dev-1", "payload": {"k": 1}, "csr": csr.csr_base64()})
+        );
+        let read: RegisterBody = serde_json::from_slice(&request.register_body()).unwrap();
+        assert_eq!(read.csr, Some(csr.csr_base64()));
+
+        // An explicit version wins, and one that cannot carry a CSR is refused before sending.
+        let newer = request.clone().with_api_version("2026-11-02-preview");
+        assert_eq!(newer.api_version().as_str(), "2026-11-02-preview");
+        assert!(newer.validate().is_ok());
+        let old = request.with_api_version(ApiVersion::V2021_06_01);
+        assert!(matches!(
+            old.validate(),
+            Err(ProvisioningError::Certificate(CertificateError::ApiVersionTooOld(v))) if v == "2021-06-01"
+        ));
+        // Without a CSR any version goes.
+        let mut old = old;
+        old.csr = None;
+        assert!(old.validate().is_ok());
     }
 
     #[test]

@@ -115,9 +115,14 @@ pub struct RegistrationState {
     /// The trust bundle the enrollment carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_bundle: Option<Value>,
-    /// A certificate the service issued to the device.
+    /// A certificate the service issued to the device (the `2021-11-01-preview` protocol).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_client_certificate: Option<String>,
+    /// The certificate chain the service issued for the device's CSR (api-version
+    /// `2025-07-01-preview`): base64 DER certificates, leaf first. Check it and make it an
+    /// identity with [`CertificateRequest::accept`](crate::CertificateRequest::accept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_certificate_chain: Option<Vec<String>>,
     /// Fields this crate does not know.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

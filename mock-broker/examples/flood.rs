@@ -46,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .to_string();
     stream.write_all(&connect(
         ID,
-        &dps_messages::connect::username(scope, ID),
+        &dps_messages::connect::username(scope, ID, &Default::default()),
         &password,
     ))?;
     let mut connack = [0u8; 4];

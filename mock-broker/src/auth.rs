@@ -157,6 +157,14 @@ pub fn authorize(config: &AuthConfig, attempt: &ConnectAttempt<'_>) -> Result<Au
     Err(refuse(NotAuthorized, format!("SAS token rejected: {why}")))
 }
 
+/// The `api-version` a username announces, if any.
+pub fn api_version(username: &str) -> Option<&str> {
+    let (_, query) = username.rsplit_once('/')?;
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("api-version="))
+}
+
 /// Splits `<idScope>/registrations/<id>/api-version=<v>[&...]` into scope and id.
 pub fn parse_username(username: &str) -> Option<(&str, &str)> {
     let (scope, rest) = username.split_once("/registrations/")?;
@@ -171,6 +179,18 @@ pub fn parse_username(username: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_api_version_is_read_from_the_username() {
+        let user = "s/registrations/d/api-version=2025-07-01-preview&ClientVersion=x";
+        assert_eq!(api_version(user), Some("2025-07-01-preview"));
+        assert_eq!(
+            api_version("s/registrations/d/ClientVersion=x&api-version=1"),
+            Some("1")
+        );
+        assert_eq!(api_version("s/registrations/d/ClientVersion=x"), None);
+        assert_eq!(api_version("no slash"), None);
+    }
     use dps_messages::SymmetricKey;
 
     const KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";

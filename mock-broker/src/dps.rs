@@ -2,7 +2,7 @@
 //! answer. The server module carries out the [`Reply`].
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use dps_messages::request::RegisterBody;
@@ -10,6 +10,7 @@ use dps_messages::topic::{RESPONSE_TOPIC_PREFIX, RequestTopic, ResponseTopic};
 use serde_json::{Value, json};
 
 use crate::clock::iso8601;
+use crate::issuance::{ChainFault, CheckedCsr, Issuance, check_csr};
 use crate::operations::{Operation, Operations};
 use crate::script::{ConnectStep, Malformation, Script, Step};
 
@@ -20,6 +21,21 @@ pub struct DpsConfig {
     pub assigned_hub: String,
     /// The `retry-after` of a `202 assigning`, in seconds (0 allowed).
     pub retry_after: u64,
+    /// The enrollments' certificate policy: with one, a register that carries a CSR is
+    /// answered with a certificate; without, such a register is refused (400).
+    pub(crate) issuance: Option<Arc<Issuance>>,
+}
+
+impl DpsConfig {
+    /// A service assigning every device to `assigned_hub`, answering `202 assigning` with
+    /// `retry_after` seconds, with no certificate policy.
+    pub fn new(assigned_hub: impl Into<String>, retry_after: u64) -> Self {
+        Self {
+            assigned_hub: assigned_hub.into(),
+            retry_after,
+            issuance: None,
+        }
+    }
 }
 
 /// What to do about one request.
@@ -107,8 +123,18 @@ impl Dps {
             .unwrap_or(ConnectStep::Accept)
     }
 
-    /// The reply to a publish from `client_id`.
-    pub fn on_publish(&self, client_id: &str, topic: &str, body: &[u8], now: SystemTime) -> Reply {
+    /// The reply to a publish from `client_id`, whose username announced `api_version`.
+    pub fn on_publish(
+        &self,
+        client: Client<'_>,
+        topic: &str,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Reply {
+        let Client {
+            id: client_id,
+            api_version,
+        } = client;
         let Some(request) = RequestTopic::parse(topic) else {
             tracing::debug!(
                 client_id,
@@ -126,6 +152,7 @@ impl Dps {
                 config: &self.config,
                 operations,
                 client_id,
+                api_version,
                 request: &request,
                 body,
                 now,
@@ -133,6 +160,15 @@ impl Dps {
             ctx.reply(step)
         })
     }
+}
+
+/// Who sent a request: the clientId, and the api-version its username announced.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    /// The MQTT clientId (the registration id).
+    pub id: &'a str,
+    /// The `api-version` in the username; empty when it had none.
+    pub api_version: &'a str,
 }
 
 /// What a register body says, as real DPS reads it: the body is optional (the Embedded C SDK
@@ -143,6 +179,7 @@ fn read_register_body(body: &[u8]) -> Result<RegisterBody, String> {
         return Ok(RegisterBody {
             registration_id: None,
             payload: None,
+            csr: None,
         });
     }
     let value: Value =
@@ -168,6 +205,7 @@ struct Ctx<'a> {
     config: &'a DpsConfig,
     operations: &'a mut Operations,
     client_id: &'a str,
+    api_version: &'a str,
     request: &'a RequestTopic,
     body: &'a [u8],
     now: SystemTime,
@@ -203,15 +241,18 @@ impl Ctx<'_> {
 
     fn reply(&mut self, step: Step) -> Reply {
         match step {
-            Step::Default { delay_ms } => {
-                let (status, body, retry_after) = self.default_response();
-                send(
-                    status,
-                    self.rid(),
-                    retry_after,
-                    body.to_string().into_bytes(),
-                    delay_ms,
-                )
+            Step::Default { delay_ms } => self.default_reply(None, delay_ms),
+            Step::SpoilChain { fault } => self.default_reply(Some(fault), 0),
+            Step::RefuseCsr { status, error_code } => {
+                let has_csr = read_register_body(self.body).is_ok_and(|b| b.csr.is_some());
+                if !matches!(self.request, RequestTopic::Register { .. }) || !has_csr {
+                    return self.default_reply(None, 0);
+                }
+                let mut body = self.error_body(status, "the CSR was refused (scripted)");
+                if let Some(code) = error_code {
+                    body["errorCode"] = code.into();
+                }
+                send(status, self.rid(), None, body.to_string().into_bytes(), 0)
             }
             Step::Respond {
                 status,
@@ -245,6 +286,18 @@ impl Ctx<'_> {
             Step::CloseOnPublish => Reply::CloseWithoutPuback,
             Step::Malformed { what } => self.malformed(what),
         }
+    }
+
+    /// DPS's default answer, its chain spoiled as `fault` says.
+    fn default_reply(&mut self, fault: Option<ChainFault>, delay_ms: u64) -> Reply {
+        let (status, body, retry_after) = self.default_response_with(fault);
+        send(
+            status,
+            self.rid(),
+            retry_after,
+            body.to_string().into_bytes(),
+            delay_ms,
+        )
     }
 
     fn malformed(&mut self, what: Malformation) -> Reply {
@@ -297,6 +350,10 @@ impl Ctx<'_> {
     }
 
     fn new_operation(&mut self, payload: Option<Value>) -> String {
+        self.new_operation_with(payload, None)
+    }
+
+    fn new_operation_with(&mut self, payload: Option<Value>, csr: Option<CheckedCsr>) -> String {
         let id = format!(
             "4.{}.{}",
             &uuid::Uuid::new_v4().simple().to_string()[..16],
@@ -307,6 +364,7 @@ impl Ctx<'_> {
             Operation {
                 registration_id: self.client_id.to_owned(),
                 payload,
+                csr,
                 created: self.now,
                 finished: None,
             },
@@ -326,6 +384,11 @@ impl Ctx<'_> {
 
     /// What real DPS answers: register -> 202 assigning; poll -> 200 assigned.
     fn default_response(&mut self) -> (u16, Value, Option<String>) {
+        self.default_response_with(None)
+    }
+
+    /// [`default_response`](Self::default_response), an issued chain spoiled as `fault` says.
+    fn default_response_with(&mut self, fault: Option<ChainFault>) -> (u16, Value, Option<String>) {
         match self.request.clone() {
             RequestTopic::Register { .. } => {
                 let body = match read_register_body(self.body) {
@@ -342,7 +405,14 @@ impl Ctx<'_> {
                     );
                     return (400, self.error_body(400, &why), None);
                 }
-                let operation_id = self.new_operation(body.payload);
+                let csr = match &body.csr {
+                    None => None,
+                    Some(csr) => match self.check_csr(csr) {
+                        Ok(checked) => Some(checked),
+                        Err(why) => return (400, self.error_body(400, &why), None),
+                    },
+                };
+                let operation_id = self.new_operation_with(body.payload, csr);
                 let retry_after = Some(self.config.retry_after.to_string());
                 (
                     202,
@@ -362,7 +432,7 @@ impl Ctx<'_> {
                     Some(op) if op.registration_id == self.client_id => {
                         op.finished.get_or_insert(now);
                         let op = op.clone();
-                        (200, self.assignment(&id, &op), None)
+                        (200, self.assignment(&id, &op, fault), None)
                     }
                     _ => (404, self.error_body(404, "operation not found"), None),
                 }
@@ -370,7 +440,16 @@ impl Ctx<'_> {
         }
     }
 
-    fn assignment(&self, operation_id: &str, op: &Operation) -> Value {
+    /// A CSR checked as the service does, then against the enrollment's certificate policy.
+    fn check_csr(&self, csr: &str) -> Result<CheckedCsr, String> {
+        let checked = check_csr(csr, self.client_id, self.api_version)?;
+        if self.config.issuance.is_none() {
+            return Err("the enrollment has no certificate policy; register without a CSR".into());
+        }
+        Ok(checked)
+    }
+
+    fn assignment(&self, operation_id: &str, op: &Operation, fault: Option<ChainFault>) -> Value {
         let mut state = json!({
             "registrationId": op.registration_id,
             "createdDateTimeUtc": iso8601(op.created),
@@ -383,6 +462,11 @@ impl Ctx<'_> {
         });
         if let Some(payload) = &op.payload {
             state["payload"] = payload.clone();
+        }
+        if let (Some(csr), Some(issuance)) = (&op.csr, &self.config.issuance)
+            && let Some(chain) = issuance.chain(csr, &op.registration_id, self.now, fault)
+        {
+            state["issuedCertificateChain"] = chain.into();
         }
         json!({"operationId": operation_id, "status": "assigned", "registrationState": state})
     }
@@ -399,9 +483,18 @@ mod tests {
             DpsConfig {
                 assigned_hub: "hub.example".into(),
                 retry_after: 1,
+                issuance: None,
             },
             script,
         )
+    }
+
+    /// A device announcing the Node SDK's api-version.
+    fn client(id: &str) -> Client<'_> {
+        Client {
+            id,
+            api_version: "2019-03-31",
+        }
     }
 
     fn parts(reply: Reply) -> (ResponseTopic, Value) {
@@ -416,7 +509,7 @@ mod tests {
 
     fn register(d: &Dps, id: &str, body: Value) -> Reply {
         d.on_publish(
-            id,
+            client(id),
             &register_topic("r1"),
             body.to_string().as_bytes(),
             SystemTime::now(),
@@ -442,8 +535,12 @@ mod tests {
         assert_eq!(body["status"], "assigning");
         let op = body["operationId"].as_str().unwrap().to_owned();
 
-        let (topic, body) =
-            parts(d.on_publish("dev", &poll_topic("r2", &op), b" ", SystemTime::now()));
+        let (topic, body) = parts(d.on_publish(
+            client("dev"),
+            &poll_topic("r2", &op),
+            b" ",
+            SystemTime::now(),
+        ));
         assert_eq!((topic.status, topic.rid.as_str()), (200, "r2"));
         assert_eq!(body["operationId"], op.as_str());
         let state = &body["registrationState"];
@@ -460,7 +557,7 @@ mod tests {
     fn an_empty_body_or_one_without_registration_id_registers_the_client() {
         let d = dps(Script::new());
         for body in [&b""[..], b"  ", b"{}", br#"{"payload":{"a":1}}"#] {
-            let reply = d.on_publish("dev", &register_topic("r"), body, SystemTime::now());
+            let reply = d.on_publish(client("dev"), &register_topic("r"), body, SystemTime::now());
             let (topic, answer) = parts(reply);
             assert_eq!(
                 topic.status,
@@ -482,7 +579,7 @@ mod tests {
             (b"{nope", "not JSON"),
             (br#"{"registrationId": 7}"#, "not valid"),
         ] {
-            let reply = d.on_publish("dev", &register_topic("r"), body, SystemTime::now());
+            let reply = d.on_publish(client("dev"), &register_topic("r"), body, SystemTime::now());
             let (topic, answer) = parts(reply);
             assert_eq!(topic.status, 400);
             let message = answer["message"].as_str().unwrap();
@@ -494,10 +591,10 @@ mod tests {
     fn a_poll_of_a_finished_operation_expires() {
         let d = dps(Script::new());
         let t0 = SystemTime::now();
-        let (_, body) = parts(d.on_publish("dev", &register_topic("r1"), b"", t0));
+        let (_, body) = parts(d.on_publish(client("dev"), &register_topic("r1"), b"", t0));
         let op = body["operationId"].as_str().unwrap().to_owned();
         let poll = |at| {
-            parts(d.on_publish("dev", &poll_topic("r2", &op), b" ", at))
+            parts(d.on_publish(client("dev"), &poll_topic("r2", &op), b" ", at))
                 .0
                 .status
         };
@@ -514,7 +611,12 @@ mod tests {
     #[test]
     fn default_rejects_bad_registers_and_unknown_operations() {
         let d = dps(Script::new());
-        let reply = d.on_publish("dev", &register_topic("r"), b"nope", SystemTime::now());
+        let reply = d.on_publish(
+            client("dev"),
+            &register_topic("r"),
+            b"nope",
+            SystemTime::now(),
+        );
         assert_eq!(parts(reply).0.status, 400);
         assert_eq!(
             parts(register(&d, "dev", json!({"registrationId": "other"})))
@@ -522,7 +624,12 @@ mod tests {
                 .status,
             400
         );
-        let reply = d.on_publish("dev", &poll_topic("r", "missing"), b" ", SystemTime::now());
+        let reply = d.on_publish(
+            client("dev"),
+            &poll_topic("r", "missing"),
+            b" ",
+            SystemTime::now(),
+        );
         let (topic, body) = parts(reply);
         assert_eq!(topic.status, 404);
         assert_eq!(body["errorCode"], 404001);
@@ -530,7 +637,7 @@ mod tests {
         let (_, body) = parts(register(&d, "dev", json!({"registrationId": "dev"})));
         let op = body["operationId"].as_str().unwrap();
         assert_eq!(
-            parts(d.on_publish("eve", &poll_topic("r", op), b" ", SystemTime::now()))
+            parts(d.on_publish(client("eve"), &poll_topic("r", op), b" ", SystemTime::now()))
                 .0
                 .status,
             404
@@ -616,7 +723,12 @@ mod tests {
                 .request(Step::respond(401)),
         );
         let d = dps(script);
-        let reply = d.on_publish("dev", &poll_topic("r", "op-9"), b" ", SystemTime::now());
+        let reply = d.on_publish(
+            client("dev"),
+            &poll_topic("r", "op-9"),
+            b" ",
+            SystemTime::now(),
+        );
         assert_eq!(
             parts(reply).1,
             json!({"status": "failed", "operationId": "op-9"})
@@ -670,7 +782,7 @@ mod tests {
         let d = dps(Script::new());
         assert_eq!(
             d.on_publish(
-                "dev",
+                client("dev"),
                 "devices/dev/messages/events/",
                 b"x",
                 SystemTime::now()
@@ -679,7 +791,7 @@ mod tests {
         );
         assert_eq!(
             d.on_publish(
-                "dev",
+                client("dev"),
                 "$dps/registrations/PUT/iotdps-register/?x=1",
                 b"{}",
                 SystemTime::now()

@@ -42,10 +42,10 @@
 
 pub mod auth;
 mod clock;
-mod der;
 pub mod dps;
 mod gate;
 pub mod hostile;
+pub mod issuance;
 pub mod limits;
 mod operations;
 pub mod pki;
@@ -53,6 +53,7 @@ pub mod record;
 pub mod script;
 mod server;
 mod tls;
+mod x509;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -62,12 +63,13 @@ use std::time::Duration;
 
 use ntex::service::chain_factory;
 
-pub use crate::der::subject_common_name;
+pub use crate::issuance::IssuingCa;
 pub use crate::limits::ConnectionLimits;
 pub use crate::pki::{CertifiedPem, TestPki};
 pub use crate::record::{ConnectionRecord, Event, Recorder, Transport};
 pub use crate::script::Script;
 pub use crate::tls::TlsVersions;
+pub use crate::x509::subject_common_name;
 
 use crate::auth::AuthConfig;
 use crate::dps::{Dps, DpsConfig};
@@ -132,6 +134,8 @@ pub struct BrokerBuilder {
     keep_ended: bool,
     limits: ConnectionLimits,
     tls_versions: TlsVersions,
+    issuing_ca: Option<Arc<IssuingCa>>,
+    issued_validity: Duration,
 }
 
 impl Default for BrokerBuilder {
@@ -156,6 +160,8 @@ impl Default for BrokerBuilder {
             keep_ended: true,
             limits: ConnectionLimits::default(),
             tls_versions: TlsVersions::Both,
+            issuing_ca: None,
+            issued_validity: issuance::DEFAULT_ISSUED_VALIDITY,
         }
     }
 }
@@ -190,6 +196,21 @@ impl BrokerBuilder {
     pub fn server_cert(mut self, cert: CertifiedPem, ca_pem: Option<String>) -> Self {
         self.server_cert = Some(cert);
         self.server_ca_pem = ca_pem;
+        self
+    }
+
+    /// Gives the enrollments a certificate policy: a register that carries a CSR (api-version
+    /// `2025-07-01-preview`) is answered with a certificate `ca` signs, and certificates `ca`
+    /// signed are accepted as device certificates. Without it, a CSR is refused with a 400.
+    /// [`IssuingCa::generate`] makes one for the run.
+    pub fn issue_certificates(mut self, ca: Arc<IssuingCa>) -> Self {
+        self.issuing_ca = Some(ca);
+        self
+    }
+
+    /// How long issued certificates are valid (default 30 days).
+    pub fn issued_validity(mut self, validity: Duration) -> Self {
+        self.issued_validity = validity;
         self
     }
 
@@ -299,6 +320,12 @@ impl BrokerBuilder {
             .device_ca_pem
             .clone()
             .or_else(|| pki.as_ref().map(|p| p.ca_pem().to_owned()));
+        // A device provisions again with the certificate it was issued.
+        let device_ca = match (device_ca, &self.issuing_ca) {
+            (Some(ca), Some(issuing)) => Some(format!("{ca}\n{}", issuing.cert_pem())),
+            (None, Some(issuing)) => Some(issuing.cert_pem().to_owned()),
+            (ca, None) => ca,
+        };
         let tls = tls::server_config(
             &server_cert.cert_pem,
             &server_cert.key_pem,
@@ -329,6 +356,12 @@ impl BrokerBuilder {
                 DpsConfig {
                     assigned_hub: self.assigned_hub,
                     retry_after: self.retry_after,
+                    issuance: self.issuing_ca.clone().map(|ca| {
+                        Arc::new(issuance::Issuance {
+                            ca,
+                            validity: self.issued_validity,
+                        })
+                    }),
                 },
                 self.script,
             ),
@@ -352,6 +385,7 @@ impl BrokerBuilder {
             tcp_addr,
             pki,
             ca_pem,
+            issuing_ca: self.issuing_ca,
             recorder,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -461,6 +495,7 @@ pub struct BrokerHandle {
     tcp_addr: Option<SocketAddr>,
     pki: Option<Arc<TestPki>>,
     ca_pem: Option<String>,
+    issuing_ca: Option<Arc<IssuingCa>>,
     recorder: Arc<Recorder>,
     stop: Option<StopSender>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -500,6 +535,12 @@ impl BrokerHandle {
             dps_messages::Protocol::Mqtt => Some(self.mqtts_uri()),
             dps_messages::Protocol::MqttWs => self.wss_uri(),
         }
+    }
+
+    /// The CA that signs the certificates the broker issues, when it issues any
+    /// ([`BrokerBuilder::issue_certificates`]).
+    pub fn issuing_ca(&self) -> Option<&Arc<IssuingCa>> {
+        self.issuing_ca.as_ref()
     }
 
     /// The test PKI the broker uses: the one given to [`BrokerBuilder::pki`], or the one it

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use dps_mock_broker::{CertifiedPem, MockBroker, Script, TestPki, TlsVersions};
+use dps_mock_broker::{CertifiedPem, IssuingCa, MockBroker, Script, TestPki, TlsVersions};
 
 /// A stand-in for the Azure IoT Device Provisioning Service's MQTT endpoint.
 ///
@@ -95,6 +95,44 @@ struct Serve {
     /// The TLS versions to accept: 1.2, 1.3 or both (real DPS requires 1.2 at least).
     #[arg(long, default_value = "both")]
     tls_versions: TlsVersions,
+    /// Issue certificates: a register carrying a CSR (api-version 2025-07-01-preview) gets a
+    /// certificate signed by an issuing CA generated for this run (or the one given below).
+    #[arg(long)]
+    issue_certs: bool,
+    /// The issuing CA's certificate (PEM); implies --issue-certs.
+    #[arg(long, requires = "issuing_ca_key")]
+    issuing_ca_cert: Option<PathBuf>,
+    /// The issuing CA's private key (PEM).
+    #[arg(long, requires = "issuing_ca_cert")]
+    issuing_ca_key: Option<PathBuf>,
+    /// Write the issuing CA's certificate here (e.g. for `openssl verify -CAfile`).
+    #[arg(long)]
+    issuing_ca_out: Option<PathBuf>,
+    /// How long issued certificates are valid: seconds, or a number with s, m, h or d.
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    issued_validity: std::time::Duration,
+}
+
+/// `90`, `90s`, `15m`, `12h`, `30d`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a number of seconds, or with s, m, h or d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        other => return Err(format!("`{other}`: expected s, m, h or d")),
+    };
+    number
+        .checked_mul(unit)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is too long"))
 }
 
 fn parse_key(text: &str) -> Result<(String, String), String> {
@@ -142,6 +180,21 @@ fn serve(args: Serve) -> Result<(), String> {
     if let Some(ca) = &args.device_ca {
         builder = builder.device_ca(read(ca)?);
     }
+    let issuing_ca = match (&args.issuing_ca_cert, &args.issuing_ca_key) {
+        (Some(cert), Some(key)) => Some(IssuingCa::from_pem(&read(cert)?, &read(key)?)),
+        _ if args.issue_certs => Some(IssuingCa::generate()),
+        _ => None,
+    };
+    if let Some(ca) = issuing_ca {
+        let ca = ca.map_err(|e| e.to_string())?;
+        if let Some(path) = &args.issuing_ca_out {
+            std::fs::write(path, ca.cert_pem())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        builder = builder
+            .issue_certificates(Arc::new(ca))
+            .issued_validity(args.issued_validity);
+    }
     for (id, key) in args.symmetric_key {
         builder = builder.symmetric_key(id, key);
     }
@@ -170,8 +223,13 @@ fn serve(args: Serve) -> Result<(), String> {
         .as_ref()
         .map(|p| format!("; trust {}", p.display()))
         .unwrap_or_default();
+    let issuing = if broker.issuing_ca().is_some() {
+        "; issuing certificates"
+    } else {
+        ""
+    };
     println!(
-        "dps-mock-broker listening on {}{ws}{ca}",
+        "dps-mock-broker listening on {}{ws}{ca}{issuing}",
         broker.mqtts_uri()
     );
 
@@ -213,6 +271,24 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("dps-mock-broker: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_a_unit() {
+        let parse = super::parse_duration;
+        assert_eq!(parse("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse("2h"), Ok(Duration::from_secs(7_200)));
+        assert_eq!(parse("30d"), Ok(Duration::from_secs(2_592_000)));
+        for bad in ["", "d", "3w", "-1", "99999999999999999999d"] {
+            assert!(parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+use crate::issuance::CheckedCsr;
+
 /// How long a finished operation can still be polled.
 pub(crate) const FINISHED_OPERATION_TTL: Duration = Duration::from_secs(5 * 60);
 
@@ -24,6 +26,8 @@ pub(crate) const MAX_OPERATIONS: usize = 100_000;
 pub(crate) struct Operation {
     pub(crate) registration_id: String,
     pub(crate) payload: Option<Value>,
+    /// The CSR the register carried, checked: the assignment issues a certificate for it.
+    pub(crate) csr: Option<CheckedCsr>,
     pub(crate) created: SystemTime,
     pub(crate) finished: Option<SystemTime>,
 }
@@ -115,6 +119,7 @@ mod tests {
         Operation {
             registration_id: "dev".into(),
             payload: None,
+            csr: None,
             created,
             finished: None,
         }

@@ -78,37 +78,12 @@ impl TestPki {
 
     /// A PKI around an existing CA (PEM certificate and PKCS#8 key), e.g. one written by
     /// [`TestPki::write_to`], so that another process can sign device certificates that chain
-    /// to the CA a broker trusts. The CA's subject is rebuilt attribute by attribute (a
-    /// subject that repeats an attribute type is not supported).
+    /// to the CA a broker trusts.
     pub fn from_ca_pem(ca_cert_pem: &str, ca_key_pem: &str) -> Result<Self, PkiError> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-
-        let der = CertificateDer::from_pem_slice(ca_cert_pem.as_bytes())
-            .map_err(|e| PkiError::BadCa(e.to_string()))?;
-        let attributes = crate::der::subject_attributes(der.as_ref())
-            .ok_or_else(|| PkiError::BadCa("the subject does not parse".into()))?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        for attribute in attributes {
-            let text = String::from_utf8(attribute.value)
-                .map_err(|_| PkiError::BadCa("a subject value is not text".into()))?;
-            let value = match attribute.tag {
-                0x13 => rcgen::DnValue::PrintableString(text.try_into()?),
-                0x16 => rcgen::DnValue::Ia5String(text.try_into()?),
-                _ => rcgen::DnValue::Utf8String(text),
-            };
-            params
-                .distinguished_name
-                .push(DnType::CustomDnType(attribute.oid), value);
-        }
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
         let key = KeyPair::from_pem(ca_key_pem)?;
-        Self::with_issuer(
-            ca_cert_pem.to_owned(),
-            ca_key_pem.to_owned(),
-            Issuer::new(params, key),
-        )
+        let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, key)
+            .map_err(|e| PkiError::BadCa(e.to_string()))?;
+        Self::with_issuer(ca_cert_pem.to_owned(), ca_key_pem.to_owned(), issuer)
     }
 
     fn with_issuer(
@@ -194,7 +169,7 @@ mod tests {
         let device = pki.device("dev-7").unwrap();
         let identity =
             X509Identity::from_pem(device.cert_pem.as_bytes(), device.key_pem.as_bytes()).unwrap();
-        let cn = crate::der::subject_common_name(identity.cert_chain()[0].as_ref());
+        let cn = crate::x509::subject_common_name(identity.cert_chain()[0].as_ref());
         assert_eq!(cn.as_deref(), Some("dev-7"));
         assert!(!format!("{device:?}").contains("PRIVATE"));
     }

@@ -23,6 +23,8 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+pub use crate::issuance::ChainFault;
+
 /// A whole script: steps per registration id, and steps for any other id.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +123,20 @@ pub enum Step {
         /// What to break.
         what: Malformation,
     },
+    /// For a register that carries a CSR: refuse it with this status (as an enrollment without
+    /// a certificate policy does). Any other request gets the default answer.
+    RefuseCsr {
+        /// The status, e.g. 400.
+        status: u16,
+        /// The body's `errorCode`; absent: the status times 1000 plus 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error_code: Option<u64>,
+    },
+    /// Answer as DPS does by default, but spoil the certificate chain an assignment carries.
+    SpoilChain {
+        /// How.
+        fault: ChainFault,
+    },
 }
 
 /// The ways [`Step::Malformed`] breaks a response.
@@ -193,7 +209,11 @@ impl Step {
             Self::Default { delay_ms }
             | Self::Respond { delay_ms, .. }
             | Self::Close { delay_ms } => *delay_ms = ms,
-            Self::Silent | Self::CloseOnPublish | Self::Malformed { .. } => {}
+            Self::Silent
+            | Self::CloseOnPublish
+            | Self::Malformed { .. }
+            | Self::RefuseCsr { .. }
+            | Self::SpoilChain { .. } => {}
         }
         self
     }

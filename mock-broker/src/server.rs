@@ -22,11 +22,11 @@ use ntex_mqtt::{Control, MqttError, Reason};
 
 use crate::auth::{AuthConfig, ConnectAttempt, authorize};
 use crate::clock::unix_now;
-use crate::der::subject_common_name;
 use crate::dps::{Dps, Reply};
 use crate::limits::{ConnectionLimits, Usage, prefix};
 use crate::record::{Connack, ConnectionRecord, Event, Recorder, Transport};
 use crate::script::ConnectStep;
+use crate::x509::subject_common_name;
 
 /// The largest MQTT packet the broker reads, and the WebSocket frame limit: above DPS's 96 KB.
 const MAX_PACKET_BYTES: usize = 512 * 1024;
@@ -54,6 +54,9 @@ impl From<()> for ConnError {
 pub(crate) struct Conn {
     id: u64,
     client_id: Rc<str>,
+    /// The api-version the username announced (empty when none): it decides whether a CSR
+    /// may be sent.
+    api_version: Rc<str>,
     sink: v3::MqttSink,
     shared: Arc<Shared>,
     step: ConnectStep,
@@ -155,6 +158,12 @@ async fn handshake(
             let conn = Conn {
                 id,
                 client_id: client_id.into(),
+                api_version: packet
+                    .username
+                    .as_deref()
+                    .and_then(crate::auth::api_version)
+                    .unwrap_or_default()
+                    .into(),
                 sink: h.sink(),
                 shared: shared.clone(),
                 step,
@@ -210,10 +219,15 @@ async fn publish(conn: Session<Conn>, publish: v3::Publish) -> Result<(), ConnEr
         },
     );
 
-    let reply = conn
-        .shared
-        .dps
-        .on_publish(&conn.client_id, &topic, &payload, SystemTime::now());
+    let reply = conn.shared.dps.on_publish(
+        crate::dps::Client {
+            id: &conn.client_id,
+            api_version: &conn.api_version,
+        },
+        &topic,
+        &payload,
+        SystemTime::now(),
+    );
     let conn = (*conn).clone();
     match reply {
         Reply::Silent => {}

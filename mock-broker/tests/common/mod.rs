@@ -28,7 +28,7 @@ pub fn run<F: Future<Output = ()> + 'static>(f: F) {
 pub const KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
 
 pub fn username(scope: &str, id: &str) -> String {
-    dps_messages::connect::username(scope, id)
+    dps_messages::connect::username(scope, id, &Default::default())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -30,6 +30,12 @@ use crate::session::{
 /// The registration id of the simulated device.
 pub(super) const DEVICE: &str = "sim-dev";
 
+/// The device as the service sees it: its clientId and the Node SDK's api-version.
+const DEVICE_CLIENT: dps_mock_broker::dps::Client<'static> = dps_mock_broker::dps::Client {
+    id: DEVICE,
+    api_version: "2019-03-31",
+};
+
 /// How the network and the people around the device misbehave in one run.
 #[derive(Debug, Clone)]
 pub(super) struct Faults {
@@ -128,13 +134,7 @@ impl World {
             default_polling_interval: dps_messages::DEFAULT_POLLING_INTERVAL,
         });
         session.set_authenticated(true);
-        let dps = Dps::new(
-            DpsConfig {
-                assigned_hub: "sim-hub.azure-devices.net".into(),
-                retry_after: 1,
-            },
-            script,
-        );
+        let dps = Dps::new(DpsConfig::new("sim-hub.azure-devices.net", 1), script);
         let mut jitter = rng.clone();
         jitter.next_u64();
         Self {
@@ -363,7 +363,7 @@ impl World {
             } => {
                 self.out.publishes.push(self.now);
                 let at = self.epoch + (self.now - self.out.started);
-                match self.dps.on_publish(DEVICE, &topic, &payload, at) {
+                match self.dps.on_publish(DEVICE_CLIENT, &topic, &payload, at) {
                     DpsReply::Send {
                         topic,
                         payload,
