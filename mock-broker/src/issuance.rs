@@ -78,6 +78,26 @@ impl IssuingCa {
         })
     }
 
+    /// Checks `csr` (base64 DER) as the service does and issues the chain the service would
+    /// return for it (leaf, then this CA, base64 DER), valid for `validity` from `now`: for a
+    /// test that needs an issued certificate without a broker. The error is the 400's message.
+    pub fn issue(
+        self: &Arc<Self>,
+        csr: &str,
+        registration_id: &str,
+        validity: Duration,
+        now: SystemTime,
+    ) -> Result<Vec<String>, String> {
+        let checked = check_csr(csr, registration_id, "2025-07-01-preview")?;
+        let issuance = Issuance {
+            ca: self.clone(),
+            validity,
+        };
+        issuance
+            .chain(&checked, registration_id, now, None)
+            .ok_or_else(|| "the certificate could not be made".to_owned())
+    }
+
     /// The CA certificate, PEM: what `openssl verify -CAfile` takes.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem

@@ -67,6 +67,7 @@
 mod actor;
 mod client;
 mod config;
+pub mod durable;
 mod inbox;
 mod link;
 mod rng;
@@ -78,7 +79,10 @@ mod tls;
 mod verify_cache;
 
 pub use actor::{GetState, ProvisioningTransportActor, Restart};
-pub use client::{ClientOptions, ProvisioningClient, TransportRecipients};
+pub use client::{
+    CertificateOptions, ClientOptions, CsrPolicy, Provisioned, ProvisioningClient,
+    TransportRecipients,
+};
 pub use config::{TransportConfig, TransportConfigBuilder};
 pub use runtime::MqttRuntime;
 pub use session::{State, Timeouts};

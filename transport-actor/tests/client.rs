@@ -305,8 +305,8 @@ async fn assigned_without_a_hub_is_a_protocol_error_and_is_not_cached() {
     assert!(!path.exists());
 }
 
-/// A cache entry without a hub (an older version wrote those) is ignored: the device
-/// provisions again and the cache gets a complete assignment.
+/// A cache entry without a hub (an older version wrote those) is never used: it is set aside,
+/// the device provisions again and the cache gets a complete assignment.
 #[actix_rt::test]
 async fn a_cached_assignment_without_a_hub_is_ignored() {
     let f = Fixture::start(Script::new());
@@ -331,7 +331,12 @@ async fn a_cached_assignment_without_a_hub_is_ignored() {
         saved["result"]["registrationState"]["assignedHub"],
         json!(result.registration_state.unwrap().assigned_hub.unwrap())
     );
+    let aside = std::path::PathBuf::from(format!("{}.corrupt", path.display()));
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&aside).unwrap()).unwrap();
+    assert_eq!(kept, stale);
     std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&aside).unwrap();
 }
 
 /// Never sooner than the service asks: after a 429 with `retry-after: 1`, the next request

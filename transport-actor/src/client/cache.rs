@@ -1,13 +1,25 @@
-//! The assignment cache: a restarted device that was assigned before does not provision again.
+//! The assignment cache: a restarted device that was assigned before does not provision again,
+//! and one that was issued a certificate keeps it until renewal is due.
 //!
-//! One JSON file per device, written atomically. Only a complete assignment (a hub and a device
-//! id) is saved, and only one is used: an entry that lacks either, or belongs to another device,
-//! is ignored.
+//! One JSON file per device holds the assignment and, when one was issued, the certificate
+//! chain and its private key (both PEM). One file, so one rename commits all three together:
+//! no crash leaves a new key beside an old chain. It is written durably and, since it can hold
+//! a key, readable by its owner only ([`crate::durable`]).
+//!
+//! Only a complete assignment (a hub and a device id) is used, and only the cached device's:
+//! an entry for another device is no entry. A file that does not parse, an assignment without
+//! a hub, or a certificate that does not match its key or its device is corrupt: the client
+//! sets it aside (renames it) with a warning and provisions again, and never trusts it.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use dps_messages::{RegistrationRequest, RegistrationResult, RegistrationStatus};
+use dps_messages::{
+    CertificateError, IssuedIdentity, RegistrationRequest, RegistrationResult, RegistrationStatus,
+};
 use serde::{Deserialize, Serialize};
+
+use crate::durable::{self, Readers};
 
 /// What the cache file holds.
 #[derive(Serialize, Deserialize)]
@@ -15,110 +27,117 @@ struct Cached {
     id_scope: String,
     registration_id: String,
     result: RegistrationResult,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate: Option<CachedCertificate>,
 }
 
-/// The assignment cached at `path` for `request`'s device: `Ok(None)` when there is none for it,
-/// an error that says why when the file cannot be used.
-pub(super) fn load(
-    path: &Path,
-    request: &RegistrationRequest,
-) -> Result<Option<RegistrationResult>, String> {
+#[derive(Serialize, Deserialize)]
+struct CachedCertificate {
+    chain_pem: String,
+    key_pem: String,
+}
+
+/// A usable cache entry.
+#[derive(Debug)]
+pub(super) struct Entry {
+    /// The assignment.
+    pub(super) result: RegistrationResult,
+    /// The certificate cached with it.
+    pub(super) certificate: Certificate,
+}
+
+/// The certificate of a cache entry.
+#[derive(Debug)]
+pub(super) enum Certificate {
+    /// None was cached: the device registered without a CSR.
+    Absent,
+    /// One was cached but its validity has ended (or not begun): renew it.
+    Lapsed,
+    /// One within its validity, checked against its key and the device.
+    Valid(IssuedIdentity),
+}
+
+/// What the cache says for a device.
+#[derive(Debug)]
+pub(super) enum Lookup {
+    /// Nothing for this device.
+    Missing,
+    /// An entry to use.
+    Found(Box<Entry>),
+    /// The file cannot be read (permissions, a folder in its place): left as it is.
+    Unreadable(String),
+    /// The file is not a usable entry: set it aside.
+    Corrupt(String),
+}
+
+/// The cache at `path` for `request`'s device, its certificate checked at `now`.
+pub(super) fn load(path: &Path, request: &RegistrationRequest, now: SystemTime) -> Lookup {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Lookup::Missing,
+        Err(e) => return Lookup::Unreadable(e.to_string()),
     };
-    let cached: Cached = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let cached: Cached = match serde_json::from_str(&text) {
+        Ok(cached) => cached,
+        Err(e) => return Lookup::Corrupt(format!("it does not parse: {e}")),
+    };
     let same_device =
         cached.id_scope == request.id_scope && cached.registration_id == request.registration_id;
     if !same_device || cached.result.status != RegistrationStatus::Assigned {
-        return Ok(None);
+        return Lookup::Missing;
     }
-    cached
-        .result
-        .validate_assignment()
-        .map_err(|e| format!("the cached result is not a usable assignment: {e}"))?;
-    Ok(Some(cached.result))
+    if let Err(e) = cached.result.validate_assignment() {
+        return Lookup::Corrupt(format!("the cached result is not a usable assignment: {e}"));
+    }
+    let certificate = match cached.certificate {
+        None => Certificate::Absent,
+        Some(c) => {
+            let id = &request.registration_id;
+            match IssuedIdentity::from_pem(&c.chain_pem, &c.key_pem, id, now) {
+                Ok(identity) => Certificate::Valid(identity),
+                // Lapsed, not corrupt: renewal replaces it.
+                Err(CertificateError::Expired { .. } | CertificateError::NotYetValid { .. }) => {
+                    Certificate::Lapsed
+                }
+                Err(e) => return Lookup::Corrupt(format!("the cached certificate: {e}")),
+            }
+        }
+    };
+    Lookup::Found(Box::new(Entry {
+        result: cached.result,
+        certificate,
+    }))
 }
 
-/// Writes the cache atomically: a temporary file beside it, then a rename.
+/// Writes the cache durably, owner-only.
 pub(super) fn save(
     path: &Path,
     request: &RegistrationRequest,
     result: &RegistrationResult,
+    certificate: Option<&IssuedIdentity>,
 ) -> std::io::Result<()> {
     let cached = Cached {
         id_scope: request.id_scope.clone(),
         registration_id: request.registration_id.clone(),
         result: result.clone(),
+        certificate: certificate.map(|c| CachedCertificate {
+            chain_pem: c.chain_pem(),
+            key_pem: c.private_key_pem(),
+        }),
     };
     let text = serde_json::to_string_pretty(&cached).map_err(std::io::Error::other)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    durable::write(path, text.as_bytes(), Readers::OwnerOnly)
+}
+
+/// Moves a corrupt cache out of the way, to `<path>.corrupt`, keeping it for a person to look
+/// at; returns where it went.
+pub(super) fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".corrupt");
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside)?;
+    Ok(aside)
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn result(body: serde_json::Value) -> RegistrationResult {
-        serde_json::from_value(body).unwrap()
-    }
-
-    fn assigned() -> RegistrationResult {
-        result(
-            json!({"status": "assigned", "registrationState": {"assignedHub": "h", "deviceId": "d"}}),
-        )
-    }
-
-    fn temp(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("dps-cache-{name}-{}.json", std::process::id()))
-    }
-
-    #[test]
-    fn the_cache_round_trips_and_belongs_to_one_device() {
-        let path = temp("round-trip");
-        let request = RegistrationRequest::new("scope", "dev");
-        assert_eq!(load(&path, &request), Ok(None));
-        save(&path, &request, &assigned()).unwrap();
-        assert_eq!(load(&path, &request).unwrap(), Some(assigned()));
-        assert_eq!(
-            load(&path, &RegistrationRequest::new("scope", "other")).unwrap(),
-            None
-        );
-        std::fs::write(&path, "{broken").unwrap();
-        assert!(load(&path, &request).is_err());
-        std::fs::remove_file(&path).unwrap();
-        // A missing file is no cache; one that cannot be read is an error to report.
-        let dir = temp("a-directory");
-        std::fs::create_dir_all(&dir).unwrap();
-        assert!(load(&dir, &request).is_err());
-        std::fs::remove_dir(&dir).unwrap();
-    }
-
-    /// An entry without a hub (written by an older version, or by hand) is never used.
-    #[test]
-    fn an_assignment_without_a_hub_is_not_used() {
-        let path = temp("no-hub");
-        let request = RegistrationRequest::new("scope", "dev");
-        for body in [
-            json!({"status": "assigned"}),
-            json!({"status": "assigned", "registrationState": {"deviceId": "d"}}),
-        ] {
-            save(&path, &request, &result(body)).unwrap();
-            let error = load(&path, &request).unwrap_err();
-            assert!(
-                error.contains("assignedHub") || error.contains("registrationState"),
-                "{error}"
-            );
-        }
-        std::fs::remove_file(&path).unwrap();
-    }
-}
+mod tests;

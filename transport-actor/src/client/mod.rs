@@ -12,6 +12,7 @@
 //! time.
 
 mod cache;
+mod certificate;
 mod polling;
 pub(crate) mod registration;
 
@@ -28,6 +29,7 @@ use dps_messages::{
 use tokio::sync::oneshot;
 use tokio::time::sleep_until;
 
+pub use self::certificate::{CertificateOptions, CsrPolicy, Provisioned};
 use self::registration::{Registration, Request, Step};
 use crate::rng::Rng;
 
@@ -68,7 +70,8 @@ pub struct ClientOptions {
     pub close_grace: Duration,
     /// Add 0-25 % of random jitter on top of back-off waits. Tests that time waits turn it off.
     pub jitter: bool,
-    /// Where to remember a successful assignment, if anywhere.
+    /// Where to remember a successful assignment (and an issued certificate with its key:
+    /// the file is made readable by its owner only), if anywhere.
     pub cache_file: Option<PathBuf>,
     /// Provision even when the cache holds an assignment.
     pub force: bool,
@@ -214,19 +217,43 @@ impl ProvisioningClient {
                 registration_id = request.registration_id,
                 "using the cached assignment"
             );
-            return Ok(cached);
+            return Ok(cached.result);
         }
+        let outcome = self.run(&request).await;
+        if let Ok(result) = &outcome {
+            self.save(&request, result, None);
+        }
+        outcome
+    }
+
+    /// One registration, from the first request to the disconnect, without the cache.
+    async fn run(
+        &self,
+        request: &RegistrationRequest,
+    ) -> Result<RegistrationResult, ProvisioningError> {
+        self.run_within(request, self.options.deadline).await
+    }
+
+    /// [`run`](Self::run) with what is left of a deadline.
+    async fn run_within(
+        &self,
+        request: &RegistrationRequest,
+        deadline: Duration,
+    ) -> Result<RegistrationResult, ProvisioningError> {
         let (cancel_tx, mut cancelled) = oneshot::channel();
         let mut running = self.claim(cancel_tx)?;
 
-        let mut course =
-            Registration::new(self.options.clone(), Instant::now(), Rng::from_entropy());
+        let options = ClientOptions {
+            deadline,
+            ..self.options.clone()
+        };
+        let mut course = Registration::new(options, Instant::now(), Rng::from_entropy());
         let outcome = loop {
             match course.step(Instant::now()) {
                 Step::Send(what) => {
                     let deadline = course.deadline().into();
                     tokio::select! {
-                        answer = self.send(&request, what) => course.answered(answer, Instant::now()),
+                        answer = self.send(request, what) => course.answered(answer, Instant::now()),
                         _ = &mut cancelled => course.cancel(),
                         () = sleep_until(deadline) => {}
                     }
@@ -245,12 +272,21 @@ impl ProvisioningClient {
             }
         };
         drop(running);
-        if let (Ok(result), Some(path)) = (&outcome, &self.options.cache_file)
-            && let Err(e) = cache::save(path, &request, result)
+        outcome
+    }
+
+    /// Remembers an assignment (and an issued identity) in the cache file, if there is one.
+    fn save(
+        &self,
+        request: &RegistrationRequest,
+        result: &RegistrationResult,
+        certificate: Option<&dps_messages::IssuedIdentity>,
+    ) {
+        if let Some(path) = &self.options.cache_file
+            && let Err(e) = cache::save(path, request, result, certificate)
         {
             tracing::warn!(path = %path.display(), "cannot save the assignment: {e}");
         }
-        outcome
     }
 
     /// Ends the running registration, if any, with [`ProvisioningError::OperationCancelled`].
@@ -306,16 +342,33 @@ impl ProvisioningClient {
         }
     }
 
-    fn cached(&self, request: &RegistrationRequest) -> Option<RegistrationResult> {
+    /// The cache's entry for `request`'s device, unless there is no cache, `force` is set, or
+    /// the entry cannot be used (a corrupt one is set aside, with a warning).
+    fn cached(&self, request: &RegistrationRequest) -> Option<cache::Entry> {
         let path = self
             .options
             .cache_file
             .as_ref()
             .filter(|_| !self.options.force)?;
-        match cache::load(path, request) {
-            Ok(found) => found,
-            Err(e) => {
+        match cache::load(path, request, std::time::SystemTime::now()) {
+            cache::Lookup::Found(entry) => Some(*entry),
+            cache::Lookup::Missing => None,
+            cache::Lookup::Unreadable(e) => {
                 tracing::warn!(path = %path.display(), "ignoring the cache: {e}");
+                None
+            }
+            cache::Lookup::Corrupt(e) => {
+                match cache::set_aside(path) {
+                    Ok(aside) => tracing::warn!(
+                        path = %path.display(),
+                        aside = %aside.display(),
+                        "the cache is corrupt ({e}); set it aside and provisioning again"
+                    ),
+                    Err(io) => tracing::warn!(
+                        path = %path.display(),
+                        "the cache is corrupt ({e}) and cannot be set aside ({io}); ignoring it"
+                    ),
+                }
                 None
             }
         }
