@@ -1,4 +1,6 @@
-//! `dps demo`: three devices provisioned against the mock DPS started in this process.
+//! `dps demo`: four devices provisioned against the mock DPS started in this process. The
+//! fourth is issued a certificate (onboarding with a group key and a CSR), then provisions
+//! again with that certificate, so it has two rows.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,8 +8,8 @@ use std::time::{Duration, Instant};
 use dps_messages::{
     Authentication, Protocol, ProvisioningError, RegistrationRequest, RegistrationResult,
 };
-use dps_mock_broker::{MockBroker, TestPki};
-use dps_transport_actor::{ClientOptions, TransportConfig};
+use dps_mock_broker::{BrokerHandle, IssuingCa, MockBroker, TestPki};
+use dps_transport_actor::{CertificateOptions, ClientOptions, TransportConfig};
 
 use crate::setup;
 
@@ -25,13 +27,18 @@ pub struct DemoRow {
     pub elapsed: Duration,
 }
 
-/// Starts the mock DPS, provisions the three demo devices concurrently and returns their rows.
+/// The device that is issued a certificate.
+const ISSUED: &str = "demo-issued-cert";
+
+/// Starts the mock DPS, provisions the demo devices concurrently and returns their rows.
 pub async fn run() -> Result<Vec<DemoRow>, String> {
     let pki = Arc::new(TestPki::generate().map_err(|e| e.to_string())?);
+    let issuing_ca = Arc::new(IssuingCa::generate().map_err(|e| e.to_string())?);
     let group_key = setup::random_key();
     let broker = MockBroker::builder()
         .pki(pki.clone())
         .group_key(group_key.clone())
+        .issue_certificates(issuing_ca)
         .retry_after(1)
         .start()
         .map_err(|e| e.to_string())?;
@@ -57,39 +64,103 @@ pub async fn run() -> Result<Vec<DemoRow>, String> {
     ];
     let mut tasks = Vec::new();
     for (id, credential, protocol, auth) in devices {
-        let request = RegistrationRequest::new(dps_mock_broker::DEFAULT_ID_SCOPE, id)
-            .with_endpoint(broker.uri(protocol).unwrap_or_default());
-        let config = TransportConfig::builder(protocol)
-            .ca_pem(broker.ca_pem().unwrap_or_default())
-            .build()
-            .map_err(|e| e.to_string())?;
-        // The mock service asks for 1 s between polls; no need for real DPS's 2 s floor.
-        let options = ClientOptions {
-            min_interval: Duration::ZERO,
-            deadline: Duration::from_secs(30),
-            ..ClientOptions::default()
-        };
+        let (request, config) = target(&broker, protocol, id)?;
         tasks.push(actix_rt::spawn(async move {
             let started = Instant::now();
-            let result = match setup::client(config, auth, options).await {
+            let result = match setup::client(config, auth, options()).await {
                 Ok(client) => client.register(request).await,
                 Err(e) => Err(e),
             };
-            DemoRow {
+            vec![DemoRow {
                 registration_id: id.to_owned(),
                 credential,
                 protocol,
                 result,
                 elapsed: started.elapsed(),
-            }
+            }]
         }));
     }
+    let onboarding = setup::group_device(&group_key, ISSUED).map_err(|e| e.to_string())?;
+    let first = target(&broker, Protocol::Mqtt, ISSUED)?;
+    let second = target(&broker, Protocol::MqttWs, ISSUED)?;
+    tasks.push(actix_rt::spawn(issued_certificate(
+        onboarding, first, second,
+    )));
     let mut rows = Vec::new();
     for task in tasks {
-        rows.push(task.await.map_err(|e| e.to_string())?);
+        rows.extend(task.await.map_err(|e| e.to_string())?);
     }
     broker.stop();
     Ok(rows)
+}
+
+/// The request and transport configuration of device `id` over `protocol`.
+fn target(
+    broker: &BrokerHandle,
+    protocol: Protocol,
+    id: &str,
+) -> Result<(RegistrationRequest, TransportConfig), String> {
+    let request = RegistrationRequest::new(dps_mock_broker::DEFAULT_ID_SCOPE, id)
+        .with_endpoint(broker.uri(protocol).unwrap_or_default());
+    let config = TransportConfig::builder(protocol)
+        .ca_pem(broker.ca_pem().unwrap_or_default())
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok((request, config))
+}
+
+/// The mock service asks for 1 s between polls; no need for real DPS's 2 s floor.
+fn options() -> ClientOptions {
+    ClientOptions {
+        min_interval: Duration::ZERO,
+        deadline: Duration::from_secs(30),
+        ..ClientOptions::default()
+    }
+}
+
+/// Onboards with a group key and a CSR over MQTT, then provisions again over WebSocket with
+/// the certificate it was issued: two rows.
+async fn issued_certificate(
+    onboarding: Authentication,
+    (first_request, first_config): (RegistrationRequest, TransportConfig),
+    (second_request, second_config): (RegistrationRequest, TransportConfig),
+) -> Vec<DemoRow> {
+    let started = Instant::now();
+    let provisioned = match setup::client(first_config, onboarding, options()).await {
+        Ok(client) => {
+            client
+                .register_with_certificate(first_request, &CertificateOptions::default())
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let mut rows = vec![DemoRow {
+        registration_id: ISSUED.to_owned(),
+        credential: "group key + CSR",
+        protocol: Protocol::Mqtt,
+        result: provisioned
+            .as_ref()
+            .map(|p| p.result.clone())
+            .map_err(Clone::clone),
+        elapsed: started.elapsed(),
+    }];
+    let Some(issued) = provisioned.ok().and_then(|p| p.certificate) else {
+        return rows;
+    };
+    let started = Instant::now();
+    let result =
+        match setup::client(second_config, issued.identity().clone().into(), options()).await {
+            Ok(client) => client.register(second_request).await,
+            Err(e) => Err(e),
+        };
+    rows.push(DemoRow {
+        registration_id: ISSUED.to_owned(),
+        credential: "issued certificate",
+        protocol: Protocol::MqttWs,
+        result,
+        elapsed: started.elapsed(),
+    });
+    rows
 }
 
 fn device_cert(pki: &TestPki, id: &str) -> Result<Authentication, String> {

@@ -19,14 +19,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Provision three devices against a mock DPS started in this process: X.509 over MQTT,
-    /// X.509 over MQTT-over-WebSocket, and a symmetric key from a group enrollment.
+    /// Provision four devices against a mock DPS started in this process: X.509 over MQTT,
+    /// X.509 over MQTT-over-WebSocket, a symmetric key from a group enrollment, and one that
+    /// onboards with a group key, is issued a certificate, and provisions again with it.
     Demo,
     /// Provision one device against DPS (or any endpoint) and print its assignment.
     ///
     /// Exit codes: 0 assigned, 1 other error, 2 bad arguments or unusable local input (a key
     /// that is not base64, an unreadable file), 3 unauthorized by the service, 4 registration
-    /// failed (failed, disabled or unassigned), 5 timeout, 6 transport, TLS or protocol error.
+    /// failed (failed, disabled or unassigned), 5 timeout, 6 transport, TLS or protocol error
+    /// (including an issued certificate that fails its checks).
     Provision(Provision),
     /// Run scripted scenarios against the mock DPS.
     Scenario {
@@ -89,6 +91,15 @@ struct Provision {
     /// Provision even when --cache holds an assignment.
     #[arg(long)]
     force: bool,
+    /// Ask DPS for a certificate (api-version 2025-07-01-preview): make a key and a CSR, and
+    /// write the issued chain to DIR/<registration-id>.pem and the key to
+    /// DIR/<registration-id>.key (owner only). With --cache, the certificate is kept and
+    /// renewed in the last third of its lifetime.
+    #[arg(long, value_name = "DIR")]
+    issue_cert: Option<PathBuf>,
+    /// The curve of the key made for --issue-cert: p384 (the service's recommendation) or p256.
+    #[arg(long, default_value = "p384", requires = "issue_cert")]
+    key_curve: dps_messages::KeyCurve,
     /// Print the whole result as JSON.
     #[arg(long)]
     json: bool,
@@ -118,13 +129,13 @@ fn main() -> ExitCode {
 
 async fn run_demo() -> ExitCode {
     println!(
-        "Starting a mock DPS (MQTT/TLS and MQTT/WebSocket, generated PKI) and provisioning three devices...\n"
+        "Starting a mock DPS (MQTT/TLS and MQTT/WebSocket, generated PKI, issuing certificates) and provisioning four devices...\n"
     );
     match demo::run().await {
         Ok(rows) => {
             println!("{}", demo::table(&rows));
             if rows.iter().all(|r| r.result.is_ok()) {
-                println!("\nAll {} devices provisioned.", rows.len());
+                println!("\nAll {} registrations assigned.", rows.len());
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -161,16 +172,34 @@ async fn run_provision(p: Provision) -> ExitCode {
         timeout: Duration::from_secs(p.timeout),
         cache: p.cache,
         force: p.force,
+        issue_cert: p.issue_cert,
+        key_curve: p.key_curve,
     };
-    let result = provision::run(args).await;
-    let outcome = Outcome::of(&result);
-    match &result {
-        Ok(assigned) if p.json => println!(
+    let provisioned = provision::run(args).await;
+    let outcome = match &provisioned {
+        Ok(_) => Outcome::Assigned,
+        Err(e) => Outcome::of_error(e),
+    };
+    match &provisioned {
+        Ok(done) if p.json => println!(
             "{}",
-            serde_json::to_string_pretty(assigned).unwrap_or_default()
+            serde_json::to_string_pretty(&done.result).unwrap_or_default()
         ),
-        Ok(assigned) => println!("{}", provision::summary(&registration_id, assigned)),
+        Ok(done) => println!("{}", provision::summary(&registration_id, &done.result)),
         Err(e) => eprintln!("dps provision: {outcome}: {e}"),
+    }
+    if let Ok(provision::ProvisionOutcome {
+        certificate: Some(written),
+        ..
+    }) = &provisioned
+    {
+        let lines = provision::certificate_summary(written);
+        // With --json, stdout holds the JSON alone.
+        if p.json {
+            eprintln!("{lines}");
+        } else {
+            println!("{lines}");
+        }
     }
     ExitCode::from(outcome.exit_code())
 }

@@ -30,18 +30,29 @@ pub enum Outcome {
 impl Outcome {
     /// The kind of `result`.
     pub fn of(result: &Result<RegistrationResult, ProvisioningError>) -> Self {
-        use ProvisioningError as E;
         match result {
             Ok(_) => Outcome::Assigned,
+            Err(e) => Self::of_error(e),
+        }
+    }
+
+    /// The kind of a registration that ended with `error`.
+    pub fn of_error(error: &ProvisioningError) -> Self {
+        use ProvisioningError as E;
+        match error {
             // The device's own credentials or request are unusable: not the service's verdict.
-            Err(E::Auth(_) | E::InvalidRequest(_)) => Outcome::InvalidInput,
-            Err(e) if e.is_unauthorized() => Outcome::Unauthorized,
-            Err(E::RegistrationFailed(_) | E::RegistrationNotAssigned(_)) => Outcome::Failed,
-            Err(E::Timeout { .. }) => Outcome::Timeout,
-            Err(E::Transport(_) | E::Tls(_) | E::Protocol(_) | E::ConnectionRefused(_)) => {
-                Outcome::TransportError
-            }
-            Err(_) => Outcome::Other,
+            E::Auth(_) | E::InvalidRequest(_) => Outcome::InvalidInput,
+            E::Certificate(e) if e.is_local() => Outcome::InvalidInput,
+            e if e.is_unauthorized() => Outcome::Unauthorized,
+            E::RegistrationFailed(_) | E::RegistrationNotAssigned(_) => Outcome::Failed,
+            E::Timeout { .. } => Outcome::Timeout,
+            // An issued chain that fails a check is the service breaking its promise.
+            E::Transport(_)
+            | E::Tls(_)
+            | E::Protocol(_)
+            | E::ConnectionRefused(_)
+            | E::Certificate(_) => Outcome::TransportError,
+            _ => Outcome::Other,
         }
     }
 
@@ -125,6 +136,19 @@ mod tests {
             (Err(ProvisioningError::OperationCancelled), 1),
             (Err(dps_messages::AuthError::BadSymmetricKey.into()), 2),
             (Err(ProvisioningError::InvalidRequest("x".into())), 2),
+            (
+                Err(dps_messages::CertificateError::ApiVersionTooOld("2019-03-31".into()).into()),
+                2,
+            ),
+            (
+                Err(dps_messages::CertificateError::Generate("x".into()).into()),
+                2,
+            ),
+            (
+                Err(dps_messages::CertificateError::LeafKeyMismatch.into()),
+                6,
+            ),
+            (Err(dps_messages::CertificateError::NoChainIssued.into()), 6),
         ];
         for (result, code) in cases {
             assert_eq!(Outcome::of(&result).exit_code(), code, "{result:?}");

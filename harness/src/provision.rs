@@ -1,13 +1,14 @@
 //! `dps provision`: provisions one device against real DPS or any endpoint.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dps_messages::{
-    Authentication, Protocol, ProvisioningError, RegistrationRequest, RegistrationResult,
-    SymmetricKey, X509Identity,
+    Authentication, IssuedIdentity, KeyCurve, Protocol, ProvisioningError, RegistrationRequest,
+    RegistrationResult, SymmetricKey, X509Identity,
 };
-use dps_transport_actor::{ClientOptions, TransportConfig};
+use dps_transport_actor::durable::{self, Readers};
+use dps_transport_actor::{CertificateOptions, ClientOptions, Provisioned, TransportConfig};
 
 use crate::setup;
 
@@ -34,6 +35,11 @@ pub struct ProvisionArgs {
     pub cache: Option<PathBuf>,
     /// Provision even when cached.
     pub force: bool,
+    /// Ask the service for a certificate, and write it (`<id>.pem`) and its key (`<id>.key`)
+    /// into this folder.
+    pub issue_cert: Option<PathBuf>,
+    /// The curve of the key made for the certificate.
+    pub key_curve: KeyCurve,
 }
 
 /// A device credential given on the command line.
@@ -66,8 +72,30 @@ impl Credential {
     }
 }
 
+/// What `dps provision` got: the assignment, and the certificate it was issued if it asked.
+#[derive(Debug)]
+pub struct ProvisionOutcome {
+    /// The assignment.
+    pub result: RegistrationResult,
+    /// With `--issue-cert`: the certificate and where it was written.
+    pub certificate: Option<WrittenCertificate>,
+}
+
+/// An issued certificate written to files.
+#[derive(Debug)]
+pub struct WrittenCertificate {
+    /// The chain and key.
+    pub identity: IssuedIdentity,
+    /// The chain file (PEM).
+    pub chain: PathBuf,
+    /// The key file (PEM, mode 0600).
+    pub key: PathBuf,
+    /// Whether it came from the cache rather than a registration.
+    pub from_cache: bool,
+}
+
 /// Provisions the device; the error says why not.
-pub async fn run(args: ProvisionArgs) -> Result<RegistrationResult, ProvisioningError> {
+pub async fn run(args: ProvisionArgs) -> Result<ProvisionOutcome, ProvisioningError> {
     let protocol = if args.websocket {
         Protocol::MqttWs
     } else {
@@ -85,12 +113,86 @@ pub async fn run(args: ProvisionArgs) -> Result<RegistrationResult, Provisioning
         ..ClientOptions::default()
     };
     let client = setup::client(builder.build()?, auth, options).await?;
-    let mut request = RegistrationRequest::new(args.id_scope, args.registration_id)
+    let mut request = RegistrationRequest::new(args.id_scope, args.registration_id.clone())
         .with_endpoint(setup::endpoint_uri(&args.endpoint, protocol));
     if let Some(payload) = args.payload {
         request = request.with_payload(payload);
     }
-    client.register(request).await
+    let Some(dir) = &args.issue_cert else {
+        let result = client.register(request).await?;
+        return Ok(ProvisionOutcome {
+            result,
+            certificate: None,
+        });
+    };
+    // A folder that cannot be made is a local mistake: say so before provisioning.
+    std::fs::create_dir_all(dir).map_err(|e| {
+        ProvisioningError::InvalidRequest(format!("cannot create {}: {e}", dir.display()))
+    })?;
+    let options = CertificateOptions {
+        curve: args.key_curve,
+        ..CertificateOptions::default()
+    };
+    let Provisioned {
+        result,
+        certificate,
+        from_cache,
+    } = client.register_with_certificate(request, &options).await?;
+    let certificate = match certificate {
+        Some(identity) => Some(write_certificate(
+            dir,
+            &args.registration_id,
+            identity,
+            from_cache,
+        )?),
+        None => None,
+    };
+    Ok(ProvisionOutcome {
+        result,
+        certificate,
+    })
+}
+
+/// Writes `<dir>/<id>.pem` (the chain) and `<dir>/<id>.key` (the key, owner-only), durably.
+fn write_certificate(
+    dir: &Path,
+    registration_id: &str,
+    identity: IssuedIdentity,
+    from_cache: bool,
+) -> Result<WrittenCertificate, ProvisioningError> {
+    let chain = dir.join(format!("{registration_id}.pem"));
+    let key = dir.join(format!("{registration_id}.key"));
+    let write = |path: &Path, text: String, readers| {
+        durable::write(path, text.as_bytes(), readers).map_err(|e| {
+            ProvisioningError::InvalidRequest(format!("cannot write {}: {e}", path.display()))
+        })
+    };
+    write(&key, identity.private_key_pem(), Readers::OwnerOnly)?;
+    write(&chain, identity.chain_pem(), Readers::Anyone)?;
+    Ok(WrittenCertificate {
+        identity,
+        chain,
+        key,
+        from_cache,
+    })
+}
+
+/// The lines `dps provision --issue-cert` prints about the certificate.
+pub fn certificate_summary(written: &WrittenCertificate) -> String {
+    let leaf = written.identity.leaf();
+    let origin = if written.from_cache {
+        "cached, not yet due for renewal"
+    } else {
+        "issued"
+    };
+    format!(
+        "certificate ({origin}): {}\n  subject {}\n  issuer  {}\n  expires {}\nkey: {} (owner only)",
+        written.chain.display(),
+        leaf.subject,
+        leaf.issuer,
+        leaf.not_after_text,
+        written.key.display()
+    )
 }
 
 /// The one-paragraph human summary of an assignment.

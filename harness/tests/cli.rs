@@ -23,16 +23,23 @@ struct Setup {
 
 impl Setup {
     fn new(name: &str, script: Script) -> Self {
+        Self::with(name, script, |b| b)
+    }
+
+    fn with(
+        name: &str,
+        script: Script,
+        tweak: impl FnOnce(dps_mock_broker::BrokerBuilder) -> dps_mock_broker::BrokerBuilder,
+    ) -> Self {
         let pki = Arc::new(TestPki::generate().unwrap());
         let dir = std::env::temp_dir().join(format!("dps-cli-{name}-{}", std::process::id()));
         pki.write_to(&dir, &["cli-dev".into()]).unwrap();
-        let broker = MockBroker::builder()
+        let builder = MockBroker::builder()
             .pki(pki)
             .group_key(GROUP_KEY)
             .retry_after(0)
-            .script(script)
-            .start()
-            .unwrap();
+            .script(script);
+        let broker = tweak(builder).start().unwrap();
         Self { broker, dir }
     }
 
@@ -119,6 +126,72 @@ fn provision_json_with_a_group_key_over_websocket() {
         result["registrationState"]["payload"],
         serde_json::json!({"k": 1})
     );
+}
+
+/// `--issue-cert DIR` writes a chain `openssl verify` accepts against the mock's issuing CA,
+/// and a key only its owner can read; with `--cache`, the next run uses the cached certificate.
+#[test]
+fn issue_cert_writes_a_chain_openssl_verifies_and_an_owner_only_key() {
+    let ca = Arc::new(dps_mock_broker::IssuingCa::generate().unwrap());
+    let s = Setup::with("issue", Script::new(), |b| b.issue_certificates(ca.clone()));
+    let certs = s.path("issued");
+    let cache = s.path("cache.json");
+    let args = [
+        "--registration-id",
+        "cli-dev",
+        "--group-key",
+        GROUP_KEY,
+        "--issue-cert",
+        &certs,
+        "--cache",
+        &cache,
+    ];
+    let out = s.provision(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("certificate (issued)"), "{stdout}");
+    assert!(stdout.contains("subject CN=cli-dev"), "{stdout}");
+    assert!(
+        stdout.contains("issuer  CN=dps-mock-broker issuing CA"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("expires "), "{stdout}");
+
+    let chain = Path::new(&certs).join("cli-dev.pem");
+    let key = Path::new(&certs).join("cli-dev.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let ca_file = s.path("issuing-ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    match Command::new("openssl")
+        .args(["verify", "-CAfile", &ca_file])
+        .arg(&chain)
+        .output()
+    {
+        Ok(verify) => assert!(
+            verify.status.success() && text(&verify.stdout).contains(": OK"),
+            "openssl verify: {} {}",
+            text(&verify.stdout),
+            text(&verify.stderr)
+        ),
+        Err(e) => println!("SKIPPED openssl verify: openssl cannot be run here ({e})"),
+    }
+    // The key is the chain's: the issued pair loads as an identity.
+    let identity = dps_messages::X509Identity::from_pem(
+        &std::fs::read(&chain).unwrap(),
+        &std::fs::read(&key).unwrap(),
+    );
+    assert!(identity.is_ok());
+
+    // The second run uses the cached certificate: no new connection.
+    let out = s.provision(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("certificate (cached"));
+    assert_eq!(s.broker.records().len(), 1);
 }
 
 #[test]
@@ -291,7 +364,7 @@ fn provision_reports_a_failed_registration_with_exit_4() {
 }
 
 #[test]
-fn the_demo_provisions_three_devices() {
+fn the_demo_provisions_four_devices_one_of_them_twice() {
     let out = dps(&["demo"]);
     assert_eq!(
         out.status.code(),
@@ -301,7 +374,19 @@ fn the_demo_provisions_three_devices() {
         text(&out.stderr)
     );
     let stdout = text(&out.stdout);
-    for device in ["demo-x509-mqtt", "demo-x509-websocket", "demo-group-sas"] {
+    let issued: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("demo-issued-cert"))
+        .collect();
+    assert_eq!(issued.len(), 2, "{stdout}");
+    assert!(issued[0].contains("group key + CSR") && issued[0].contains("MQTT/TLS"));
+    assert!(issued[1].contains("issued certificate") && issued[1].contains("MQTT/WebSocket"));
+    for device in [
+        "demo-x509-mqtt",
+        "demo-x509-websocket",
+        "demo-group-sas",
+        "demo-issued-cert",
+    ] {
         let line = stdout
             .lines()
             .find(|l| l.starts_with(device))

@@ -29,6 +29,8 @@ pub struct LeafCertificate {
     pub not_before: SystemTime,
     /// The end of its validity.
     pub not_after: SystemTime,
+    /// The end of its validity as the certificate states it, e.g. `Jan 31 00:00:00 2026 +00:00`.
+    pub not_after_text: String,
 }
 
 impl LeafCertificate {
@@ -118,6 +120,7 @@ impl IssuedIdentity {
             issuer: leaf.issuer().to_string(),
             not_before,
             not_after,
+            not_after_text: validity.not_after.to_string(),
         };
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.clone()));
         let identity = X509Identity::from_der(chain, key)
