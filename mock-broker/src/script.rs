@@ -299,6 +299,34 @@ impl Script {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_steps_read_from_json_as_documented() {
+        let steps: Vec<Step> = serde_json::from_str(
+            r#"[{"kind":"refuse_csr","status":400,"error_code":400209},
+                {"kind":"refuse_csr","status":403},
+                {"kind":"spoil_chain","fault":"other_key"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            steps,
+            vec![
+                Step::RefuseCsr {
+                    status: 400,
+                    error_code: Some(400_209)
+                },
+                Step::RefuseCsr {
+                    status: 403,
+                    error_code: None
+                },
+                Step::SpoilChain {
+                    fault: ChainFault::OtherKey
+                },
+            ]
+        );
+        // Delays do not apply to them.
+        assert_eq!(steps[2].clone().after_ms(5), steps[2]);
+    }
     use serde_json::json;
 
     #[test]

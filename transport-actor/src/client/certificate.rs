@@ -80,6 +80,20 @@ impl ProvisioningClient {
     /// Errors are [`register`](Self::register)'s, and [`ProvisioningError::Certificate`] when
     /// the issued chain fails a check ([`IssuedIdentity`]) or, under [`CsrPolicy::Required`],
     /// when none was issued.
+    ///
+    /// ```no_run
+    /// # use dps_transport_actor::{CertificateOptions, ProvisioningClient};
+    /// # use dps_messages::RegistrationRequest;
+    /// # async fn example(client: ProvisioningClient) -> Result<(), dps_messages::ProvisioningError> {
+    /// let request = RegistrationRequest::new("0ne00000A0A", "my-device");
+    /// let provisioned = client
+    ///     .register_with_certificate(request, &CertificateOptions::default())
+    ///     .await?;
+    /// let issued = provisioned.certificate.expect("a certificate is required by default");
+    /// println!("{} until {}", issued.leaf().subject, issued.leaf().not_after_text);
+    /// let hub_identity = issued.identity().clone(); // an X509Identity for TLS to the hub
+    /// # let _ = hub_identity; Ok(()) }
+    /// ```
     pub async fn register_with_certificate(
         &self,
         request: RegistrationRequest,
