@@ -150,6 +150,9 @@ pub struct ConnectParams {
     pub username: String,
     /// Always true: DPS keeps no session (SRS 18_036).
     pub clean_session: bool,
+    /// The `api-version` the username announces: what the service will accept in the
+    /// register body (a CSR needs `2025-07-01-preview` or later).
+    pub api_version: ApiVersion,
 }
 
 impl ConnectParams {
@@ -164,16 +167,14 @@ impl ConnectParams {
             Some(uri) => Endpoint::parse(uri)?,
             None => Endpoint::for_host(protocol, &request.provisioning_host)?,
         };
+        let api_version = request.api_version();
         Ok(Self {
             endpoint,
             id_scope: request.id_scope.clone(),
             client_id: request.registration_id.clone(),
-            username: username(
-                &request.id_scope,
-                &request.registration_id,
-                &request.api_version(),
-            ),
+            username: username(&request.id_scope, &request.registration_id, &api_version),
             clean_session: true,
+            api_version,
         })
     }
 }
