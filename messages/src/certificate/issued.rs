@@ -73,55 +73,7 @@ impl IssuedIdentity {
         registration_id: &str,
         now: SystemTime,
     ) -> Result<Self, CertificateError> {
-        let Some(leaf_der) = chain.first() else {
-            return Err(CertificateError::EmptyChain);
-        };
-        for (index, der) in chain.iter().enumerate() {
-            X509Certificate::from_der(der).map_err(|e| CertificateError::Undecodable {
-                index,
-                reason: e.to_string(),
-            })?;
-        }
-        // Decoded just above.
-        let (_, leaf) =
-            X509Certificate::from_der(leaf_der).map_err(|e| CertificateError::Undecodable {
-                index: 0,
-                reason: e.to_string(),
-            })?;
-        if leaf.public_key().subject_public_key.data.as_ref() != public_key {
-            return Err(CertificateError::LeafKeyMismatch);
-        }
-        let cn = leaf
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok());
-        if cn != Some(registration_id) {
-            return Err(CertificateError::LeafNameMismatch {
-                expected: registration_id.to_owned(),
-                found: cn.map(str::to_owned),
-            });
-        }
-        let validity = leaf.validity();
-        let not_before = system_time(validity.not_before.timestamp());
-        let not_after = system_time(validity.not_after.timestamp());
-        if now < not_before {
-            return Err(CertificateError::NotYetValid {
-                not_before: validity.not_before.to_string(),
-            });
-        }
-        if now > not_after {
-            return Err(CertificateError::Expired {
-                not_after: validity.not_after.to_string(),
-            });
-        }
-        let leaf = LeafCertificate {
-            subject: leaf.subject().to_string(),
-            issuer: leaf.issuer().to_string(),
-            not_before,
-            not_after,
-            not_after_text: validity.not_after.to_string(),
-        };
+        let leaf = check_leaf(&chain, public_key, registration_id, now)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.clone()));
         let identity = X509Identity::from_der(chain, key)
             .map_err(|e| CertificateError::Unusable(e.to_string()))?;
@@ -195,6 +147,65 @@ impl fmt::Debug for IssuedIdentity {
             .field("key", &"<redacted>")
             .finish()
     }
+}
+
+/// Every entry of `chain` decodes, and its leaf certifies `public_key`, names
+/// `registration_id` and is valid at `now`: what the device needs of it.
+fn check_leaf(
+    chain: &[CertificateDer<'static>],
+    public_key: &[u8],
+    registration_id: &str,
+    now: SystemTime,
+) -> Result<LeafCertificate, CertificateError> {
+    let certificates = chain
+        .iter()
+        .enumerate()
+        .map(|(index, der)| {
+            X509Certificate::from_der(der)
+                .map(|(_, certificate)| certificate)
+                .map_err(|e| CertificateError::Undecodable {
+                    index,
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(leaf) = certificates.first() else {
+        return Err(CertificateError::EmptyChain);
+    };
+    if leaf.public_key().subject_public_key.data.as_ref() != public_key {
+        return Err(CertificateError::LeafKeyMismatch);
+    }
+    let cn = leaf
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok());
+    if cn != Some(registration_id) {
+        return Err(CertificateError::LeafNameMismatch {
+            expected: registration_id.to_owned(),
+            found: cn.map(str::to_owned),
+        });
+    }
+    let validity = leaf.validity();
+    let not_before = system_time(validity.not_before.timestamp());
+    let not_after = system_time(validity.not_after.timestamp());
+    if now < not_before {
+        return Err(CertificateError::NotYetValid {
+            not_before: validity.not_before.to_string(),
+        });
+    }
+    if now > not_after {
+        return Err(CertificateError::Expired {
+            not_after: validity.not_after.to_string(),
+        });
+    }
+    Ok(LeafCertificate {
+        subject: leaf.subject().to_string(),
+        issuer: leaf.issuer().to_string(),
+        not_before,
+        not_after,
+        not_after_text: validity.not_after.to_string(),
+    })
 }
 
 /// Decodes `issuedCertificateChain` entries (base64 DER) without judging what they hold.
