@@ -82,3 +82,27 @@ impl CertificateError {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_the_device_got_wrong_itself_is_local() {
+        for local in [
+            CertificateError::ApiVersionTooOld("2019-03-31".into()),
+            CertificateError::Generate("x".into()),
+            CertificateError::BadKey("x".into()),
+        ] {
+            assert!(local.is_local(), "{local}");
+        }
+        for issued in [
+            CertificateError::NoChainIssued,
+            CertificateError::EmptyChain,
+            CertificateError::LeafKeyMismatch,
+            CertificateError::Unusable("x".into()),
+        ] {
+            assert!(!issued.is_local(), "{issued}");
+        }
+    }
+}

@@ -196,3 +196,15 @@ fn a_written_identity_that_does_not_match_is_refused() {
         Err(CertificateError::LeafNameMismatch { .. })
     ));
 }
+
+#[test]
+fn times_before_1970_stay_before_1970() {
+    assert_eq!(
+        system_time(-5),
+        SystemTime::UNIX_EPOCH - Duration::from_secs(5)
+    );
+    assert_eq!(
+        system_time(5),
+        SystemTime::UNIX_EPOCH + Duration::from_secs(5)
+    );
+}
