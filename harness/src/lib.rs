@@ -7,4 +7,5 @@ pub mod demo;
 pub mod outcome;
 pub mod provision;
 pub mod scenario;
+pub mod secrets;
 pub mod setup;

@@ -49,8 +49,10 @@ enum ScenarioCommand {
     },
 }
 
+/// One credential at most on the command line; without one, `DPS_SYMMETRIC_KEY` or
+/// `DPS_GROUP_KEY` from the environment.
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("credential").required(true).args(["cert", "symmetric_key", "group_key"])))]
+#[command(group(clap::ArgGroup::new("credential").args(["cert", "symmetric_key", "symmetric_key_file", "group_key", "group_key_file"])))]
 struct Provision {
     /// The DPS endpoint, `HOST[:PORT]` (port 8883, or 443 with --ws).
     #[arg(long, default_value = dps_messages::request::DEFAULT_PROVISIONING_HOST)]
@@ -67,12 +69,20 @@ struct Provision {
     /// The device certificate's private key (PEM).
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
-    /// An individual enrollment's symmetric key (base64).
+    /// An individual enrollment's symmetric key (base64). Visible to every user of the
+    /// machine: prefer --symmetric-key-file or DPS_SYMMETRIC_KEY.
     #[arg(long)]
     symmetric_key: Option<String>,
+    /// A file holding an individual enrollment's symmetric key (mode 600).
+    #[arg(long, value_name = "FILE")]
+    symmetric_key_file: Option<PathBuf>,
     /// A group enrollment's key (base64); the device key is derived from the registration id.
+    /// Visible to every user of the machine: prefer --group-key-file or DPS_GROUP_KEY.
     #[arg(long)]
     group_key: Option<String>,
+    /// A file holding a group enrollment's key (mode 600).
+    #[arg(long, value_name = "FILE")]
+    group_key_file: Option<PathBuf>,
     /// Trust this CA (PEM) instead of the public web roots.
     #[arg(long)]
     ca: Option<PathBuf>,
@@ -148,15 +158,54 @@ async fn run_demo() -> ExitCode {
     }
 }
 
-async fn run_provision(p: Provision) -> ExitCode {
-    let credential = match (p.cert, p.key, p.symmetric_key, p.group_key) {
-        (Some(cert), Some(key), None, None) => Credential::X509 { cert, key },
-        (None, None, Some(key), None) => Credential::SymmetricKey(key),
-        (None, None, None, Some(key)) => Credential::GroupKey(key),
-        _ => {
-            eprintln!(
-                "dps provision: give one credential: --cert and --key, --symmetric-key, or --group-key"
-            );
+/// The credential from the arguments, or else from the environment; warnings on stderr.
+fn credential(p: &mut Provision) -> Result<Credential, String> {
+    use dps_harness::secrets::{self, KeyArg, KeyKind};
+    let mut warn = |warning: String| eprintln!("{warning}");
+    let arg = |value: Option<String>, file: Option<PathBuf>| {
+        value.map(KeyArg::Value).or(file.map(KeyArg::File))
+    };
+    let symmetric = arg(p.symmetric_key.take(), p.symmetric_key_file.take());
+    let group = arg(p.group_key.take(), p.group_key_file.take());
+    match (p.cert.take(), p.key.take(), symmetric, group) {
+        (Some(cert), Some(key), None, None) => Ok(Credential::X509 { cert, key }),
+        (None, None, Some(arg), None) => Ok(Credential::SymmetricKey(secrets::read(
+            KeyKind::Symmetric,
+            arg,
+            &mut warn,
+        )?)),
+        (None, None, None, Some(arg)) => Ok(Credential::GroupKey(secrets::read(
+            KeyKind::Group,
+            arg,
+            &mut warn,
+        )?)),
+        (None, None, None, None) => match (
+            secrets::from_environment(KeyKind::Symmetric),
+            secrets::from_environment(KeyKind::Group),
+        ) {
+            (Some(key), None) => Ok(Credential::SymmetricKey(key)),
+            (None, Some(key)) => Ok(Credential::GroupKey(key)),
+            (Some(_), Some(_)) => Err(format!(
+                "both {} and {} are set; set one",
+                secrets::SYMMETRIC_KEY_VAR,
+                secrets::GROUP_KEY_VAR
+            )),
+            (None, None) => Err(format!(
+                "give one credential: --cert and --key, --symmetric-key-file, --group-key-file, \
+                 or {} or {} in the environment",
+                secrets::SYMMETRIC_KEY_VAR,
+                secrets::GROUP_KEY_VAR
+            )),
+        },
+        _ => Err("give one credential: --cert and --key, a symmetric key, or a group key".into()),
+    }
+}
+
+async fn run_provision(mut p: Provision) -> ExitCode {
+    let credential = match credential(&mut p) {
+        Ok(credential) => credential,
+        Err(e) => {
+            eprintln!("dps provision: {e}");
             return ExitCode::from(2);
         }
     };

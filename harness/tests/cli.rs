@@ -194,6 +194,92 @@ fn issue_cert_writes_a_chain_openssl_verifies_and_an_owner_only_key() {
     assert_eq!(s.broker.records().len(), 1);
 }
 
+/// A key on the command line works, with a warning; from a file or the environment it stays
+/// off the command line, and a file others can read gets a warning.
+#[test]
+fn keys_come_from_files_and_the_environment_and_arguments_are_warned_about() {
+    let s = Setup::new("secrets", Script::new());
+    let base = |extra: &[&str]| {
+        let mut args = vec!["--registration-id", "cli-dev"];
+        args.extend_from_slice(extra);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>, env: Option<(&str, &str)>| {
+        let (endpoint, ca) = (s.endpoint(), s.path("ca.pem"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dps"));
+        command
+            .args(["provision", "--endpoint", &endpoint, "--ca", &ca])
+            .args(["--id-scope", dps_mock_broker::DEFAULT_ID_SCOPE])
+            .args(args)
+            .env_remove("DPS_SYMMETRIC_KEY")
+            .env_remove("DPS_GROUP_KEY");
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        command.output().unwrap()
+    };
+
+    let out = run(base(&["--group-key", GROUP_KEY]), None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: --group-key puts the key on the command line"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(GROUP_KEY),
+        "the warning never repeats the key"
+    );
+
+    let out = run(base(&[]), Some(("DPS_GROUP_KEY", GROUP_KEY)));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let key_file = s.path("group.key");
+    std::fs::write(&key_file, format!("{GROUP_KEY}\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let out = run(base(&["--group-key-file", &key_file]), None);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(
+            !text(&out.stderr).contains("warning"),
+            "{}",
+            text(&out.stderr)
+        );
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = run(base(&["--group-key-file", &key_file]), None);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("can be read by other users (mode 644)"));
+    }
+
+    // The environment gives a key only when the arguments give none; two keys are refused.
+    let out = run(base(&[]), Some(("DPS_SYMMETRIC_KEY", "AAAA")));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the wrong key is refused by the service"
+    );
+    let out = run(base(&[]), None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("DPS_GROUP_KEY"),
+        "{}",
+        text(&out.stderr)
+    );
+    let connections = if cfg!(unix) { 5 } else { 3 };
+    assert_eq!(
+        s.broker.records().len(),
+        connections,
+        "the last run sent nothing"
+    );
+}
+
 #[test]
 fn exit_codes_name_the_kind_of_failure() {
     // 3: unauthorized (the wrong key).
@@ -263,8 +349,10 @@ fn a_malformed_local_key_is_exit_2_before_any_connection() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert_eq!(
-        text(&out.stderr).trim_end(),
-        "dps provision: invalid_input: authentication error: the symmetric key is not valid base64"
+        text(&out.stderr).lines().last(),
+        Some(
+            "dps provision: invalid_input: authentication error: the symmetric key is not valid base64"
+        )
     );
     assert!(s.broker.records().is_empty(), "nothing may be sent");
 }

@@ -136,10 +136,21 @@ impl TestPki {
     pub fn write_to(&self, dir: &Path, registration_ids: &[String]) -> Result<(), PkiError> {
         let write = |name: &str, text: &str| {
             let path = dir.join(name);
-            std::fs::write(&path, text).map_err(|source| PkiError::Write {
-                path: path.display().to_string(),
-                source,
-            })
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            // Private keys are created readable by their owner only.
+            #[cfg(unix)]
+            if name.ends_with(".key") {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            options
+                .open(&path)
+                .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+                .map_err(|source| PkiError::Write {
+                    path: path.display().to_string(),
+                    source,
+                })
         };
         std::fs::create_dir_all(dir).map_err(|source| PkiError::Write {
             path: dir.display().to_string(),
@@ -221,6 +232,15 @@ mod tests {
             "b.key",
         ] {
             assert!(dir.join(name).is_file(), "{name}");
+            #[cfg(unix)]
+            if name.ends_with(".key") {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(dir.join(name))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o077, 0, "{name} is readable by others");
+            }
         }
         std::fs::remove_dir_all(dir).unwrap();
     }
