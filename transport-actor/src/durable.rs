@@ -86,6 +86,16 @@ mod tests {
         write(&path, b"second", Readers::Anyone).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"second");
         assert!(!temporary_name(&path).exists());
+        #[cfg(unix)]
+        {
+            // A file for anyone gets the mode any new file gets here (the umask decides).
+            use std::os::unix::fs::PermissionsExt;
+            let probe = temp("probe.txt");
+            std::fs::write(&probe, b"x").unwrap();
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), mode(&probe));
+            std::fs::remove_file(&probe).unwrap();
+        }
         std::fs::remove_file(&path).unwrap();
     }
 
