@@ -285,16 +285,25 @@ fn exit_codes_name_the_kind_of_failure() {
     // 3: unauthorized (the wrong key).
     let s = Setup::new(
         "codes",
-        Script::new().device("silent-dev", DeviceScript::new().request(Step::Silent)),
+        Script::new()
+            .device("silent-dev", DeviceScript::new().request(Step::Silent))
+            .device(
+                "dropped-dev",
+                DeviceScript::new()
+                    .connect(dps_mock_broker::script::ConnectStep::DropBeforeConnack),
+            ),
     );
     let out = s.provision(&["--registration-id", "cli-dev", "--group-key", "AAAA"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    // The key on the command line gets its warning; then the one line of the failure.
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].starts_with("warning: --group-key"), "{stderr}");
     assert!(
-        text(&out.stderr).starts_with("dps provision: unauthorized:"),
-        "{}",
-        text(&out.stderr)
+        lines[1].starts_with("dps provision: unauthorized:"),
+        "{stderr}"
     );
-    assert_eq!(text(&out.stderr).lines().count(), 1);
 
     // 5: timeout.
     let out = s.provision(&[
@@ -307,7 +316,12 @@ fn exit_codes_name_the_kind_of_failure() {
     ]);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
 
-    // 6: transport (nothing listens there).
+    // 6: transport (the service closes the connection before its CONNACK).
+    let out = s.provision(&["--registration-id", "dropped-dev", "--group-key", GROUP_KEY]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+
+    // 5 as well: nothing listens there, and the device keeps trying until its timeout, as a
+    // device whose network is not up yet does. The error says what the last attempt met.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -324,8 +338,16 @@ fn exit_codes_name_the_kind_of_failure() {
         GROUP_KEY,
         "--ca",
         &s.path("ca.pem"),
+        "--timeout",
+        "3",
     ]);
-    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    // Two attempts: at once, and after the 2 s floor (and its jitter).
+    let stderr = text(&out.stderr).to_lowercase();
+    assert!(
+        stderr.contains("attempts)") && stderr.contains("refused"),
+        "{stderr}"
+    );
 
     // 2: bad arguments.
     assert_eq!(

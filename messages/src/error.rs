@@ -41,7 +41,7 @@ pub enum ProvisioningError {
     #[error("the operation was cancelled")]
     OperationCancelled,
     /// A deadline passed.
-    #[error("timed out after {after:?} waiting for {stage}{}", last_failure_suffix(.last_failure.as_deref()))]
+    #[error("timed out after {after:?} waiting for {stage}{}{}", attempts_suffix(*.attempts), last_failure_suffix(.last_failure.as_deref()))]
     Timeout {
         /// What was being waited for.
         stage: Stage,
@@ -50,6 +50,9 @@ pub enum ProvisioningError {
         /// For a deadline over several attempts (a whole registration), why the last attempt
         /// failed: what kept the registration from finishing.
         last_failure: Option<Box<ProvisioningError>>,
+        /// For a deadline over several attempts, how many requests were sent (0 for the
+        /// deadline of one stage).
+        attempts: u32,
     },
     /// A request arrived while another was still in flight; the first is left untouched.
     #[error("another operation is in progress")]
@@ -76,6 +79,14 @@ pub enum ProvisioningError {
     /// service issued did not pass a check.
     #[error("certificate issuance: {0}")]
     Certificate(#[from] CertificateError),
+}
+
+fn attempts_suffix(attempts: u32) -> String {
+    match attempts {
+        0 => String::new(),
+        1 => " (1 attempt)".to_owned(),
+        n => format!(" ({n} attempts)"),
+    }
 }
 
 fn last_failure_suffix(last: Option<&ProvisioningError>) -> String {
@@ -116,16 +127,23 @@ impl ProvisioningError {
             stage,
             after,
             last_failure: None,
+            attempts: 0,
         }
     }
 
-    /// A [`ProvisioningError::Timeout`] of a deadline that ended several attempts, keeping why
-    /// the last one failed.
-    pub fn timeout_after(stage: Stage, after: Duration, last_failure: Option<Self>) -> Self {
+    /// A [`ProvisioningError::Timeout`] of a deadline that ended `attempts` attempts, keeping
+    /// why the last one failed.
+    pub fn timeout_after(
+        stage: Stage,
+        after: Duration,
+        attempts: u32,
+        last_failure: Option<Self>,
+    ) -> Self {
         Self::Timeout {
             stage,
             after,
             last_failure: last_failure.map(Box::new),
+            attempts,
         }
     }
 
@@ -155,14 +173,17 @@ impl ProvisioningError {
         )
     }
 
-    /// Whether the same request may succeed if sent again, within a deadline: the connection,
-    /// the publish or the response was lost (a [`TransportErrorKind::ConnectionLost`] or
-    /// [`TransportErrorKind::Publish`] error, or a timeout waiting for a PUBACK or a response),
-    /// or the transport restarted under it ([`TransportErrorKind::Restarted`]).
+    /// Whether the same request may succeed if sent again, within a deadline: the service
+    /// could not be reached yet ([`TransportErrorKind::Unreachable`]: a name that does not
+    /// resolve, a connection refused or reset, an unreachable network; or a connect that timed
+    /// out, TLS handshake included), the connection, the publish or the response was lost (a
+    /// [`TransportErrorKind::ConnectionLost`] or [`TransportErrorKind::Publish`] error, or a
+    /// timeout waiting for a PUBACK or a response), or the transport restarted under it
+    /// ([`TransportErrorKind::Restarted`]).
     ///
     /// Everything else is final for this attempt: the service's verdict (a 4xx, `failed`,
-    /// `disabled`), a connection that could not be opened or was refused, a protocol error, a
-    /// transport that shut down, a cancel, a local mistake. Throttling (429) and 5xx answers
+    /// `disabled`), a connection refused in its CONNACK or by TLS (credentials, certificates),
+    /// a protocol error, a transport that shut down, a cancel, a local mistake. Throttling (429) and 5xx answers
     /// are not errors at all: they come back as a `registering` or `assigning` response with a
     /// polling interval. This is the rule `ProvisioningClient` retries by; a user of the raw
     /// transport actor can follow the same one.
@@ -170,12 +191,13 @@ impl ProvisioningError {
         matches!(
             self,
             Self::Transport(TransportError {
-                kind: TransportErrorKind::ConnectionLost
+                kind: TransportErrorKind::Unreachable
+                    | TransportErrorKind::ConnectionLost
                     | TransportErrorKind::Publish
                     | TransportErrorKind::Restarted,
                 ..
             }) | Self::Timeout {
-                stage: Stage::Response | Stage::PublishAck,
+                stage: Stage::Connect | Stage::Response | Stage::PublishAck,
                 ..
             }
         )
@@ -377,8 +399,14 @@ impl TransportError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TransportErrorKind {
-    /// Opening the connection failed (DNS, TCP, WebSocket upgrade, MQTT handshake).
+    /// Opening the connection failed for a reason that trying again will not fix by itself
+    /// (the WebSocket upgrade refused, the service closing the connection before its CONNACK,
+    /// perhaps because it refused the client certificate).
     Connect,
+    /// The service could not be reached, yet: its name does not resolve, the connection was
+    /// refused, reset or timed out, or the network is unreachable. What a device sees while its
+    /// network comes up at boot; worth trying again.
+    Unreachable,
     /// The connection was lost while it was in use.
     ConnectionLost,
     /// The SUBSCRIBE failed or was refused (SUBACK 0x80).
@@ -401,6 +429,7 @@ impl fmt::Display for TransportErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Connect => "connect failed",
+            Self::Unreachable => "service unreachable",
             Self::ConnectionLost => "connection lost",
             Self::Subscribe => "subscribe failed",
             Self::Publish => "publish failed",
@@ -496,9 +525,11 @@ mod tests {
     }
 
     #[test]
-    fn the_lost_and_the_restarted_are_retryable_and_nothing_else() {
+    fn the_unreachable_the_lost_and_the_restarted_are_retryable_and_nothing_else() {
         let kind = |kind| ProvisioningError::from(TransportError::new(kind, "x"));
         for retryable in [
+            kind(TransportErrorKind::Unreachable),
+            ProvisioningError::timeout(Stage::Connect, Duration::ZERO),
             kind(TransportErrorKind::ConnectionLost),
             kind(TransportErrorKind::Publish),
             kind(TransportErrorKind::Restarted),
@@ -513,7 +544,6 @@ mod tests {
             kind(TransportErrorKind::Unsubscribe),
             kind(TransportErrorKind::Disconnect),
             kind(TransportErrorKind::Shutdown),
-            ProvisioningError::timeout(Stage::Connect, Duration::ZERO),
             ProvisioningError::timeout(Stage::Subscribe, Duration::ZERO),
             ProvisioningError::timeout(Stage::Disconnect, Duration::ZERO),
             ProvisioningError::timeout(Stage::Registration, Duration::ZERO),
@@ -540,12 +570,18 @@ mod tests {
         let with = ProvisioningError::timeout_after(
             Stage::Registration,
             Duration::from_secs(10),
+            3,
             Some(lost),
         );
         assert_eq!(
             with.to_string(),
-            "timed out after 10s waiting for the registration to finish; the last attempt \
-             failed: transport error: connection lost: reset"
+            "timed out after 10s waiting for the registration to finish (3 attempts); the last \
+             attempt failed: transport error: connection lost: reset"
+        );
+        let once = ProvisioningError::timeout_after(Stage::Registration, Duration::ZERO, 1, None);
+        assert!(
+            once.to_string().ends_with("to finish (1 attempt)"),
+            "{once}"
         );
     }
 

@@ -145,13 +145,17 @@ where
 /// # Ok(()) }
 /// ```
 ///
-/// **What it retries.** A lost connection, a publish that was not acknowledged, a response
-/// that did not come within the transport's response timeout, and a transport that restarted
-/// are tried again (the same request), as often as the deadline allows, after the back-off on
-/// [`ClientOptions`]; so are throttled (429) and 5xx answers, after their retry-after. Anything
-/// else ends the registration at once: the service's verdict (`failed`, `disabled`, a 4xx), a
-/// connection that could not be opened or was refused, a protocol error, a local mistake. The
-/// rule is [`ProvisioningError::is_retryable`].
+/// **What it retries.** A service that cannot be reached yet (a name that does not resolve, a
+/// connection refused or reset, an unreachable network, a connect or TLS handshake that timed
+/// out: a device whose network comes up after it boots), a lost connection, a publish that was
+/// not acknowledged, a response that did not come within the transport's response timeout, and
+/// a transport that restarted are tried again (the same request), as often as the deadline
+/// allows, after the back-off on [`ClientOptions`] (at least 100 ms the first time, doubling);
+/// so are throttled (429) and 5xx answers, after their retry-after. Anything else ends the
+/// registration at once: the service's verdict (`failed`, `disabled`, a 4xx), credentials or
+/// certificates refused (CONNACK, TLS), a protocol error, a local mistake. The rule is
+/// [`ProvisioningError::is_retryable`]; a registration the deadline ends says how many
+/// attempts it made and why the last one failed.
 #[derive(Clone)]
 pub struct ProvisioningClient {
     transport: TransportRecipients,

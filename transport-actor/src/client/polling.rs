@@ -14,6 +14,11 @@ use dps_messages::{
 use super::ClientOptions;
 use crate::rng::Rng;
 
+/// The first wait after a transient failure when the floor is lower: a failure that repeats at
+/// once (a refused connection while the network comes up) must not become a busy loop even
+/// with no floor configured. It doubles from there, within the cap.
+pub(super) const TRANSIENT_FLOOR: Duration = Duration::from_millis(100);
+
 /// What to do after an answer.
 #[derive(Debug)]
 #[expect(
@@ -64,7 +69,8 @@ impl Polling {
             Err(error) if error.is_retryable() => {
                 // The same request again.
                 self.transient += 1;
-                let wait = backoff(None, options.min_interval, self.transient, options, rng);
+                let first = options.min_interval.max(TRANSIENT_FLOOR);
+                let wait = backoff(None, first, self.transient, options, rng);
                 tracing::info!(%error, ?wait, "retrying after a transient failure");
                 self.last_failure = Some(error);
                 return Next::Wait(wait);

@@ -60,6 +60,8 @@ pub(crate) struct Registration {
     jitter: Rng,
     deadline: Instant,
     course: Course,
+    /// Requests sent so far, for the error when the deadline ends the registration.
+    attempts: u32,
 }
 
 impl Registration {
@@ -71,6 +73,7 @@ impl Registration {
             polling: Polling::default(),
             jitter,
             course: Course::Ready { not_before: now },
+            attempts: 0,
         }
     }
 
@@ -87,6 +90,7 @@ impl Registration {
             let error = ProvisioningError::timeout_after(
                 Stage::Registration,
                 self.options.deadline,
+                self.attempts,
                 last_failure,
             );
             self.course = Course::Closing(Some(Err(error)));
@@ -97,6 +101,7 @@ impl Registration {
             }
             Course::Ready { .. } => {
                 self.course = Course::InFlight;
+                self.attempts += 1;
                 Step::Send(match self.polling.operation_id() {
                     None => Request::Register,
                     Some(id) => Request::Poll {
@@ -230,6 +235,7 @@ mod tests {
                 ProvisioningError::Timeout {
                     stage: Stage::Registration,
                     last_failure: Some(_),
+                    attempts: 2,
                     ..
                 }
             ),

@@ -171,6 +171,24 @@ fn is_reset(error: &io::Error) -> bool {
     )
 }
 
+/// Whether `error` says the service could not be reached, yet: what a device sees while its
+/// network comes up, and what trying again later may fix.
+fn is_unreachable(error: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | NetworkUnreachable
+            | HostUnreachable
+            | NetworkDown
+            | AddrNotAvailable
+            | NotConnected
+            | TimedOut
+    )
+}
+
 fn connect_error(
     error: client::ClientError<codec::ConnectAck>,
     spec: &LinkSpec,
@@ -179,11 +197,21 @@ fn connect_error(
         return ProvisioningError::Tls(tls);
     }
     let connect = |detail: String| TransportError::new(TransportErrorKind::Connect, detail).into();
+    let unreachable =
+        |detail: String| TransportError::new(TransportErrorKind::Unreachable, detail).into();
     match error {
         client::ClientError::Ack(ack) => match ConnackRefusal::from_code(ack.return_code as u8) {
             Some(refusal) => ProvisioningError::ConnectionRefused(refusal),
             None => connect("CONNACK without a return code".into()),
         },
+        client::ClientError::Connect(ConnectError::Resolver(e)) => unreachable(format!(
+            "cannot resolve `{}`: {e}",
+            spec.params.endpoint.host
+        )),
+        client::ClientError::Connect(ConnectError::NoRecords) => unreachable(format!(
+            "`{}` has no address records",
+            spec.params.endpoint.host
+        )),
         client::ClientError::Connect(ConnectError::Io(e))
         | client::ClientError::Disconnected(Some(e)) => match rustls_error_in(&e) {
             Some(tls) => ProvisioningError::Tls(tls),
@@ -191,6 +219,7 @@ fn connect_error(
             None if spec.presents_certificate && is_reset(&e) => {
                 connect(format!("{e}: {MAY_HAVE_REJECTED_CERTIFICATE}"))
             }
+            None if is_unreachable(&e) => unreachable(e.to_string()),
             None => connect(e.to_string()),
         },
         // With TLS 1.3 the server checks the client certificate after the client's handshake is
@@ -201,7 +230,7 @@ fn connect_error(
         client::ClientError::Disconnected(None) => {
             connect("the service closed the connection before CONNACK".into())
         }
-        client::ClientError::HandshakeTimeout => connect("the MQTT handshake timed out".into()),
+        client::ClientError::HandshakeTimeout => unreachable("the MQTT handshake timed out".into()),
         other => connect(other.to_string()),
     }
 }
@@ -254,9 +283,56 @@ mod tests {
         }
         // Without a certificate, or for another failure, the error is passed on as it is.
         let reset = client::ClientError::Disconnected(Some(io::ErrorKind::ConnectionReset.into()));
-        assert!(!detail(connect_error(reset, &spec(false))).contains("certificate"));
-        let refused =
-            client::ClientError::Connect(ConnectError::Io(io::ErrorKind::ConnectionRefused.into()));
+        assert!(
+            !connect_error(reset, &spec(false))
+                .to_string()
+                .contains("certificate")
+        );
+        let refused = client::ClientError::Connect(ConnectError::Io(io::Error::other("odd")));
         assert!(!detail(connect_error(refused, &spec(true))).contains("certificate"));
+    }
+
+    /// What a network that is not up yet looks like is worth trying again; the rest is not.
+    #[test]
+    fn a_service_not_reachable_yet_is_unreachable_and_retryable() {
+        let kind_of = |error| match connect_error(error, &spec(false)) {
+            ProvisioningError::Transport(e) => e.kind,
+            other => panic!("{other:?}"),
+        };
+        let io = |kind: io::ErrorKind| client::ClientError::Connect(ConnectError::Io(kind.into()));
+        for kind in [
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::NetworkUnreachable,
+            io::ErrorKind::HostUnreachable,
+            io::ErrorKind::TimedOut,
+        ] {
+            assert_eq!(
+                kind_of(io(kind)),
+                TransportErrorKind::Unreachable,
+                "{kind:?}"
+            );
+        }
+        let dns = ConnectError::Resolver(io::Error::other("no such host"));
+        assert_eq!(
+            kind_of(client::ClientError::Connect(dns)),
+            TransportErrorKind::Unreachable
+        );
+        assert_eq!(
+            kind_of(client::ClientError::Connect(ConnectError::NoRecords)),
+            TransportErrorKind::Unreachable
+        );
+        assert_eq!(
+            kind_of(client::ClientError::HandshakeTimeout),
+            TransportErrorKind::Unreachable
+        );
+        assert_eq!(
+            kind_of(io(io::ErrorKind::PermissionDenied)),
+            TransportErrorKind::Connect
+        );
+        assert_eq!(
+            kind_of(client::ClientError::Disconnected(None)),
+            TransportErrorKind::Connect
+        );
     }
 }

@@ -1128,6 +1128,7 @@ fn each_stage_times_out_with_its_own_stage_and_deadline() {
             stage: Stage::Connect,
             after: CONNECT,
             last_failure: None,
+            attempts: 0,
         })
     ));
     assert!(abandons(&actions));

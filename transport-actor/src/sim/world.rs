@@ -406,7 +406,8 @@ impl World {
     /// The connect of `link`, as the network and the script's `step` make it go.
     fn open(&mut self, link: LinkId, step: ConnectStep) {
         if self.rng.chance(self.faults.refuse_connect) {
-            let refused = TransportError::new(TransportErrorKind::Connect, "connection refused");
+            let refused =
+                TransportError::new(TransportErrorKind::Unreachable, "connection refused");
             return self.link_event(link, LinkEvent::ConnectFailed(refused.into()));
         }
         if self.rng.chance(self.faults.silent_connect) {

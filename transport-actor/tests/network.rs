@@ -1,0 +1,126 @@
+//! The networks devices really live on: a service that is not reachable yet when the device
+//! boots, over real sockets.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use common::*;
+use dps_messages::{Protocol, ProvisioningError, Stage, TransportErrorKind};
+use dps_mock_broker::{MockBroker, Script};
+use dps_transport_actor::{ClientOptions, ProvisioningClient};
+
+fn fast(deadline: Duration) -> ClientOptions {
+    ClientOptions {
+        min_interval: Duration::ZERO,
+        max_interval: Duration::from_millis(50),
+        deadline,
+        jitter: false,
+        ..ClientOptions::default()
+    }
+}
+
+/// Accepts `n` connections on `listener` and resets each at once (RST), as a port whose
+/// service has not started behind a load balancer does; returns when all `n` came.
+fn reset_connections(listener: TcpListener, n: usize) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for _ in 0..n {
+            let (stream, _) = listener.accept().unwrap();
+            let socket = socket2::Socket::from(stream);
+            socket.set_linger(Some(Duration::ZERO)).unwrap();
+            drop(socket);
+        }
+    })
+}
+
+/// At boot the network and the service come up after the device starts: its first attempts
+/// are reset, then the service listens on the same port and the registration succeeds within
+/// its deadline.
+#[actix_rt::test]
+async fn a_service_that_comes_up_late_is_reached_within_the_deadline() {
+    let early = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = early.local_addr().unwrap();
+    let resetter = reset_connections(early, 2);
+
+    // The broker-to-be's PKI, so the client trusts it from the start.
+    let pki = std::sync::Arc::new(dps_mock_broker::TestPki::generate().unwrap());
+    let config = dps_transport_actor::TransportConfig::builder(Protocol::Mqtt)
+        .ca_pem(pki.ca_pem())
+        .build()
+        .unwrap();
+    let transport = {
+        use actix::Actor;
+        let addr = dps_transport_actor::ProvisioningTransportActor::new(config).start();
+        addr.send(dps_messages::SetAuthentication(sas(KEY)))
+            .await
+            .unwrap();
+        addr
+    };
+    let client = ProvisioningClient::new(transport, fast(LONG));
+    let request = dps_messages::RegistrationRequest::new(SCOPE, "sas-dev")
+        .with_endpoint(format!("mqtts://localhost:{}", addr.port()));
+    let registration = actix_rt::spawn(async move { client.register(request).await });
+
+    // Two attempts reset; then the service starts listening where the device looks for it.
+    actix_rt::task::spawn_blocking(move || resetter.join().unwrap())
+        .await
+        .unwrap();
+    let broker = MockBroker::builder()
+        .pki(pki)
+        .listen(addr)
+        .retry_after(0)
+        .symmetric_key("sas-dev", KEY)
+        .start()
+        .unwrap();
+    let result = registration.await.unwrap().unwrap();
+    assert_eq!(result.status, dps_messages::RegistrationStatus::Assigned);
+    assert_eq!(broker.records().len(), 1);
+}
+
+/// A service that never comes up ends the registration at its deadline, and the error keeps
+/// the last cause (refused) and how many attempts were made.
+#[actix_rt::test]
+async fn a_service_never_reached_times_out_with_the_last_cause_and_the_attempts() {
+    let closed: SocketAddr = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let f = Fixture::start(Script::new());
+    let transport = f.transport_with(f.config(Protocol::Mqtt), sas(KEY)).await;
+    let client = ProvisioningClient::new(transport, fast(Duration::from_millis(600)));
+    let request = dps_messages::RegistrationRequest::new(SCOPE, "sas-dev")
+        .with_endpoint(format!("mqtts://127.0.0.1:{}", closed.port()));
+    let error = client.register(request).await.unwrap_err();
+    let ProvisioningError::Timeout {
+        stage: Stage::Registration,
+        attempts,
+        last_failure: Some(last),
+        ..
+    } = &error
+    else {
+        panic!("{error:?}")
+    };
+    assert!(*attempts >= 2, "{error}");
+    assert_eq!(last.transport_kind(), Some(TransportErrorKind::Unreachable));
+    assert!(error.to_string().contains("attempts)"), "{error}");
+    assert!(
+        error.to_string().to_lowercase().contains("refused"),
+        "{error}"
+    );
+}
+
+/// Credentials the service refuses are not a network that is not up yet: no retry.
+#[actix_rt::test]
+async fn a_refused_credential_is_not_retried() {
+    let f = Fixture::start(Script::new());
+    let wrong = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let transport = f.transport_with(f.config(Protocol::Mqtt), sas(wrong)).await;
+    let client = ProvisioningClient::new(transport, fast(LONG));
+    let error = client
+        .register(f.request(Protocol::Mqtt, "sas-dev"))
+        .await
+        .unwrap_err();
+    assert!(error.is_unauthorized(), "{error:?}");
+    assert_eq!(f.broker.records().len(), 1, "one attempt");
+}
