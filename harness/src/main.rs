@@ -83,9 +83,17 @@ struct Provision {
     /// A file holding a group enrollment's key (mode 600).
     #[arg(long, value_name = "FILE")]
     group_key_file: Option<PathBuf>,
-    /// Trust this CA (PEM) instead of the public web roots.
-    #[arg(long)]
+    /// Trust this CA (PEM) and nothing else.
+    #[arg(long, conflicts_with_all = ["platform_roots", "extra_ca"])]
     ca: Option<PathBuf>,
+    /// Trust the operating system's store (where IT installs a corporate root; on Linux the
+    /// distribution's bundle, or SSL_CERT_FILE / SSL_CERT_DIR) instead of the public web's
+    /// roots.
+    #[arg(long)]
+    platform_roots: bool,
+    /// Trust this CA (PEM) besides the public web's roots (or the platform's); repeatable.
+    #[arg(long, value_name = "FILE")]
+    extra_ca: Vec<PathBuf>,
     /// Use MQTT over WebSocket (wss://HOST:443/$iothub/websocket).
     #[arg(long)]
     ws: bool,
@@ -216,6 +224,8 @@ async fn run_provision(mut p: Provision) -> ExitCode {
         registration_id: p.registration_id,
         credential,
         ca: p.ca,
+        platform_roots: p.platform_roots,
+        extra_ca: p.extra_ca,
         websocket: p.ws,
         payload: p.payload,
         timeout: Duration::from_secs(p.timeout),

@@ -8,7 +8,9 @@ use dps_messages::{
     RegistrationResult, SymmetricKey, X509Identity,
 };
 use dps_transport_actor::durable::{self, Readers};
-use dps_transport_actor::{CertificateOptions, ClientOptions, Provisioned, TransportConfig};
+use dps_transport_actor::{
+    CertificateOptions, ClientOptions, Provisioned, TransportConfig, TrustRoots,
+};
 
 use crate::setup;
 
@@ -23,8 +25,12 @@ pub struct ProvisionArgs {
     pub registration_id: String,
     /// The device's credential.
     pub credential: Credential,
-    /// A CA (PEM) to trust instead of the public web roots.
+    /// A CA (PEM) to trust instead of any other roots.
     pub ca: Option<PathBuf>,
+    /// Trust the operating system's store instead of the public web's roots.
+    pub platform_roots: bool,
+    /// CAs (PEM) to trust besides the public web's roots (or the platform's).
+    pub extra_ca: Vec<PathBuf>,
     /// MQTT over WebSocket instead of MQTT over TLS.
     pub websocket: bool,
     /// Custom allocation data.
@@ -94,6 +100,20 @@ pub struct WrittenCertificate {
     pub from_cache: bool,
 }
 
+/// The roots `--ca`, `--platform-roots` and `--extra-ca` ask for.
+fn trust_roots(args: &ProvisionArgs) -> Result<TrustRoots, ProvisioningError> {
+    let read = |path: &PathBuf| setup::read(path).map_err(ProvisioningError::InvalidRequest);
+    let mut roots = match (&args.ca, args.platform_roots) {
+        (Some(ca), _) => TrustRoots::only_pem(read(ca)?),
+        (None, true) => TrustRoots::platform(),
+        (None, false) => TrustRoots::public_web(),
+    };
+    for extra in &args.extra_ca {
+        roots = roots.with_extra_pem(read(extra)?);
+    }
+    Ok(roots)
+}
+
 /// Provisions the device; the error says why not.
 pub async fn run(args: ProvisionArgs) -> Result<ProvisionOutcome, ProvisioningError> {
     let protocol = if args.websocket {
@@ -102,9 +122,7 @@ pub async fn run(args: ProvisionArgs) -> Result<ProvisionOutcome, ProvisioningEr
         Protocol::Mqtt
     };
     let mut builder = TransportConfig::builder(protocol);
-    if let Some(ca) = &args.ca {
-        builder = builder.ca_pem(setup::read(ca).map_err(ProvisioningError::InvalidRequest)?);
-    }
+    builder = builder.trust(trust_roots(&args)?);
     let auth = args.credential.load(&args.registration_id)?;
     let options = ClientOptions {
         deadline: args.timeout,

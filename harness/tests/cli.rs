@@ -280,6 +280,46 @@ fn keys_come_from_files_and_the_environment_and_arguments_are_warned_about() {
     );
 }
 
+/// `--platform-roots` trusts the operating system's store, here pointed at the broker's CA
+/// with `SSL_CERT_FILE` (as an IT department's corporate root would be installed);
+/// `--extra-ca` adds a CA beside the public web's roots. Without either, the public roots
+/// refuse the broker's certificate, and the error says which roots were tried.
+#[test]
+fn platform_roots_and_extra_cas_are_trusted_and_a_refusal_names_the_roots() {
+    let s = Setup::new("trust", Script::new());
+    let run = |trust: &[&str], env: Option<&str>| {
+        let endpoint = s.endpoint();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dps"));
+        command
+            .args(["provision", "--endpoint", &endpoint])
+            .args(["--id-scope", dps_mock_broker::DEFAULT_ID_SCOPE])
+            .args(["--registration-id", "cli-dev", "--timeout", "20"])
+            .args(trust)
+            .env("DPS_GROUP_KEY", GROUP_KEY)
+            .env_remove("SSL_CERT_DIR")
+            .env_remove("SSL_CERT_FILE");
+        if let Some(file) = env {
+            command.env("SSL_CERT_FILE", file);
+        }
+        command.output().unwrap()
+    };
+    let ca = s.path("ca.pem");
+    let out = run(&["--platform-roots"], Some(&ca));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&["--extra-ca", &ca], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&[], None);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("UnknownIssuer (trusted: the public web's roots)"),
+        "{}",
+        text(&out.stderr)
+    );
+    // --ca means that CA alone.
+    let out = run(&["--ca", &ca, "--extra-ca", &ca], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
 #[test]
 fn exit_codes_name_the_kind_of_failure() {
     // 3: unauthorized (the wrong key).

@@ -63,9 +63,10 @@ pub enum ProvisioningError {
     /// The broker refused the MQTT connection in its CONNACK.
     #[error("the service refused the connection: {0}")]
     ConnectionRefused(ConnackRefusal),
-    /// The TLS handshake failed; the rustls reason says why (unknown issuer, bad name ...).
+    /// The TLS handshake failed; the rustls reason says why (unknown issuer, bad name ...), and
+    /// for a server certificate that was refused, which roots it was checked against.
     #[error("TLS handshake failed: {0}")]
-    Tls(#[source] rustls::Error),
+    Tls(#[source] Box<TlsFailure>),
     /// The network connection failed or was lost.
     #[error("transport error: {0}")]
     Transport(#[from] TransportError),
@@ -218,6 +219,48 @@ impl ProvisioningError {
 impl From<actix::MailboxError> for ProvisioningError {
     fn from(error: actix::MailboxError) -> Self {
         TransportError::new(TransportErrorKind::Shutdown, error).into()
+    }
+}
+
+/// A failed TLS handshake: the rustls reason, and which roots a server certificate was checked
+/// against (`the public web's roots and 1 extra CA`), since "unknown issuer" on a network that
+/// inspects TLS is only understood with them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFailure {
+    /// Why the handshake failed.
+    pub error: rustls::Error,
+    /// The roots the server's certificate was checked against, as words.
+    pub trusted: Option<String>,
+}
+
+impl TlsFailure {
+    /// `error`, with the roots that were `trusted`.
+    pub fn new(error: rustls::Error, trusted: Option<String>) -> Self {
+        Self { error, trusted }
+    }
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)?;
+        match (&self.error, &self.trusted) {
+            (rustls::Error::InvalidCertificate(_), Some(trusted)) => {
+                write!(f, " (trusted: {trusted})")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for TlsFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<rustls::Error> for ProvisioningError {
+    fn from(error: rustls::Error) -> Self {
+        Self::Tls(Box::new(TlsFailure::new(error, None)))
     }
 }
 
@@ -557,6 +600,25 @@ mod tests {
         ] {
             assert!(!final_.is_retryable(), "{final_:?}");
         }
+    }
+
+    #[test]
+    fn a_refused_server_certificate_says_which_roots_were_tried() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let trusted = Some("the public web's roots and 1 extra CA".to_owned());
+        let failure = ProvisioningError::Tls(Box::new(TlsFailure::new(refused, trusted.clone())));
+        assert_eq!(
+            failure.to_string(),
+            "TLS handshake failed: invalid peer certificate: UnknownIssuer (trusted: the public \
+             web's roots and 1 extra CA)"
+        );
+        // Other failures are not about the roots.
+        let other = rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure);
+        let failure = TlsFailure::new(other.clone(), trusted);
+        assert_eq!(failure.to_string(), other.to_string());
+        assert!(std::error::Error::source(&failure).is_some());
+        let plain = ProvisioningError::from(other);
+        assert!(matches!(plain, ProvisioningError::Tls(f) if f.trusted.is_none()));
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub use certificate::{
 pub use commands::{Cancel, Disconnect, QueryStatus, Register, RequestResult, SetAuthentication};
 pub use connect::{ConnectParams, Endpoint, Protocol};
 pub use error::{
-    AuthError, ConnackRefusal, ProtocolError, ProvisioningError, ServiceError, Stage,
+    AuthError, ConnackRefusal, ProtocolError, ProvisioningError, ServiceError, Stage, TlsFailure,
     TransportError, TransportErrorKind,
 };
 pub use outcome::{DEFAULT_POLLING_INTERVAL, RegistrationResponse, RequestKind};

@@ -36,7 +36,7 @@ impl TransportConfig {
     pub fn builder(protocol: Protocol) -> TransportConfigBuilder {
         TransportConfigBuilder {
             protocol,
-            trust: TrustRoots::PublicWeb,
+            trust: TrustRoots::public_web(),
             timeouts: Timeouts::default(),
             default_polling_interval: DEFAULT_POLLING_INTERVAL,
             keep_alive: Duration::from_secs(60),
@@ -72,7 +72,7 @@ impl TransportConfigBuilder {
 
     /// Trust only the CA certificates in `pem` (a test broker's CA, say).
     pub fn ca_pem(self, pem: impl Into<String>) -> Self {
-        self.trust(TrustRoots::Pem(pem.into()))
+        self.trust(TrustRoots::only_pem(pem))
     }
 
     /// All the deadlines at once.

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use dps_messages::{ProvisioningError, X509Identity};
+use dps_messages::{ProvisioningError, TlsFailure, X509Identity};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -16,27 +16,145 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 
 use crate::verify_cache::VerifyCache;
 
-/// Which server certificates the transport trusts.
+/// Which server certificates the transport trusts: any of the public web's roots, the
+/// operating system's store, and CA certificates of one's own, together.
+///
+/// ```
+/// use dps_transport_actor::TrustRoots;
+///
+/// // Real DPS: the public web's roots (the default).
+/// let public = TrustRoots::public_web();
+/// // Behind a proxy that inspects TLS with a corporate root: that root too.
+/// # let corporate_root_pem = String::new();
+/// let inspected = TrustRoots::public_web().with_extra_pem(corporate_root_pem);
+/// // The roots the operating system trusts (where an IT department installs theirs).
+/// let platform = TrustRoots::platform();
+/// // A test broker: its CA and nothing else.
+/// # let test_ca_pem = String::new();
+/// let test = TrustRoots::only_pem(test_ca_pem);
+/// assert_eq!(public.to_string(), "the public web's roots");
+/// assert_eq!(inspected.to_string(), "the public web's roots and 1 extra CA file");
+/// # let _ = (platform, test);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TrustRoots {
-    /// The public web's roots (Mozilla's list, from `webpki-roots`): what real DPS needs.
-    PublicWeb,
-    /// Only these CA certificates (PEM), e.g. a test broker's CA.
-    Pem(String),
+pub struct TrustRoots {
+    public_web: bool,
+    platform: bool,
+    pems: Vec<String>,
 }
 
-/// What a connection's verifier saw go wrong, if anything.
+impl TrustRoots {
+    /// The public web's roots (Mozilla's list, from `webpki-roots`): what real DPS needs, and
+    /// the default.
+    pub fn public_web() -> Self {
+        Self {
+            public_web: true,
+            platform: false,
+            pems: Vec::new(),
+        }
+    }
+
+    /// The operating system's trust store (read with `rustls-native-certs`: on Linux the
+    /// distribution's bundle, or the files `SSL_CERT_FILE` and `SSL_CERT_DIR` name).
+    pub fn platform() -> Self {
+        Self {
+            public_web: false,
+            platform: true,
+            pems: Vec::new(),
+        }
+    }
+
+    /// Only the CA certificates in `pem` (a test broker's CA, say).
+    pub fn only_pem(pem: impl Into<String>) -> Self {
+        Self {
+            public_web: false,
+            platform: false,
+            pems: vec![pem.into()],
+        }
+    }
+
+    /// These roots and the public web's.
+    pub fn with_public_web(mut self) -> Self {
+        self.public_web = true;
+        self
+    }
+
+    /// These roots and the operating system's.
+    pub fn with_platform(mut self) -> Self {
+        self.platform = true;
+        self
+    }
+
+    /// These roots and the CA certificates in `pem` besides (a corporate root, a root the
+    /// service migrates to).
+    pub fn with_extra_pem(mut self, pem: impl Into<String>) -> Self {
+        self.pems.push(pem.into());
+        self
+    }
+}
+
+impl Default for TrustRoots {
+    /// [`TrustRoots::public_web`].
+    fn default() -> Self {
+        Self::public_web()
+    }
+}
+
+impl std::fmt::Display for TrustRoots {
+    /// The roots in words, as a refused certificate's error names them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if self.public_web {
+            parts.push("the public web's roots".to_owned());
+        }
+        if self.platform {
+            parts.push("the platform's trust store".to_owned());
+        }
+        let base = !parts.is_empty();
+        match (self.pems.len(), base) {
+            (0, _) => {}
+            (1, true) => parts.push("1 extra CA file".to_owned()),
+            (n, true) => parts.push(format!("{n} extra CA files")),
+            (1, false) => parts.push("the given CA file".to_owned()),
+            (n, false) => parts.push(format!("the {n} given CA files")),
+        }
+        if parts.is_empty() {
+            return f.write_str("no roots");
+        }
+        let last = parts.pop().unwrap_or_default();
+        match parts.is_empty() {
+            true => f.write_str(&last),
+            false => write!(f, "{} and {last}", parts.join(", ")),
+        }
+    }
+}
+
+/// What a connection's verifier saw go wrong, if anything, and the roots it had.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct TlsErrorSlot(Arc<Mutex<Option<rustls::Error>>>);
+pub(crate) struct TlsErrorSlot {
+    error: Arc<Mutex<Option<rustls::Error>>>,
+    trusted: Arc<str>,
+}
 
 impl TlsErrorSlot {
     fn set(&self, error: rustls::Error) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        *self.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
     }
 
     /// The error the verifier returned, if it failed.
-    pub(crate) fn take(&self) -> Option<rustls::Error> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    pub(crate) fn take(&self) -> Option<ProvisioningError> {
+        let error = self
+            .error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        Some(self.failure(error))
+    }
+
+    /// `error` as the connection's TLS failure, naming the roots.
+    pub(crate) fn failure(&self, error: rustls::Error) -> ProvisioningError {
+        let trusted = Some(self.trusted.to_string()).filter(|t| !t.is_empty());
+        ProvisioningError::Tls(Box::new(TlsFailure::new(error, trusted)))
     }
 }
 
@@ -95,34 +213,56 @@ pub(crate) struct TlsSetup {
     /// The WebPKI verifier behind a cache of the chains it accepted, shared by every connection
     /// of the transport (and of its clones).
     verifier: Arc<VerifyCache>,
+    /// The roots, in words, for errors.
+    trusted: Arc<str>,
 }
 
 impl TlsSetup {
     /// Builds the server verifier for `roots`.
     pub(crate) fn new(roots: &TrustRoots) -> Result<Self, ProvisioningError> {
         let provider = dps_messages::x509::shared_provider();
-        let store = match roots {
-            TrustRoots::PublicWeb => RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            },
-            TrustRoots::Pem(pem) => {
-                let mut store = RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                    let cert = cert.map_err(|e| bad_roots(e.to_string()))?;
-                    store.add(cert).map_err(|e| bad_roots(e.to_string()))?;
-                }
-                if store.is_empty() {
-                    return Err(bad_roots("no CERTIFICATE block found".into()));
-                }
-                store
+        let mut store = RootCertStore::empty();
+        if roots.public_web {
+            store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        if roots.platform {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = store.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let errors: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
+                return Err(bad_roots(format!(
+                    "the platform's trust store has no usable certificate{}",
+                    if errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", errors.join("; "))
+                    }
+                )));
             }
-        };
+        }
+        for pem in &roots.pems {
+            let before = store.len();
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| bad_roots(e.to_string()))?;
+                store.add(cert).map_err(|e| bad_roots(e.to_string()))?;
+            }
+            if store.len() == before {
+                return Err(bad_roots("no CERTIFICATE block found".into()));
+            }
+        }
+        if store.is_empty() {
+            return Err(bad_roots("no roots to trust".into()));
+        }
         let verifier =
             WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
                 .build()
                 .map_err(|e| bad_roots(e.to_string()))?;
         let verifier = Arc::new(VerifyCache::new(verifier));
-        Ok(Self { provider, verifier })
+        Ok(Self {
+            provider,
+            verifier,
+            trusted: roots.to_string().into(),
+        })
     }
 
     /// A configuration for one connection: TLS 1.2 or 1.3, the server verified, the device's
@@ -131,14 +271,17 @@ impl TlsSetup {
         &self,
         identity: Option<&X509Identity>,
     ) -> Result<(Arc<ClientConfig>, TlsErrorSlot), ProvisioningError> {
-        let slot = TlsErrorSlot::default();
+        let slot = TlsErrorSlot {
+            error: Arc::default(),
+            trusted: self.trusted.clone(),
+        };
         let verifier = Arc::new(RecordingVerifier {
             inner: self.verifier.clone(),
             slot: slot.clone(),
         });
         let builder = ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(ProvisioningError::Tls)?
+            .map_err(ProvisioningError::from)?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
         let mut config = match identity {
@@ -178,7 +321,43 @@ mod tests {
 
     #[test]
     fn public_roots_load() {
-        assert!(TlsSetup::new(&TrustRoots::PublicWeb).is_ok());
+        assert!(TlsSetup::new(&TrustRoots::public_web()).is_ok());
+        assert!(TlsSetup::new(&TrustRoots::default()).is_ok());
+    }
+
+    #[test]
+    fn roots_are_named_as_an_error_names_them() {
+        let pem = || "pem".to_owned();
+        let cases = [
+            (TrustRoots::public_web(), "the public web's roots"),
+            (TrustRoots::platform(), "the platform's trust store"),
+            (TrustRoots::only_pem(pem()), "the given CA file"),
+            (
+                TrustRoots::only_pem(pem()).with_extra_pem(pem()),
+                "the 2 given CA files",
+            ),
+            (
+                TrustRoots::public_web().with_extra_pem(pem()),
+                "the public web's roots and 1 extra CA file",
+            ),
+            (
+                TrustRoots::platform()
+                    .with_public_web()
+                    .with_extra_pem(pem())
+                    .with_extra_pem(pem()),
+                "the public web's roots, the platform's trust store and 2 extra CA files",
+            ),
+        ];
+        for (roots, words) in cases {
+            assert_eq!(roots.to_string(), words);
+        }
+        let none = TrustRoots {
+            public_web: false,
+            platform: false,
+            pems: vec![],
+        };
+        assert_eq!(none.to_string(), "no roots");
+        assert!(TlsSetup::new(&none).is_err());
     }
 
     #[test]
@@ -190,7 +369,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    TlsSetup::new(&TrustRoots::Pem(pem.into())),
+                    TlsSetup::new(&TrustRoots::only_pem(pem)),
                     Err(ProvisioningError::InvalidRequest(_))
                 ),
                 "{pem}"

@@ -124,3 +124,38 @@ async fn a_refused_credential_is_not_retried() {
     assert!(error.is_unauthorized(), "{error:?}");
     assert_eq!(f.broker.records().len(), 1, "one attempt");
 }
+
+/// On a network that inspects TLS with a corporate root, the public web's roots fail and say
+/// so; with the corporate root as an extra CA beside them, the device gets through.
+#[actix_rt::test]
+async fn an_extra_ca_beside_the_public_roots_is_trusted_and_a_refusal_names_the_roots() {
+    use dps_transport_actor::TrustRoots;
+    let f = Fixture::start(Script::new());
+    for protocol in [Protocol::Mqtt, Protocol::MqttWs] {
+        let public = f
+            .builder(protocol)
+            .trust(TrustRoots::public_web())
+            .build()
+            .unwrap();
+        let transport = f.transport_with(public, sas(KEY)).await;
+        let error = ProvisioningClient::new(transport, fast(LONG))
+            .register(f.request(protocol, "sas-dev"))
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .ends_with("UnknownIssuer (trusted: the public web's roots)"),
+            "{error}"
+        );
+
+        let roots = TrustRoots::public_web().with_extra_pem(f.broker.ca_pem().unwrap());
+        let config = f.builder(protocol).trust(roots).build().unwrap();
+        let transport = f.transport_with(config, sas(KEY)).await;
+        let result = ProvisioningClient::new(transport, fast(LONG))
+            .register(f.request(protocol, "sas-dev"))
+            .await
+            .unwrap();
+        assert_eq!(result.status, dps_messages::RegistrationStatus::Assigned);
+    }
+}

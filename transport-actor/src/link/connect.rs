@@ -194,7 +194,7 @@ fn connect_error(
     spec: &LinkSpec,
 ) -> ProvisioningError {
     if let Some(tls) = spec.tls_errors.take() {
-        return ProvisioningError::Tls(tls);
+        return tls;
     }
     let connect = |detail: String| TransportError::new(TransportErrorKind::Connect, detail).into();
     let unreachable =
@@ -214,7 +214,7 @@ fn connect_error(
         )),
         client::ClientError::Connect(ConnectError::Io(e))
         | client::ClientError::Disconnected(Some(e)) => match rustls_error_in(&e) {
-            Some(tls) => ProvisioningError::Tls(tls),
+            Some(tls) => spec.tls_errors.failure(tls),
             // The same rejection, when the service's close reset the connection.
             None if spec.presents_certificate && is_reset(&e) => {
                 connect(format!("{e}: {MAY_HAVE_REJECTED_CERTIFICATE}"))
@@ -245,7 +245,7 @@ mod tests {
 
     fn spec(presents_certificate: bool) -> LinkSpec {
         let request = RegistrationRequest::new("0ne00000001", "dev");
-        let (tls, tls_errors) = TlsSetup::new(&TrustRoots::PublicWeb)
+        let (tls, tls_errors) = TlsSetup::new(&TrustRoots::public_web())
             .unwrap()
             .client_config(None)
             .unwrap();
