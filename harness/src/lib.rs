@@ -6,6 +6,7 @@ pub mod bench;
 pub mod demo;
 pub mod outcome;
 pub mod provision;
+pub mod proxy_env;
 pub mod scenario;
 pub mod secrets;
 pub mod setup;

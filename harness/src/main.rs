@@ -29,7 +29,7 @@ enum Command {
     /// that is not base64, an unreadable file), 3 unauthorized by the service, 4 registration
     /// failed (failed, disabled or unassigned), 5 timeout, 6 transport, TLS or protocol error
     /// (including an issued certificate that fails its checks).
-    Provision(Provision),
+    Provision(Box<Provision>),
     /// Run scripted scenarios against the mock DPS.
     Scenario {
         #[command(subcommand)]
@@ -94,6 +94,14 @@ struct Provision {
     /// Trust this CA (PEM) besides the public web's roots (or the platform's); repeatable.
     #[arg(long, value_name = "FILE")]
     extra_ca: Vec<PathBuf>,
+    /// Connect through this HTTP proxy, http://[user:password@]host:port (a CONNECT tunnel
+    /// for MQTT and WebSocket alike). Without it, HTTPS_PROXY (or https_proxy) is used unless
+    /// NO_PROXY names the endpoint's host.
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    proxy: Option<String>,
+    /// Connect directly, whatever HTTPS_PROXY says.
+    #[arg(long)]
+    no_proxy: bool,
     /// Use MQTT over WebSocket (wss://HOST:443/$iothub/websocket).
     #[arg(long)]
     ws: bool,
@@ -136,7 +144,7 @@ fn main() -> ExitCode {
     actix_rt::System::new().block_on(async move {
         match cli.command {
             Command::Demo => run_demo().await,
-            Command::Provision(args) => run_provision(args).await,
+            Command::Provision(args) => run_provision(*args).await,
             Command::Scenario {
                 command: ScenarioCommand::Run { files },
             } => run_scenarios(files).await,
@@ -226,6 +234,8 @@ async fn run_provision(mut p: Provision) -> ExitCode {
         ca: p.ca,
         platform_roots: p.platform_roots,
         extra_ca: p.extra_ca,
+        proxy: p.proxy,
+        no_proxy: p.no_proxy,
         websocket: p.ws,
         payload: p.payload,
         timeout: Duration::from_secs(p.timeout),

@@ -21,7 +21,7 @@ pub enum Outcome {
     Failed,
     /// A deadline passed. Exit code 5.
     Timeout,
-    /// The network, TLS or the protocol failed. Exit code 6.
+    /// The network, the proxy, TLS or the protocol failed. Exit code 6.
     TransportError,
     /// Anything else (a bad argument, a cancelled operation ...). Exit code 1.
     Other,
@@ -51,6 +51,7 @@ impl Outcome {
             | E::Tls(_)
             | E::Protocol(_)
             | E::ConnectionRefused(_)
+            | E::Proxy(_)
             | E::Certificate(_) => Outcome::TransportError,
             _ => Outcome::Other,
         }

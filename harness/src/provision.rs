@@ -12,7 +12,7 @@ use dps_transport_actor::{
     CertificateOptions, ClientOptions, Provisioned, TransportConfig, TrustRoots,
 };
 
-use crate::setup;
+use crate::{proxy_env, setup};
 
 /// What to provision, and how.
 #[derive(Debug, Clone)]
@@ -31,6 +31,10 @@ pub struct ProvisionArgs {
     pub platform_roots: bool,
     /// CAs (PEM) to trust besides the public web's roots (or the platform's).
     pub extra_ca: Vec<PathBuf>,
+    /// `--proxy URL`.
+    pub proxy: Option<String>,
+    /// `--no-proxy`: ignore `HTTPS_PROXY`.
+    pub no_proxy: bool,
     /// MQTT over WebSocket instead of MQTT over TLS.
     pub websocket: bool,
     /// Custom allocation data.
@@ -123,6 +127,13 @@ pub async fn run(args: ProvisionArgs) -> Result<ProvisionOutcome, ProvisioningEr
     };
     let mut builder = TransportConfig::builder(protocol);
     builder = builder.trust(trust_roots(&args)?);
+    let uri = setup::endpoint_uri(&args.endpoint, protocol);
+    let host = dps_messages::Endpoint::parse(&uri)?.host;
+    let env = |name: &str| std::env::var(name).ok();
+    if let Some(proxy) = proxy_env::choose(args.proxy.as_deref(), args.no_proxy, &host, env)? {
+        tracing::info!(%proxy, "connecting through the proxy");
+        builder = builder.proxy(proxy);
+    }
     let auth = args.credential.load(&args.registration_id)?;
     let options = ClientOptions {
         deadline: args.timeout,

@@ -320,6 +320,66 @@ fn platform_roots_and_extra_cas_are_trusted_and_a_refusal_names_the_roots() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
+/// `--proxy`, `HTTPS_PROXY` and `NO_PROXY`, and `--no-proxy`, through the test proxy; a 407
+/// names the proxy and not the password, and is exit 6.
+#[test]
+fn the_proxy_comes_from_the_flag_or_the_environment_and_no_proxy_bypasses_it() {
+    use dps_mock_broker::proxy::{ProxyMode, TestProxy};
+    let s = Setup::new("proxy", Script::new());
+    let proxy = TestProxy::start(ProxyMode::RequireCredentials {
+        user: "dev".into(),
+        password: "pa55".into(),
+    })
+    .unwrap();
+    let run = |flags: &[&str], env: &[(&str, &str)]| {
+        let (endpoint, ca) = (s.endpoint(), s.path("ca.pem"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dps"));
+        command
+            .args(["provision", "--endpoint", &endpoint, "--ca", &ca])
+            .args(["--id-scope", dps_mock_broker::DEFAULT_ID_SCOPE])
+            .args(["--registration-id", "cli-dev"])
+            .args(flags)
+            .env("DPS_GROUP_KEY", GROUP_KEY);
+        for name in ["HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"] {
+            command.env_remove(name);
+        }
+        command.envs(env.iter().copied());
+        command.output().unwrap()
+    };
+    let good = proxy.url_with("dev", "pa55");
+    let out = run(&["--proxy", &good], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&[], &[("HTTPS_PROXY", &good)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(proxy.requests().len(), 2);
+
+    // NO_PROXY names the endpoint's host, or --no-proxy: straight to the service.
+    let out = run(
+        &[],
+        &[
+            ("HTTPS_PROXY", &good),
+            ("NO_PROXY", "example.com,localhost"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&["--no-proxy"], &[("https_proxy", &good)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(proxy.requests().len(), 2, "neither went through the proxy");
+    assert_eq!(s.broker.records().len(), 4);
+
+    let out = run(&["--proxy", &proxy.url_with("dev", "wrong")], &[]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("the proxy {} wants credentials", proxy.addr())),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong"),
+        "the password is never shown: {stderr}"
+    );
+}
+
 #[test]
 fn exit_codes_name_the_kind_of_failure() {
     // 3: unauthorized (the wrong key).

@@ -67,6 +67,9 @@ pub enum ProvisioningError {
     /// for a server certificate that was refused, which roots it was checked against.
     #[error("TLS handshake failed: {0}")]
     Tls(#[source] Box<TlsFailure>),
+    /// The HTTP proxy did not open a tunnel to the service.
+    #[error("proxy error: {0}")]
+    Proxy(Box<ProxyError>),
     /// The network connection failed or was lost.
     #[error("transport error: {0}")]
     Transport(#[from] TransportError),
@@ -174,8 +177,8 @@ impl ProvisioningError {
         )
     }
 
-    /// Whether the same request may succeed if sent again, within a deadline: the service
-    /// could not be reached yet ([`TransportErrorKind::Unreachable`]: a name that does not
+    /// Whether the same request may succeed if sent again, within a deadline: the service (or
+    /// the proxy on the way, see [`ProxyError::is_retryable`]) could not be reached yet ([`TransportErrorKind::Unreachable`]: a name that does not
     /// resolve, a connection refused or reset, an unreachable network; or a connect that timed
     /// out, TLS handshake included), the connection, the publish or the response was lost (a
     /// [`TransportErrorKind::ConnectionLost`] or [`TransportErrorKind::Publish`] error, or a
@@ -189,6 +192,9 @@ impl ProvisioningError {
     /// polling interval. This is the rule `ProvisioningClient` retries by; a user of the raw
     /// transport actor can follow the same one.
     pub fn is_retryable(&self) -> bool {
+        if let Self::Proxy(proxy) = self {
+            return proxy.is_retryable();
+        }
         matches!(
             self,
             Self::Transport(TransportError {
@@ -219,6 +225,89 @@ impl ProvisioningError {
 impl From<actix::MailboxError> for ProvisioningError {
     fn from(error: actix::MailboxError) -> Self {
         TransportError::new(TransportErrorKind::Shutdown, error).into()
+    }
+}
+
+/// An HTTP proxy that did not open the tunnel: which proxy (`host:port`, never its
+/// credentials), what went wrong, and its status line when it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyError {
+    /// The proxy, `host:port`.
+    pub proxy: String,
+    /// What went wrong.
+    pub kind: ProxyErrorKind,
+    /// The proxy's status line (`HTTP/1.1 407 Proxy Authentication Required`), when it
+    /// answered; otherwise what happened.
+    pub detail: String,
+}
+
+/// The ways a proxy can fail to open a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyErrorKind {
+    /// The proxy could not be reached (refused, unreachable, its name does not resolve).
+    Unreachable,
+    /// 407: the proxy wants credentials, or did not take the ones given.
+    AuthenticationRequired,
+    /// 403: the proxy does not allow a tunnel to the service (its port, its host).
+    Forbidden,
+    /// Any other status that is not a success, e.g. 502 when the proxy cannot reach the
+    /// service.
+    Refused,
+    /// The proxy closed the connection instead of answering.
+    Closed,
+    /// The proxy did not answer within the connect deadline.
+    NoAnswer,
+    /// The proxy answered something that is not HTTP.
+    BadAnswer,
+}
+
+impl ProxyError {
+    /// A proxy error of `kind` for `proxy` (`host:port`).
+    pub fn new(proxy: impl Into<String>, kind: ProxyErrorKind, detail: impl Into<String>) -> Self {
+        Self {
+            proxy: proxy.into(),
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether trying again may help: a proxy not reachable yet, one that closed or did not
+    /// answer, or one that could not reach the service (502, 503, 504). Refused credentials
+    /// (407), a forbidden tunnel (403), other refusals and answers that are not HTTP are final.
+    pub fn is_retryable(&self) -> bool {
+        match self.kind {
+            ProxyErrorKind::Unreachable | ProxyErrorKind::Closed | ProxyErrorKind::NoAnswer => true,
+            ProxyErrorKind::Refused => ["502", "503", "504"]
+                .iter()
+                .any(|s| self.detail.split(' ').nth(1) == Some(s)),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            ProxyErrorKind::Unreachable => "cannot be reached",
+            ProxyErrorKind::AuthenticationRequired => {
+                "wants credentials, or refused the ones given"
+            }
+            ProxyErrorKind::Forbidden => "does not allow a tunnel to the service",
+            ProxyErrorKind::Refused => "refused the tunnel",
+            ProxyErrorKind::Closed => "closed the connection instead of answering",
+            ProxyErrorKind::NoAnswer => "did not answer",
+            ProxyErrorKind::BadAnswer => "did not answer in HTTP",
+        };
+        write!(f, "the proxy {} {what}: {}", self.proxy, self.detail)
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+impl From<ProxyError> for ProvisioningError {
+    fn from(error: ProxyError) -> Self {
+        Self::Proxy(Box::new(error))
     }
 }
 
@@ -599,6 +688,52 @@ mod tests {
             AuthError::Missing.into(),
         ] {
             assert!(!final_.is_retryable(), "{final_:?}");
+        }
+    }
+
+    #[test]
+    fn a_proxy_error_names_the_proxy_and_what_it_said_and_only_some_are_retried() {
+        let error = |kind, detail: &str| {
+            ProvisioningError::from(ProxyError::new("proxy:3128", kind, detail))
+        };
+        let denied = error(
+            ProxyErrorKind::AuthenticationRequired,
+            "HTTP/1.1 407 Proxy Authentication Required",
+        );
+        assert_eq!(
+            denied.to_string(),
+            "proxy error: the proxy proxy:3128 wants credentials, or refused the ones given: \
+             HTTP/1.1 407 Proxy Authentication Required"
+        );
+        assert!(!denied.is_retryable());
+        for (kind, detail, retryable) in [
+            (ProxyErrorKind::Unreachable, "connection refused", true),
+            (ProxyErrorKind::Closed, "", true),
+            (ProxyErrorKind::NoAnswer, "", true),
+            (ProxyErrorKind::Refused, "HTTP/1.1 502 Bad Gateway", true),
+            (
+                ProxyErrorKind::Refused,
+                "HTTP/1.0 503 Service Unavailable",
+                true,
+            ),
+            (
+                ProxyErrorKind::Refused,
+                "HTTP/1.1 504 Gateway Timeout",
+                true,
+            ),
+            (
+                ProxyErrorKind::Refused,
+                "HTTP/1.1 500 Internal Server Error",
+                false,
+            ),
+            (ProxyErrorKind::Forbidden, "HTTP/1.1 403 Forbidden", false),
+            (ProxyErrorKind::BadAnswer, "SSH-2.0", false),
+        ] {
+            assert_eq!(
+                error(kind, detail).is_retryable(),
+                retryable,
+                "{kind:?} {detail}"
+            );
         }
     }
 

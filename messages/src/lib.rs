@@ -40,8 +40,8 @@ pub use certificate::{
 pub use commands::{Cancel, Disconnect, QueryStatus, Register, RequestResult, SetAuthentication};
 pub use connect::{ConnectParams, Endpoint, Protocol};
 pub use error::{
-    AuthError, ConnackRefusal, ProtocolError, ProvisioningError, ServiceError, Stage, TlsFailure,
-    TransportError, TransportErrorKind,
+    AuthError, ConnackRefusal, ProtocolError, ProvisioningError, ProxyError, ProxyErrorKind,
+    ServiceError, Stage, TlsFailure, TransportError, TransportErrorKind,
 };
 pub use outcome::{DEFAULT_POLLING_INTERVAL, RegistrationResponse, RequestKind};
 pub use request::RegistrationRequest;

@@ -49,6 +49,7 @@ pub mod issuance;
 pub mod limits;
 mod operations;
 pub mod pki;
+pub mod proxy;
 pub mod record;
 pub mod script;
 mod server;

@@ -207,6 +207,7 @@ impl ProvisioningTransportActor {
             tls_errors,
             keep_alive,
             presents_certificate,
+            proxy: inner.proxy.clone(),
         };
         // Replacing a link closes the old one (dropping its handle).
         self.link = Some(Link::open(

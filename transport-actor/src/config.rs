@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use dps_messages::{DEFAULT_POLLING_INTERVAL, Protocol, ProvisioningError};
 
+use crate::link::tunnel::ProxyHop;
+use crate::proxy::ProxyConfig;
 use crate::runtime::MqttRuntime;
 use crate::session::{SessionConfig, Timeouts};
 use crate::tls::{TlsSetup, TrustRoots};
@@ -27,6 +29,7 @@ pub(crate) struct Inner {
     pub(crate) keep_alive: Duration,
     pub(crate) sas_token_ttl: Duration,
     pub(crate) runtime: MqttRuntime,
+    pub(crate) proxy: Option<ProxyHop>,
 }
 
 impl TransportConfig {
@@ -42,6 +45,7 @@ impl TransportConfig {
             keep_alive: Duration::from_secs(60),
             sas_token_ttl: Duration::from_secs(3600),
             runtime: None,
+            proxy: None,
         }
     }
 
@@ -61,6 +65,7 @@ pub struct TransportConfigBuilder {
     keep_alive: Duration,
     sas_token_ttl: Duration,
     runtime: Option<MqttRuntime>,
+    proxy: Option<ProxyConfig>,
 }
 
 impl TransportConfigBuilder {
@@ -129,6 +134,13 @@ impl TransportConfigBuilder {
         self
     }
 
+    /// Connects through this HTTP proxy (a `CONNECT` tunnel, for MQTT and WebSocket alike).
+    /// The proxy's answer is awaited for four fifths of the connect deadline.
+    pub fn proxy(mut self, proxy: ProxyConfig) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
     /// Runs the connections on this runtime instead of the shared one.
     pub fn runtime(mut self, runtime: MqttRuntime) -> Self {
         self.runtime = Some(runtime);
@@ -153,6 +165,10 @@ impl TransportConfigBuilder {
                 keep_alive: self.keep_alive,
                 sas_token_ttl: self.sas_token_ttl,
                 runtime,
+                proxy: self.proxy.map(|proxy| ProxyHop {
+                    proxy,
+                    answer_timeout: self.timeouts.connect.mul_f64(0.8),
+                }),
             }),
         })
     }

@@ -70,6 +70,7 @@ mod config;
 pub mod durable;
 mod inbox;
 mod link;
+mod proxy;
 mod rng;
 pub mod runtime;
 pub mod session;
@@ -84,6 +85,7 @@ pub use client::{
     TransportRecipients,
 };
 pub use config::{TransportConfig, TransportConfigBuilder};
+pub use proxy::ProxyConfig;
 pub use runtime::MqttRuntime;
 pub use session::{State, Timeouts};
 pub use tls::TrustRoots;

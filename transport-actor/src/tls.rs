@@ -301,10 +301,18 @@ fn bad_roots(why: String) -> ProvisioningError {
 
 /// The rustls error inside an IO error, if ntex kept one there.
 pub(crate) fn rustls_error_in(error: &std::io::Error) -> Option<rustls::Error> {
+    error_in::<rustls::Error>(error)
+}
+
+/// The error of type `T` inside an IO error (rustls', the proxy's), however deep ntex put it.
+pub(crate) fn error_in<T>(error: &std::io::Error) -> Option<T>
+where
+    T: std::error::Error + Clone + 'static,
+{
     let mut source: Option<&(dyn std::error::Error + 'static)> = error.get_ref().map(|e| e as _);
     while let Some(e) = source {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls.clone());
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found.clone());
         }
         // An io::Error's source() skips the error it wraps; look at that error itself.
         source = match e.downcast_ref::<std::io::Error>() {

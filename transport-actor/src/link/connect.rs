@@ -4,19 +4,24 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use dps_messages::{
     ConnackRefusal, Protocol, ProvisioningError, TransportError, TransportErrorKind,
 };
 use ntex::connect::{Address, Connect, ConnectError};
-use ntex::io::IoBoxed;
+use ntex::http::Uri;
+use ntex::io::{Filter, Io, IoBoxed, Layer};
 use ntex::service::{IntoServiceFactory, ServiceFactory};
+use ntex::tls::rustls::TlsClientFilter;
 use ntex::util::{ByteString, Bytes};
 use ntex::{SharedCfg, ws};
 use ntex_mqtt::v3::{client, codec};
+use rustls::pki_types::ServerName;
 
+use super::tunnel::{self, ProxyHop};
 use super::{LinkSpec, MAX_PACKET_BYTES};
-use crate::tls::rustls_error_in;
+use crate::tls::{error_in, rustls_error_in};
 
 /// ntex's read and write buffer size (a 4 KiB allocation less ntex's header).
 const IO_BUF_BYTES: usize = 4 * 1024 - 24;
@@ -24,9 +29,9 @@ const IO_BUF_BYTES: usize = 4 * 1024 - 24;
 /// Host and port kept apart: a `host:port` string would go to DNS whole. An IP address needs no
 /// lookup; a name is resolved. The host is also the TLS server name.
 #[derive(Clone, Debug)]
-struct Target {
-    host: String,
-    port: u16,
+pub(super) struct Target {
+    pub(super) host: String,
+    pub(super) port: u16,
 }
 
 impl Address for Target {
@@ -88,12 +93,19 @@ pub(super) async fn connect(spec: &LinkSpec) -> Result<client::Client, Provision
     };
     let packet = connect_packet(spec);
     let cfg = mqtt_config();
-    let result = match endpoint.protocol {
-        Protocol::Mqtt => {
+    let result = match (endpoint.protocol, &spec.proxy) {
+        (Protocol::Mqtt, None) => {
             let connector = ntex::connect::rustls::TlsConnector::from(spec.tls.clone());
             mqtt_handshake(connector, cfg, target, packet).await?
         }
-        Protocol::MqttWs => {
+        (Protocol::Mqtt, Some(hop)) => {
+            let (hop, tls, tunnel_to) = (hop.clone(), spec.tls.clone(), target.clone());
+            let connector = move |_: Connect<Target>| {
+                tunnel_then_tls(hop.clone(), tls.clone(), tunnel_to.clone())
+            };
+            mqtt_handshake(connector, cfg, target, packet).await?
+        }
+        (Protocol::MqttWs, proxy) => {
             let host = if target.host.contains(':') {
                 format!("[{}]", target.host)
             } else {
@@ -107,30 +119,66 @@ pub(super) async fn connect(spec: &LinkSpec) -> Result<client::Client, Provision
             if let Some(addr) = target.addr() {
                 builder.address(addr);
             }
-            let ws_client = builder
-                .rustls(spec.tls.clone())
-                .build(cfg.clone())
-                .await
-                .map_err(|e| {
-                    TransportError::new(
-                        TransportErrorKind::Connect,
-                        format!("WebSocket client: {e:?}"),
-                    )
-                })?;
-            let ws_client = Rc::new(ws_client);
-            let connector = move |_: Connect<Target>| {
-                let ws_client = ws_client.clone();
-                async move {
-                    let connection = ws_client.connect().await.map_err(|e| {
-                        ConnectError::Io(io::Error::other(format!("WebSocket upgrade: {e}")))
-                    })?;
-                    Ok(connection.into_transport())
+            match proxy {
+                None => websocket(builder.rustls(spec.tls.clone()), cfg, target, packet).await?,
+                Some(hop) => {
+                    let (hop, tls, tunnel_to) = (hop.clone(), spec.tls.clone(), target.clone());
+                    let connector = ntex::service::fn_service(move |_: Connect<Uri>| {
+                        tunnel_then_tls(hop.clone(), tls.clone(), tunnel_to.clone())
+                    });
+                    websocket(builder.connector(connector), cfg, target, packet).await?
                 }
-            };
-            mqtt_handshake(connector, cfg, target, packet).await?
+            }
         }
     };
     result.map_err(|e| connect_error(e, spec))
+}
+
+/// A tunnel through the proxy to `target`, and TLS to the service inside it.
+async fn tunnel_then_tls(
+    hop: ProxyHop,
+    tls: Arc<rustls::ClientConfig>,
+    target: Target,
+) -> Result<Io<Layer<TlsClientFilter>>, ConnectError> {
+    let io = tunnel::open(&hop, &target.host, target.port, mqtt_config())
+        .await
+        .map_err(|e| ConnectError::Io(io::Error::other(e)))?;
+    let name = ServerName::try_from(target.host.clone())
+        .map_err(|e| ConnectError::Io(io::Error::other(e)))?;
+    Ok(TlsClientFilter::create(io, tls, name).await?)
+}
+
+/// The WebSocket upgrade over what `builder`'s connector opens, then CONNECT and CONNACK.
+async fn websocket<F, T>(
+    mut builder: ws::WsClientBuilder<F, T>,
+    cfg: SharedCfg,
+    target: Target,
+    packet: codec::Connect,
+) -> Result<Result<client::Client, client::ClientError<codec::ConnectAck>>, ProvisioningError>
+where
+    F: Filter,
+    T: ServiceFactory<Connect<Uri>, SharedCfg, Response = Io<F>, Error = ConnectError>,
+    T::InitError: std::fmt::Debug,
+{
+    let ws_client = builder.build(cfg.clone()).await.map_err(|e| {
+        TransportError::new(
+            TransportErrorKind::Connect,
+            format!("WebSocket client: {e:?}"),
+        )
+    })?;
+    let ws_client = Rc::new(ws_client);
+    let connector = move |_: Connect<Target>| {
+        let ws_client = ws_client.clone();
+        async move {
+            let connection = ws_client.connect().await.map_err(|e| match e {
+                // What the connector said (the proxy, TLS, TCP), as it said it.
+                ws::error::WsClientError::Connect(e) => e,
+                other => ConnectError::Io(io::Error::other(format!("WebSocket upgrade: {other}"))),
+            })?;
+            Ok(connection.into_transport())
+        }
+    };
+    mqtt_handshake(connector, cfg, target, packet).await
 }
 
 /// CONNECT and CONNACK over whatever `connector` opens (TLS, or WebSocket over TLS).
@@ -215,6 +263,7 @@ fn connect_error(
         client::ClientError::Connect(ConnectError::Io(e))
         | client::ClientError::Disconnected(Some(e)) => match rustls_error_in(&e) {
             Some(tls) => spec.tls_errors.failure(tls),
+            None if let Some(proxy) = error_in::<dps_messages::ProxyError>(&e) => proxy.into(),
             // The same rejection, when the service's close reset the connection.
             None if spec.presents_certificate && is_reset(&e) => {
                 connect(format!("{e}: {MAY_HAVE_REJECTED_CERTIFICATE}"))
@@ -257,6 +306,7 @@ mod tests {
             tls_errors,
             keep_alive: 60,
             presents_certificate,
+            proxy: None,
         }
     }
 

@@ -6,6 +6,7 @@
 
 mod connect;
 mod ending;
+pub(crate) mod tunnel;
 
 use std::sync::Arc;
 
@@ -68,6 +69,8 @@ pub(crate) struct LinkSpec {
     /// Whether the device presents a client certificate (for a better error when the service
     /// hangs up during the handshake).
     pub(crate) presents_certificate: bool,
+    /// The HTTP proxy to tunnel through, if any.
+    pub(crate) proxy: Option<tunnel::ProxyHop>,
 }
 
 /// The actor's handle to a link. Dropping it closes the link.
