@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::clock::iso8601;
 use crate::issuance::{ChainFault, CheckedCsr, Issuance, check_csr};
 use crate::operations::{Operation, Operations};
+use crate::quota::{Kind, QuotaState, QuotaSummary, Quotas};
 use crate::script::{ConnectStep, Malformation, Script, Step};
 
 /// The service settings the default behaviour uses.
@@ -24,6 +25,8 @@ pub struct DpsConfig {
     /// The enrollments' certificate policy: with one, a register that carries a CSR is
     /// answered with a certificate; without, such a register is refused (400).
     pub(crate) issuance: Option<Arc<Issuance>>,
+    /// The throttling limits (none by default).
+    pub(crate) quotas: Quotas,
 }
 
 impl DpsConfig {
@@ -34,6 +37,7 @@ impl DpsConfig {
             assigned_hub: assigned_hub.into(),
             retry_after,
             issuance: None,
+            quotas: Quotas::default(),
         }
     }
 }
@@ -71,6 +75,7 @@ struct Device {
 struct State {
     devices: HashMap<String, Device>,
     operations: Operations,
+    quota: QuotaState,
 }
 
 /// The scripted DPS: the script, the default behaviour and the operations in flight.
@@ -99,6 +104,7 @@ impl Dps {
         let State {
             devices,
             operations,
+            ..
         } = &mut *state;
         if let Some(device) = devices.get_mut(registration_id) {
             return f(device, operations);
@@ -115,6 +121,43 @@ impl Dps {
         }
         let device = devices.entry(registration_id.to_owned()).or_insert(device);
         f(device, operations)
+    }
+
+    /// Requests admitted and throttled by the quotas so far.
+    pub fn quota_summary(&self) -> QuotaSummary {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .quota
+            .summary()
+    }
+
+    /// A 429 when `request` is over a quota, as DPS answers it.
+    fn throttle(&self, request: &RequestTopic, client_id: &str, now: SystemTime) -> Option<Reply> {
+        let quotas = &self.config.quotas;
+        if !quotas.any() {
+            return None;
+        }
+        let (kind, rid) = match request {
+            RequestTopic::Register { rid } => (Kind::Register, rid),
+            RequestTopic::Poll { rid, .. } => (Kind::Poll, rid),
+        };
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let wait = state.quota.admit(quotas, kind, client_id, now).err()?;
+        let body = json!({
+            "errorCode": 429_001,
+            "trackingId": uuid::Uuid::new_v4().to_string(),
+            "message": "Operations are being throttled for this tenant.",
+            "timestampUtc": iso8601(now),
+        });
+        let retry_after = Some(wait.as_secs().to_string());
+        Some(send(
+            429,
+            rid,
+            retry_after,
+            body.to_string().into_bytes(),
+            0,
+        ))
     }
 
     /// The step for the next connection of `client_id`.
@@ -143,6 +186,9 @@ impl Dps {
             );
             return Reply::Silent;
         };
+        if let Some(throttled) = self.throttle(&request, client_id, now) {
+            return throttled;
+        }
         self.with_device(client_id, |device, operations| {
             let step = device
                 .requests
@@ -484,6 +530,7 @@ mod tests {
                 assigned_hub: "hub.example".into(),
                 retry_after: 1,
                 issuance: None,
+                quotas: Quotas::default(),
             },
             script,
         )

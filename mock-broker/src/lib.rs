@@ -50,6 +50,7 @@ pub mod limits;
 mod operations;
 pub mod pki;
 pub mod proxy;
+pub mod quota;
 pub mod record;
 pub mod script;
 mod server;
@@ -67,6 +68,7 @@ use ntex::service::chain_factory;
 pub use crate::issuance::IssuingCa;
 pub use crate::limits::ConnectionLimits;
 pub use crate::pki::{CertifiedPem, TestPki};
+pub use crate::quota::{QuotaSummary, Quotas};
 pub use crate::record::{ConnectionRecord, Event, Recorder, Transport};
 pub use crate::script::Script;
 pub use crate::tls::TlsVersions;
@@ -137,6 +139,7 @@ pub struct BrokerBuilder {
     tls_versions: TlsVersions,
     issuing_ca: Option<Arc<IssuingCa>>,
     issued_validity: Duration,
+    quotas: Quotas,
 }
 
 impl Default for BrokerBuilder {
@@ -163,6 +166,7 @@ impl Default for BrokerBuilder {
             tls_versions: TlsVersions::Both,
             issuing_ca: None,
             issued_validity: issuance::DEFAULT_ISSUED_VALIDITY,
+            quotas: Quotas::default(),
         }
     }
 }
@@ -206,6 +210,13 @@ impl BrokerBuilder {
     /// [`IssuingCa::generate`] makes one for the run.
     pub fn issue_certificates(mut self, ca: Arc<IssuingCa>) -> Self {
         self.issuing_ca = Some(ca);
+        self
+    }
+
+    /// Enforces DPS's throttling limits ([`Quotas::dps`] gives the published ones): requests
+    /// over a limit are answered 429 with a `retry-after`. None by default.
+    pub fn quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
         self
     }
 
@@ -363,6 +374,7 @@ impl BrokerBuilder {
                             validity: self.issued_validity,
                         })
                     }),
+                    quotas: self.quotas,
                 },
                 self.script,
             ),
@@ -379,7 +391,7 @@ impl BrokerBuilder {
             ws_listener,
             tcp_listener,
         };
-        let (stop_tx, thread) = spawn_runtime(shared, tls, listeners, self.workers)?;
+        let (stop_tx, thread) = spawn_runtime(shared.clone(), tls, listeners, self.workers)?;
         Ok(BrokerHandle {
             addr,
             ws_addr,
@@ -387,6 +399,7 @@ impl BrokerBuilder {
             pki,
             ca_pem,
             issuing_ca: self.issuing_ca,
+            shared,
             recorder,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -497,6 +510,7 @@ pub struct BrokerHandle {
     pki: Option<Arc<TestPki>>,
     ca_pem: Option<String>,
     issuing_ca: Option<Arc<IssuingCa>>,
+    shared: Arc<server::Shared>,
     recorder: Arc<Recorder>,
     stop: Option<StopSender>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -536,6 +550,11 @@ impl BrokerHandle {
             dps_messages::Protocol::Mqtt => Some(self.mqtts_uri()),
             dps_messages::Protocol::MqttWs => self.wss_uri(),
         }
+    }
+
+    /// Requests the quotas admitted and throttled so far ([`BrokerBuilder::quotas`]).
+    pub fn quota_summary(&self) -> QuotaSummary {
+        self.shared.dps.quota_summary()
     }
 
     /// The CA that signs the certificates the broker issues, when it issues any

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use dps_mock_broker::{CertifiedPem, IssuingCa, MockBroker, Script, TestPki, TlsVersions};
+use dps_mock_broker::{CertifiedPem, IssuingCa, MockBroker, Quotas, Script, TestPki, TlsVersions};
 
 /// A stand-in for the Azure IoT Device Provisioning Service's MQTT endpoint.
 ///
@@ -108,6 +108,16 @@ struct Serve {
     /// Write the issuing CA's certificate here (e.g. for `openssl verify -CAfile`).
     #[arg(long)]
     issuing_ca_out: Option<PathBuf>,
+    /// Throttle registrations over N per minute (DPS: 1,000 per unit), answering 429 with a
+    /// retry-after. Quotas are off by default.
+    #[arg(long, value_name = "N")]
+    quota_registrations_per_minute: Option<u32>,
+    /// Throttle registrations and polls together over N per minute (DPS: 1,000 per unit).
+    #[arg(long, value_name = "N")]
+    quota_operations_per_minute: Option<u32>,
+    /// Throttle a device's polls over N per 10 seconds (DPS: 5).
+    #[arg(long, value_name = "N")]
+    quota_polls_per_device: Option<u32>,
     /// How long issued certificates are valid: seconds, or a number with s, m, h or d.
     #[arg(long, default_value = "30d", value_parser = parse_duration)]
     issued_validity: std::time::Duration,
@@ -155,6 +165,11 @@ fn serve(args: Serve) -> Result<(), String> {
         .workers(args.workers)
         .connect_timeout(std::time::Duration::from_secs(args.connect_timeout))
         .tls_versions(args.tls_versions)
+        .quotas(Quotas {
+            registrations_per_minute: args.quota_registrations_per_minute,
+            operations_per_minute: args.quota_operations_per_minute,
+            polls_per_device: args.quota_polls_per_device,
+        })
         // Nothing here reads the records in memory: each goes to --record, if given, and a
         // long run holds only its live connections.
         .forget_ended();
@@ -223,6 +238,9 @@ fn serve(args: Serve) -> Result<(), String> {
         .as_ref()
         .map(|p| format!("; trust {}", p.display()))
         .unwrap_or_default();
+    let quotas = args.quota_registrations_per_minute.is_some()
+        || args.quota_operations_per_minute.is_some()
+        || args.quota_polls_per_device.is_some();
     let issuing = if broker.issuing_ca().is_some() {
         "; issuing certificates"
     } else {
@@ -241,6 +259,9 @@ fn serve(args: Serve) -> Result<(), String> {
         .block_on(tokio::signal::ctrl_c())
         .map_err(|e| e.to_string())?;
     eprintln!("stopping");
+    if quotas {
+        println!("quotas: {}", broker.quota_summary());
+    }
     broker.stop();
     Ok(())
 }
