@@ -4,14 +4,22 @@
 //! answers it; nothing else happens to it.
 //!
 //! Off by default, so benchmarks against the broker stay comparable. The windows slide: a
-//! request is admitted when fewer than the limit were admitted in the window before it. Time
-//! is a parameter, so the rules are tested without waiting.
+//! request is admitted when fewer than the limit were admitted in the window before it. A
+//! limit per minute is enforced as a sixth of it per 10 seconds, so that a burst cannot take a
+//! whole minute's allowance at once and the limit acts as the rate it is meant to be (DPS does
+//! not document its window; a fleet at the limit sees a steady rate either way). Time is a
+//! parameter, so the rules are tested without waiting.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
-/// The registrations window.
-const MINUTE: Duration = Duration::from_secs(60);
+/// The window per-minute limits are enforced over, with a sixth of the limit.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// A per-minute limit's share of a [`RATE_WINDOW`] (at least one).
+fn per_window(per_minute: u32) -> u32 {
+    per_minute.div_ceil(6).max(1)
+}
 
 /// The polls-per-device window.
 const POLL_WINDOW: Duration = Duration::from_secs(10);
@@ -160,12 +168,19 @@ impl QuotaState {
     ) -> Result<(), Duration> {
         let mut wait = Duration::ZERO;
         if let Some(limit) = quotas.operations_per_minute {
-            wait = wait.max(window_wait(&mut self.operations, limit, MINUTE, now));
+            let limit = per_window(limit);
+            wait = wait.max(window_wait(&mut self.operations, limit, RATE_WINDOW, now));
         }
         match kind {
             Kind::Register => {
                 if let Some(limit) = quotas.registrations_per_minute {
-                    wait = wait.max(window_wait(&mut self.registrations, limit, MINUTE, now));
+                    let limit = per_window(limit);
+                    wait = wait.max(window_wait(
+                        &mut self.registrations,
+                        limit,
+                        RATE_WINDOW,
+                        now,
+                    ));
                 }
             }
             Kind::Poll => {
@@ -232,34 +247,33 @@ mod tests {
     }
 
     #[test]
-    fn registrations_over_the_minute_limit_wait_for_the_oldest_to_leave() {
+    fn registrations_over_the_limit_wait_for_the_oldest_to_leave_the_window() {
+        // 18 a minute: 3 per 10 s.
         let quotas = Quotas {
-            registrations_per_minute: Some(3),
+            registrations_per_minute: Some(18),
             ..Quotas::default()
         };
         let mut state = QuotaState::default();
-        for (i, t) in [0, 10_000, 20_000].into_iter().enumerate() {
-            assert_eq!(
-                state.admit(&quotas, Kind::Register, &format!("d{i}"), at(t)),
-                Ok(())
-            );
+        for (i, t) in [0, 1_000, 2_000].into_iter().enumerate() {
+            let device = format!("d{i}");
+            assert_eq!(state.admit(&quotas, Kind::Register, &device, at(t)), Ok(()));
         }
-        // The fourth at 30 s waits until the first leaves the window at 60 s.
+        // The fourth at 3 s waits until the first leaves the window at 10 s.
         assert_eq!(
-            state.admit(&quotas, Kind::Register, "d3", at(30_000)),
-            Err(Duration::from_secs(30))
+            state.admit(&quotas, Kind::Register, "d3", at(3_000)),
+            Err(Duration::from_secs(7))
         );
         // Less than a second left is still a whole second.
         assert_eq!(
-            state.admit(&quotas, Kind::Register, "d3", at(59_900)),
+            state.admit(&quotas, Kind::Register, "d3", at(9_900)),
             Err(Duration::from_secs(1))
         );
         assert_eq!(
-            state.admit(&quotas, Kind::Register, "d3", at(60_000)),
+            state.admit(&quotas, Kind::Register, "d3", at(10_000)),
             Ok(())
         );
         // Polls are not registrations.
-        assert_eq!(state.admit(&quotas, Kind::Poll, "d0", at(60_000)), Ok(()));
+        assert_eq!(state.admit(&quotas, Kind::Poll, "d0", at(10_000)), Ok(()));
         assert_eq!(
             state.summary(),
             QuotaSummary {
@@ -294,7 +308,7 @@ mod tests {
     #[test]
     fn operations_count_registers_and_polls_together() {
         let quotas = Quotas {
-            operations_per_minute: Some(2),
+            operations_per_minute: Some(12),
             ..Quotas::default()
         };
         let mut state = QuotaState::default();
@@ -302,8 +316,10 @@ mod tests {
         assert_eq!(state.admit(&quotas, Kind::Poll, "d", at(1_000)), Ok(()));
         assert_eq!(
             state.admit(&quotas, Kind::Poll, "e", at(2_000)),
-            Err(Duration::from_secs(58))
+            Err(Duration::from_secs(8))
         );
+        // A limit below six a minute still lets one through per window.
+        assert_eq!((per_window(1), per_window(6), per_window(7)), (1, 1, 2));
         assert!(!Quotas::default().any() && Quotas::dps(2).any());
         assert_eq!(Quotas::dps(2).registrations_per_minute, Some(2_000));
     }
