@@ -108,8 +108,8 @@ struct Serve {
     /// Write the issuing CA's certificate here (e.g. for `openssl verify -CAfile`).
     #[arg(long)]
     issuing_ca_out: Option<PathBuf>,
-    /// Throttle registrations over N per minute (DPS: 1,000 per unit; enforced as N/6 per
-    /// sliding 10 s), answering 429 with a retry-after. Quotas are off by default.
+    /// Throttle registrations over N per minute (DPS: 1,000 per unit; enforced as N/60 per
+    /// sliding second), answering 429 with a retry-after. Quotas are off by default.
     #[arg(long, value_name = "N")]
     quota_registrations_per_minute: Option<u32>,
     /// Throttle registrations and polls together over N per minute (DPS: 1,000 per unit).

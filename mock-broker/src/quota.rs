@@ -5,20 +5,21 @@
 //!
 //! Off by default, so benchmarks against the broker stay comparable. The windows slide: a
 //! request is admitted when fewer than the limit were admitted in the window before it. A
-//! limit per minute is enforced as a sixth of it per 10 seconds, so that a burst cannot take a
-//! whole minute's allowance at once and the limit acts as the rate it is meant to be (DPS does
-//! not document its window; a fleet at the limit sees a steady rate either way). Time is a
+//! limit per minute is enforced as a sixtieth of it per sliding second, so that a burst cannot
+//! take a minute's allowance at once and the limit acts as the rate it is meant to be: 12,000
+//! a minute lets 2,000 devices through in 10 s at best, as the service's would (DPS does not
+//! document its window). Time is a
 //! parameter, so the rules are tested without waiting.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
-/// The window per-minute limits are enforced over, with a sixth of the limit.
-const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// The window per-minute limits are enforced over, with a sixtieth of the limit.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// A per-minute limit's share of a [`RATE_WINDOW`] (at least one).
 fn per_window(per_minute: u32) -> u32 {
-    per_minute.div_ceil(6).max(1)
+    per_minute.div_ceil(60).max(1)
 }
 
 /// The polls-per-device window.
@@ -248,32 +249,32 @@ mod tests {
 
     #[test]
     fn registrations_over_the_limit_wait_for_the_oldest_to_leave_the_window() {
-        // 18 a minute: 3 per 10 s.
+        // 180 a minute: 3 per second.
         let quotas = Quotas {
-            registrations_per_minute: Some(18),
+            registrations_per_minute: Some(180),
             ..Quotas::default()
         };
         let mut state = QuotaState::default();
-        for (i, t) in [0, 1_000, 2_000].into_iter().enumerate() {
+        for (i, t) in [0, 100, 200].into_iter().enumerate() {
             let device = format!("d{i}");
             assert_eq!(state.admit(&quotas, Kind::Register, &device, at(t)), Ok(()));
         }
-        // The fourth at 3 s waits until the first leaves the window at 10 s.
+        // The fourth at 300 ms waits until the first leaves the window at 1 s: less than a
+        // second is still a whole second, as retry-after is.
         assert_eq!(
-            state.admit(&quotas, Kind::Register, "d3", at(3_000)),
-            Err(Duration::from_secs(7))
-        );
-        // Less than a second left is still a whole second.
-        assert_eq!(
-            state.admit(&quotas, Kind::Register, "d3", at(9_900)),
+            state.admit(&quotas, Kind::Register, "d3", at(300)),
             Err(Duration::from_secs(1))
         );
         assert_eq!(
-            state.admit(&quotas, Kind::Register, "d3", at(10_000)),
+            state.admit(&quotas, Kind::Register, "d3", at(999)),
+            Err(Duration::from_secs(1))
+        );
+        assert_eq!(
+            state.admit(&quotas, Kind::Register, "d3", at(1_000)),
             Ok(())
         );
         // Polls are not registrations.
-        assert_eq!(state.admit(&quotas, Kind::Poll, "d0", at(10_000)), Ok(()));
+        assert_eq!(state.admit(&quotas, Kind::Poll, "d0", at(1_000)), Ok(()));
         assert_eq!(
             state.summary(),
             QuotaSummary {
@@ -308,18 +309,19 @@ mod tests {
     #[test]
     fn operations_count_registers_and_polls_together() {
         let quotas = Quotas {
-            operations_per_minute: Some(12),
+            operations_per_minute: Some(120),
             ..Quotas::default()
         };
         let mut state = QuotaState::default();
         assert_eq!(state.admit(&quotas, Kind::Register, "d", at(0)), Ok(()));
-        assert_eq!(state.admit(&quotas, Kind::Poll, "d", at(1_000)), Ok(()));
+        assert_eq!(state.admit(&quotas, Kind::Poll, "d", at(100)), Ok(()));
         assert_eq!(
-            state.admit(&quotas, Kind::Poll, "e", at(2_000)),
-            Err(Duration::from_secs(8))
+            state.admit(&quotas, Kind::Poll, "e", at(200)),
+            Err(Duration::from_secs(1))
         );
-        // A limit below six a minute still lets one through per window.
-        assert_eq!((per_window(1), per_window(6), per_window(7)), (1, 1, 2));
+        assert_eq!(state.admit(&quotas, Kind::Poll, "e", at(1_000)), Ok(()));
+        // A limit below 60 a minute still lets one through per second.
+        assert_eq!((per_window(1), per_window(60), per_window(61)), (1, 1, 2));
         assert!(!Quotas::default().any() && Quotas::dps(2).any());
         assert_eq!(Quotas::dps(2).registrations_per_minute, Some(2_000));
     }
