@@ -68,6 +68,7 @@ mod actor;
 mod client;
 mod config;
 pub mod durable;
+pub mod fleet;
 mod inbox;
 mod link;
 mod proxy;
@@ -85,6 +86,10 @@ pub use client::{
     TransportRecipients,
 };
 pub use config::{TransportConfig, TransportConfigBuilder};
+pub use fleet::{
+    Fleet, FleetDevice, FleetOptions, FleetOutcome, FleetProgress, FleetRun, PacerOptions,
+    ProgressSnapshot,
+};
 pub use proxy::ProxyConfig;
 pub use runtime::MqttRuntime;
 pub use session::{State, Timeouts};

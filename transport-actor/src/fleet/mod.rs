@@ -1,0 +1,366 @@
+//! Provisioning a fleet: many devices from one process, at the pace the service allows.
+//!
+//! A gateway provisioning its downstream devices, a factory station, a fleet re-provisioning
+//! after a hub migration: each is limited by the service's quota (DPS: 1,000 registrations a
+//! minute per unit), not by this crate. [`Fleet::provision`] spreads the devices over several
+//! MQTT runtime threads, provisions a bounded number at once, each with its own transport and
+//! [`ProvisioningClient`], and spaces the registrations of all of them with one adaptive pace
+//! ([`pacer`]) that settles just under the quota. Each device's outcome comes back as soon as
+//! it is known, and [`FleetProgress`] counts as it goes.
+//!
+//! ```no_run
+//! # use dps_transport_actor::{Fleet, FleetDevice, FleetOptions, TransportConfig};
+//! # async fn example(devices: Vec<FleetDevice>) -> Result<(), dps_messages::ProvisioningError> {
+//! let config = TransportConfig::builder(dps_messages::Protocol::Mqtt);
+//! let mut run = Fleet::provision(config, devices, FleetOptions::default())?;
+//! while let Some(outcome) = run.outcomes.recv().await {
+//!     println!("{}: {:?}", outcome.registration_id, outcome.result.map(|r| r.status));
+//! }
+//! println!("{:?}", run.progress.snapshot());
+//! # Ok(()) }
+//! ```
+
+pub mod pacer;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, Context, Handler, ResponseFuture};
+use dps_messages::commands::RequestResult;
+use dps_messages::outcome::RETRY_STATUS;
+use dps_messages::{
+    Authentication, Disconnect, ProvisioningError, QueryStatus, Register, RegistrationRequest,
+    RegistrationResult, SetAuthentication,
+};
+use tokio::sync::mpsc;
+
+use self::pacer::Pacer;
+pub use self::pacer::PacerOptions;
+use crate::{
+    ClientOptions, MqttRuntime, ProvisioningClient, ProvisioningTransportActor, TransportConfig,
+    TransportConfigBuilder, TransportRecipients,
+};
+
+/// One device of a fleet: what to register, and its credential.
+#[derive(Debug, Clone)]
+pub struct FleetDevice {
+    /// The registration (id scope, registration id, endpoint, payload ...).
+    pub request: RegistrationRequest,
+    /// The device's credential.
+    pub auth: Authentication,
+}
+
+/// How a fleet is provisioned.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Devices provisioned at once, across all runtimes.
+    pub concurrency: usize,
+    /// MQTT runtime threads to spread the connections over; 0 means one per available core.
+    pub runtimes: usize,
+    /// Each device's client options (deadline, floor between polls, ...).
+    pub client: ClientOptions,
+    /// The fleet-wide pace of registrations.
+    pub pacing: PacerOptions,
+}
+
+impl Default for FleetOptions {
+    /// 50 at once, a runtime per core, the default client, a pace from 50 registrations a
+    /// second.
+    fn default() -> Self {
+        Self {
+            concurrency: 50,
+            runtimes: 0,
+            client: ClientOptions::default(),
+            pacing: PacerOptions::default(),
+        }
+    }
+}
+
+/// How one device's provisioning ended.
+#[derive(Debug)]
+pub struct FleetOutcome {
+    /// The device.
+    pub registration_id: String,
+    /// Its assignment, or why not.
+    pub result: Result<RegistrationResult, ProvisioningError>,
+    /// From its first request to its end.
+    pub elapsed: Duration,
+}
+
+/// Counts of a running fleet, readable from any thread.
+#[derive(Debug, Clone, Default)]
+pub struct FleetProgress(Arc<Counters>);
+
+#[derive(Debug, Default)]
+struct Counters {
+    total: AtomicU64,
+    finished: AtomicU64,
+    assigned: AtomicU64,
+    registers: AtomicU64,
+    polls: AtomicU64,
+    refused: AtomicU64,
+    /// The pace, as `f64` bits.
+    rate: AtomicU64,
+}
+
+/// A fleet's counts at one moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProgressSnapshot {
+    /// Devices in the fleet.
+    pub total: u64,
+    /// Devices whose provisioning ended.
+    pub finished: u64,
+    /// Of those, the assigned.
+    pub assigned: u64,
+    /// Register requests sent.
+    pub registers: u64,
+    /// Poll requests sent.
+    pub polls: u64,
+    /// Requests the service answered 429.
+    pub refused: u64,
+    /// The pace now, in registrations per second.
+    pub rate: f64,
+}
+
+impl FleetProgress {
+    /// The counts now.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        let c = &self.0;
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        ProgressSnapshot {
+            total: load(&c.total),
+            finished: load(&c.finished),
+            assigned: load(&c.assigned),
+            registers: load(&c.registers),
+            polls: load(&c.polls),
+            refused: load(&c.refused),
+            rate: f64::from_bits(load(&c.rate)),
+        }
+    }
+
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A fleet being provisioned.
+#[derive(Debug)]
+pub struct FleetRun {
+    /// Each device's outcome, as it ends; the channel closes after the last.
+    pub outcomes: mpsc::UnboundedReceiver<FleetOutcome>,
+    /// The counts as it goes.
+    pub progress: FleetProgress,
+}
+
+/// Provisions fleets; see the [module docs](self).
+pub struct Fleet;
+
+impl Fleet {
+    /// Starts provisioning `devices` with transports built from `config` (one configuration per
+    /// runtime thread, so the runtime set on `config` is replaced), as `options` says. Returns
+    /// at once; the outcomes come on [`FleetRun::outcomes`].
+    pub fn provision(
+        config: TransportConfigBuilder,
+        devices: Vec<FleetDevice>,
+        options: FleetOptions,
+    ) -> Result<FleetRun, ProvisioningError> {
+        let progress = FleetProgress::default();
+        progress
+            .0
+            .total
+            .store(devices.len() as u64, Ordering::Relaxed);
+        let (results, outcomes) = mpsc::unbounded_channel();
+        let runtimes = runtimes(options.runtimes, devices.len())?;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(devices.into()),
+            pacer: Mutex::new(Pacer::new(options.pacing)),
+            progress: progress.clone(),
+            client: options.client.clone(),
+        });
+        shared.publish_rate();
+        let workers = options.concurrency.max(1);
+        for (i, runtime) in runtimes.iter().enumerate() {
+            let config = config.clone().runtime(runtime.clone()).build()?;
+            // The workers, spread evenly: runtime i takes every n-th.
+            let mine = (i..workers).step_by(runtimes.len()).count();
+            for _ in 0..mine {
+                let (shared, config, results) = (shared.clone(), config.clone(), results.clone());
+                runtime.spawn(move || worker(shared, config, results))?;
+            }
+        }
+        Ok(FleetRun { outcomes, progress })
+    }
+}
+
+/// `wanted` runtime threads (one per core for 0), never more than there are devices.
+fn runtimes(wanted: usize, devices: usize) -> Result<Vec<MqttRuntime>, ProvisioningError> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let n = if wanted == 0 { cores } else { wanted }.clamp(1, devices.max(1));
+    if n == 1 {
+        return Ok(vec![MqttRuntime::shared()?]);
+    }
+    (0..n)
+        .map(|i| {
+            MqttRuntime::start(&format!("dps-fleet-{i}")).map_err(|e| {
+                dps_messages::TransportError::new(dps_messages::TransportErrorKind::Shutdown, e)
+                    .into()
+            })
+        })
+        .collect()
+}
+
+/// What every worker of a fleet shares.
+struct Shared {
+    queue: Mutex<VecDeque<FleetDevice>>,
+    pacer: Mutex<Pacer>,
+    progress: FleetProgress,
+    client: ClientOptions,
+}
+
+impl Shared {
+    fn next_device(&self) -> Option<FleetDevice> {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+    }
+
+    fn pacer<T>(&self, f: impl FnOnce(&mut Pacer) -> T) -> T {
+        let result = f(&mut self.pacer.lock().unwrap_or_else(PoisonError::into_inner));
+        self.publish_rate();
+        result
+    }
+
+    fn publish_rate(&self) {
+        let rate = self
+            .pacer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rate();
+        self.progress
+            .0
+            .rate
+            .store(rate.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// Provisions devices from the queue, one at a time, until it is empty.
+async fn worker(
+    shared: Arc<Shared>,
+    config: TransportConfig,
+    results: mpsc::UnboundedSender<FleetOutcome>,
+) {
+    while let Some(device) = shared.next_device() {
+        let started = Instant::now();
+        let registration_id = device.request.registration_id.clone();
+        let result = provision_one(&shared, &config, device).await;
+        let counters = &shared.progress.0;
+        FleetProgress::add(&counters.finished);
+        if result.is_ok() {
+            FleetProgress::add(&counters.assigned);
+        }
+        let _ = results.send(FleetOutcome {
+            registration_id,
+            result,
+            elapsed: started.elapsed(),
+        });
+    }
+}
+
+async fn provision_one(
+    shared: &Arc<Shared>,
+    config: &TransportConfig,
+    device: FleetDevice,
+) -> Result<RegistrationResult, ProvisioningError> {
+    let transport = ProvisioningTransportActor::new(config.clone()).start();
+    transport.send(SetAuthentication(device.auth)).await?;
+    let paced = Paced {
+        transport,
+        shared: shared.clone(),
+    }
+    .start();
+    let recipients = TransportRecipients::new(
+        paced.clone().recipient(),
+        paced.clone().recipient(),
+        paced.recipient(),
+    );
+    ProvisioningClient::new(recipients, shared.client.clone())
+        .register(device.request)
+        .await
+}
+
+/// Between a device's client and its transport: registers wait for the fleet's pace, and every
+/// answer tells the pace (and the counts) what the service said.
+struct Paced {
+    transport: Addr<ProvisioningTransportActor>,
+    shared: Arc<Shared>,
+}
+
+impl Actor for Paced {
+    type Context = Context<Self>;
+}
+
+/// Whether an answer is the service refusing for now (429; 5xx are the service failing).
+fn refused(answer: &RequestResult) -> bool {
+    answer
+        .as_ref()
+        .is_ok_and(|response| response.status_code == RETRY_STATUS)
+}
+
+impl Handler<Register> for Paced {
+    type Result = ResponseFuture<RequestResult>;
+
+    fn handle(&mut self, register: Register, _: &mut Context<Self>) -> Self::Result {
+        let (transport, shared) = (self.transport.clone(), self.shared.clone());
+        Box::pin(async move {
+            let slot = shared.pacer(|pacer| pacer.slot(Instant::now()));
+            tokio::time::sleep_until(slot.into()).await;
+            FleetProgress::add(&shared.progress.0.registers);
+            let answer = transport
+                .send(register)
+                .await
+                .unwrap_or_else(|e| Err(e.into()));
+            match &answer {
+                answer if refused(answer) => {
+                    FleetProgress::add(&shared.progress.0.refused);
+                    shared.pacer(|pacer| pacer.refused(Instant::now()));
+                }
+                Ok(_) => shared.pacer(Pacer::admitted),
+                Err(_) => {}
+            }
+            answer
+        })
+    }
+}
+
+impl Handler<QueryStatus> for Paced {
+    type Result = ResponseFuture<RequestResult>;
+
+    fn handle(&mut self, poll: QueryStatus, _: &mut Context<Self>) -> Self::Result {
+        let (transport, shared) = (self.transport.clone(), self.shared.clone());
+        Box::pin(async move {
+            FleetProgress::add(&shared.progress.0.polls);
+            let answer = transport.send(poll).await.unwrap_or_else(|e| Err(e.into()));
+            if refused(&answer) {
+                FleetProgress::add(&shared.progress.0.refused);
+            }
+            answer
+        })
+    }
+}
+
+impl Handler<Disconnect> for Paced {
+    type Result = ResponseFuture<Result<(), ProvisioningError>>;
+
+    fn handle(&mut self, disconnect: Disconnect, _: &mut Context<Self>) -> Self::Result {
+        let transport = self.transport.clone();
+        Box::pin(async move {
+            transport
+                .send(disconnect)
+                .await
+                .unwrap_or_else(|e| Err(e.into()))
+        })
+    }
+}

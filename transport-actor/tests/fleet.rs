@@ -1,0 +1,109 @@
+//! A fleet provisioned from one process against the mock DPS with its quotas on: every device
+//! gets exactly one outcome, the pace finds the quota, and one device's failure is its own.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use dps_messages::{Protocol, RegistrationRequest, SymmetricKey};
+use dps_mock_broker::script::{DeviceScript, Step};
+use dps_mock_broker::{Quotas, Script};
+use dps_transport_actor::{ClientOptions, Fleet, FleetDevice, FleetOptions, PacerOptions};
+
+fn devices(f: &Fixture, n: usize) -> Vec<FleetDevice> {
+    (0..n)
+        .map(|i| {
+            let id = format!("fleet-{i:03}");
+            FleetDevice {
+                request: RegistrationRequest::new(SCOPE, &id)
+                    .with_endpoint(f.broker.uri(Protocol::Mqtt).unwrap()),
+                auth: SymmetricKey::from_group_key(GROUP_KEY, &id).unwrap().into(),
+            }
+        })
+        .collect()
+}
+
+fn options(concurrency: usize, initial_rate: f64) -> FleetOptions {
+    FleetOptions {
+        concurrency,
+        runtimes: 2,
+        client: ClientOptions {
+            min_interval: Duration::ZERO,
+            max_interval: Duration::from_millis(50),
+            deadline: LONG,
+            ..ClientOptions::default()
+        },
+        pacing: PacerOptions {
+            initial_rate,
+            ..PacerOptions::default()
+        },
+    }
+}
+
+/// 60 devices against a quota of 20 registrations a second, starting at twice that: the
+/// service refuses some, the pace comes down, every device is assigned once, and the counts
+/// agree with the broker's.
+#[actix_rt::test]
+async fn a_fleet_over_the_quota_slows_down_and_every_device_is_assigned_once() {
+    let f = Fixture::start_with(Script::new(), |b| {
+        b.quotas(Quotas {
+            registrations_per_minute: Some(1_200),
+            ..Quotas::default()
+        })
+    });
+    let config = f.builder(Protocol::Mqtt);
+    let mut run = Fleet::provision(config, devices(&f, 60), options(30, 40.0)).unwrap();
+    let mut seen = HashSet::new();
+    while let Some(outcome) = run.outcomes.recv().await {
+        let result = outcome.result.unwrap();
+        assert_eq!(result.status, dps_messages::RegistrationStatus::Assigned);
+        assert!(seen.insert(outcome.registration_id), "one outcome each");
+    }
+    assert_eq!(seen.len(), 60);
+    let progress = run.progress.snapshot();
+    let quota = f.broker.quota_summary();
+    assert_eq!(
+        (progress.total, progress.finished, progress.assigned),
+        (60, 60, 60)
+    );
+    assert_eq!(
+        progress.refused,
+        quota.throttled(),
+        "{progress:?} {quota:?}"
+    );
+    assert_eq!(
+        progress.registers,
+        quota.registrations_accepted + quota.registrations_throttled
+    );
+    assert!(
+        progress.refused > 0,
+        "the start was over the quota: {progress:?}"
+    );
+    assert!(progress.rate < 40.0, "the pace came down: {progress:?}");
+}
+
+/// A device the service refuses is its own outcome; the others are assigned.
+#[actix_rt::test]
+async fn a_device_that_fails_among_many_is_its_own_outcome() {
+    let script = Script::new().device("fleet-007", DeviceScript::new().request(Step::respond(401)));
+    let f = Fixture::start(script);
+    let mut run = Fleet::provision(
+        f.builder(Protocol::Mqtt),
+        devices(&f, 20),
+        options(8, 500.0),
+    )
+    .unwrap();
+    let mut failed = Vec::new();
+    let mut assigned = 0;
+    while let Some(outcome) = run.outcomes.recv().await {
+        match outcome.result {
+            Ok(_) => assigned += 1,
+            Err(e) => failed.push((outcome.registration_id, e.is_unauthorized())),
+        }
+    }
+    assert_eq!(assigned, 19);
+    assert_eq!(failed, vec![("fleet-007".to_owned(), true)]);
+    assert_eq!(run.progress.snapshot().assigned, 19);
+}
