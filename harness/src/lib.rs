@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod connection;
 pub mod demo;
 pub mod outcome;
 pub mod provision;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use dps_harness::connection::Connection;
 use dps_harness::outcome::Outcome;
 use dps_harness::provision::{Credential, ProvisionArgs};
 use dps_harness::{demo, provision, scenario};
@@ -54,9 +55,8 @@ enum ScenarioCommand {
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("credential").args(["cert", "symmetric_key", "symmetric_key_file", "group_key", "group_key_file"])))]
 struct Provision {
-    /// The DPS endpoint, `HOST[:PORT]` (port 8883, or 443 with --ws).
-    #[arg(long, default_value = dps_messages::request::DEFAULT_PROVISIONING_HOST)]
-    endpoint: String,
+    #[command(flatten)]
+    connection: ConnectionFlags,
     /// The DPS instance's id scope.
     #[arg(long)]
     id_scope: String,
@@ -83,28 +83,6 @@ struct Provision {
     /// A file holding a group enrollment's key (mode 600).
     #[arg(long, value_name = "FILE")]
     group_key_file: Option<PathBuf>,
-    /// Trust this CA (PEM) and nothing else.
-    #[arg(long, conflicts_with_all = ["platform_roots", "extra_ca"])]
-    ca: Option<PathBuf>,
-    /// Trust the operating system's store (where IT installs a corporate root; on Linux the
-    /// distribution's bundle, or SSL_CERT_FILE / SSL_CERT_DIR) instead of the public web's
-    /// roots.
-    #[arg(long)]
-    platform_roots: bool,
-    /// Trust this CA (PEM) besides the public web's roots (or the platform's); repeatable.
-    #[arg(long, value_name = "FILE")]
-    extra_ca: Vec<PathBuf>,
-    /// Connect through this HTTP proxy, http://[user:password@]host:port (a CONNECT tunnel
-    /// for MQTT and WebSocket alike). Without it, HTTPS_PROXY (or https_proxy) is used unless
-    /// NO_PROXY names the endpoint's host.
-    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
-    proxy: Option<String>,
-    /// Connect directly, whatever HTTPS_PROXY says.
-    #[arg(long)]
-    no_proxy: bool,
-    /// Use MQTT over WebSocket (wss://HOST:443/$iothub/websocket).
-    #[arg(long)]
-    ws: bool,
     /// Custom allocation data, JSON.
     #[arg(long, value_parser = parse_json)]
     payload: Option<serde_json::Value>,
@@ -129,6 +107,50 @@ struct Provision {
     /// Print the whole result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// How to reach the service: the same flags for `provision` and `fleet`.
+#[derive(Args)]
+struct ConnectionFlags {
+    /// The DPS endpoint, `HOST[:PORT]` (port 8883, or 443 with --ws).
+    #[arg(long, default_value = dps_messages::request::DEFAULT_PROVISIONING_HOST)]
+    endpoint: String,
+    /// Trust this CA (PEM) and nothing else.
+    #[arg(long, conflicts_with_all = ["platform_roots", "extra_ca"])]
+    ca: Option<PathBuf>,
+    /// Trust the operating system's store (where IT installs a corporate root; on Linux the
+    /// distribution's bundle, or SSL_CERT_FILE / SSL_CERT_DIR) instead of the public web's
+    /// roots.
+    #[arg(long)]
+    platform_roots: bool,
+    /// Trust this CA (PEM) besides the public web's roots (or the platform's); repeatable.
+    #[arg(long, value_name = "FILE")]
+    extra_ca: Vec<PathBuf>,
+    /// Connect through this HTTP proxy, http://[user:password@]host:port (a CONNECT tunnel
+    /// for MQTT and WebSocket alike). Without it, HTTPS_PROXY (or https_proxy) is used unless
+    /// NO_PROXY names the endpoint's host.
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    proxy: Option<String>,
+    /// Connect directly, whatever HTTPS_PROXY says.
+    #[arg(long)]
+    no_proxy: bool,
+    /// Use MQTT over WebSocket (wss://HOST:443/$iothub/websocket).
+    #[arg(long)]
+    ws: bool,
+}
+
+impl From<ConnectionFlags> for Connection {
+    fn from(flags: ConnectionFlags) -> Self {
+        Connection {
+            endpoint: flags.endpoint,
+            websocket: flags.ws,
+            ca: flags.ca,
+            platform_roots: flags.platform_roots,
+            extra_ca: flags.extra_ca,
+            proxy: flags.proxy,
+            no_proxy: flags.no_proxy,
+        }
+    }
 }
 
 fn parse_json(text: &str) -> Result<serde_json::Value, String> {
@@ -227,16 +249,10 @@ async fn run_provision(mut p: Provision) -> ExitCode {
     };
     let registration_id = p.registration_id.clone();
     let args = ProvisionArgs {
-        endpoint: p.endpoint,
+        connection: p.connection.into(),
         id_scope: p.id_scope,
         registration_id: p.registration_id,
         credential,
-        ca: p.ca,
-        platform_roots: p.platform_roots,
-        extra_ca: p.extra_ca,
-        proxy: p.proxy,
-        no_proxy: p.no_proxy,
-        websocket: p.ws,
         payload: p.payload,
         timeout: Duration::from_secs(p.timeout),
         cache: p.cache,

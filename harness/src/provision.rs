@@ -4,39 +4,26 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dps_messages::{
-    Authentication, IssuedIdentity, KeyCurve, Protocol, ProvisioningError, RegistrationRequest,
+    Authentication, IssuedIdentity, KeyCurve, ProvisioningError, RegistrationRequest,
     RegistrationResult, SymmetricKey, X509Identity,
 };
 use dps_transport_actor::durable::{self, Readers};
-use dps_transport_actor::{
-    CertificateOptions, ClientOptions, Provisioned, TransportConfig, TrustRoots,
-};
+use dps_transport_actor::{CertificateOptions, ClientOptions, Provisioned};
 
-use crate::{proxy_env, setup};
+use crate::connection::Connection;
+use crate::setup;
 
 /// What to provision, and how.
 #[derive(Debug, Clone)]
 pub struct ProvisionArgs {
-    /// `HOST[:PORT]`.
-    pub endpoint: String,
+    /// How to reach the service.
+    pub connection: Connection,
     /// The DPS id scope.
     pub id_scope: String,
     /// The device's registration id.
     pub registration_id: String,
     /// The device's credential.
     pub credential: Credential,
-    /// A CA (PEM) to trust instead of any other roots.
-    pub ca: Option<PathBuf>,
-    /// Trust the operating system's store instead of the public web's roots.
-    pub platform_roots: bool,
-    /// CAs (PEM) to trust besides the public web's roots (or the platform's).
-    pub extra_ca: Vec<PathBuf>,
-    /// `--proxy URL`.
-    pub proxy: Option<String>,
-    /// `--no-proxy`: ignore `HTTPS_PROXY`.
-    pub no_proxy: bool,
-    /// MQTT over WebSocket instead of MQTT over TLS.
-    pub websocket: bool,
     /// Custom allocation data.
     pub payload: Option<serde_json::Value>,
     /// The overall deadline.
@@ -104,36 +91,9 @@ pub struct WrittenCertificate {
     pub from_cache: bool,
 }
 
-/// The roots `--ca`, `--platform-roots` and `--extra-ca` ask for.
-fn trust_roots(args: &ProvisionArgs) -> Result<TrustRoots, ProvisioningError> {
-    let read = |path: &PathBuf| setup::read(path).map_err(ProvisioningError::InvalidRequest);
-    let mut roots = match (&args.ca, args.platform_roots) {
-        (Some(ca), _) => TrustRoots::only_pem(read(ca)?),
-        (None, true) => TrustRoots::platform(),
-        (None, false) => TrustRoots::public_web(),
-    };
-    for extra in &args.extra_ca {
-        roots = roots.with_extra_pem(read(extra)?);
-    }
-    Ok(roots)
-}
-
 /// Provisions the device; the error says why not.
 pub async fn run(args: ProvisionArgs) -> Result<ProvisionOutcome, ProvisioningError> {
-    let protocol = if args.websocket {
-        Protocol::MqttWs
-    } else {
-        Protocol::Mqtt
-    };
-    let mut builder = TransportConfig::builder(protocol);
-    builder = builder.trust(trust_roots(&args)?);
-    let uri = setup::endpoint_uri(&args.endpoint, protocol);
-    let host = dps_messages::Endpoint::parse(&uri)?.host;
-    let env = |name: &str| std::env::var(name).ok();
-    if let Some(proxy) = proxy_env::choose(args.proxy.as_deref(), args.no_proxy, &host, env)? {
-        tracing::info!(%proxy, "connecting through the proxy");
-        builder = builder.proxy(proxy);
-    }
+    let builder = args.connection.transport()?;
     let auth = args.credential.load(&args.registration_id)?;
     let options = ClientOptions {
         deadline: args.timeout,
@@ -143,7 +103,7 @@ pub async fn run(args: ProvisionArgs) -> Result<ProvisionOutcome, ProvisioningEr
     };
     let client = setup::client(builder.build()?, auth, options).await?;
     let mut request = RegistrationRequest::new(args.id_scope, args.registration_id.clone())
-        .with_endpoint(setup::endpoint_uri(&args.endpoint, protocol));
+        .with_endpoint(args.connection.endpoint_uri());
     if let Some(payload) = args.payload {
         request = request.with_payload(payload);
     }
