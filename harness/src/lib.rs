@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod connection;
 pub mod demo;
+pub mod fleet;
 pub mod outcome;
 pub mod provision;
 pub mod proxy_env;

@@ -31,6 +31,14 @@ enum Command {
     /// failed (failed, disabled or unassigned), 5 timeout, 6 transport, TLS or protocol error
     /// (including an issued certificate that fails its checks).
     Provision(Box<Provision>),
+    /// Provision the devices a JSON Lines file lists, at the pace the service allows, appending
+    /// each outcome to --out as it ends; a rerun skips the devices --out shows assigned.
+    ///
+    /// Each devices line: {"registration_id": "..", and "cert" + "key" (paths), or
+    /// "symmetric_key", or "group_key"; optional "payload"}. Exit codes: 0 every device
+    /// assigned, 1 some not, 2 bad arguments or files, 130 interrupted (Ctrl-C; --out holds
+    /// whole lines only).
+    Fleet(Box<FleetCmd>),
     /// Run scripted scenarios against the mock DPS.
     Scenario {
         #[command(subcommand)]
@@ -109,6 +117,37 @@ struct Provision {
     json: bool,
 }
 
+#[derive(Args)]
+struct FleetCmd {
+    #[command(flatten)]
+    connection: ConnectionFlags,
+    /// The DPS instance's id scope.
+    #[arg(long)]
+    id_scope: String,
+    /// The devices, JSON Lines.
+    #[arg(long, value_name = "FILE")]
+    devices: PathBuf,
+    /// Where each outcome is appended, JSON Lines.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Devices provisioned at once.
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// MQTT runtime threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    runtimes: usize,
+    /// Registrations per second at the start; the pace then follows the service.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Each device's deadline, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// The shortest wait between one device's requests, in milliseconds (DPS allows 5 polls
+    /// per device per 10 s).
+    #[arg(long, default_value_t = 2000)]
+    min_interval_ms: u64,
+}
+
 /// How to reach the service: the same flags for `provision` and `fleet`.
 #[derive(Args)]
 struct ConnectionFlags {
@@ -171,6 +210,7 @@ fn main() -> ExitCode {
                 command: ScenarioCommand::Run { files },
             } => run_scenarios(files).await,
             Command::Bench(args) => dps_harness::bench::main(args).await,
+            Command::Fleet(args) => run_fleet(*args).await,
         }
     })
 }
@@ -287,6 +327,50 @@ async fn run_provision(mut p: Provision) -> ExitCode {
         }
     }
     ExitCode::from(outcome.exit_code())
+}
+
+async fn run_fleet(f: FleetCmd) -> ExitCode {
+    use dps_harness::fleet::{self, FleetArgs};
+    let args = FleetArgs {
+        connection: f.connection.into(),
+        id_scope: f.id_scope,
+        devices: f.devices,
+        out: f.out.clone(),
+        concurrency: f.concurrency,
+        runtimes: f.runtimes,
+        rate: f.rate,
+        timeout: Duration::from_secs(f.timeout),
+        min_interval: Duration::from_millis(f.min_interval_ms),
+    };
+    let stop = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    match fleet::run(args, stop).await {
+        Ok(summary) => {
+            println!(
+                "{} assigned, {} failed, {} skipped (assigned before), {} requests refused with 429; outcomes in {}",
+                summary.assigned,
+                summary.failed,
+                summary.skipped,
+                summary.refused,
+                f.out.display()
+            );
+            if summary.interrupted {
+                eprintln!("dps fleet: interrupted; run it again to go on");
+                ExitCode::from(130)
+            } else if summary.failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("dps fleet: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn run_scenarios(files: Vec<PathBuf>) -> ExitCode {
