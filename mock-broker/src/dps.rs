@@ -846,4 +846,67 @@ mod tests {
             Reply::Silent
         );
     }
+
+    /// A scripted refusal of a CSR is about the CSR: a register without one is answered as
+    /// usual, and so is a poll.
+    #[test]
+    fn a_csr_refusal_step_lets_a_register_without_a_csr_through() {
+        let refuse = || Step::RefuseCsr {
+            status: 400,
+            error_code: None,
+        };
+        let d = dps(Script::new().device(
+            "dev",
+            DeviceScript::new().request(refuse()).request(refuse()),
+        ));
+        let (topic, body) = parts(register(&d, "dev", json!({"registrationId": "dev"})));
+        assert_eq!(topic.status, 202, "{body}");
+        let op = body["operationId"].as_str().unwrap().to_owned();
+        let (topic, _) = parts(d.on_publish(
+            client("dev"),
+            &poll_topic("r2", &op),
+            b" ",
+            SystemTime::now(),
+        ));
+        assert_eq!(topic.status, 200);
+    }
+
+    /// A scripted 2xx without a body gets the default body; one without an operationId gets
+    /// a real one the device can poll.
+    #[test]
+    fn a_scripted_success_is_filled_in_with_a_pollable_operation() {
+        let d = dps(Script::new().device(
+            "dev",
+            DeviceScript::new()
+                .request(Step::respond(202).with_body(json!({"status": "assigning"})))
+                .request(Step::respond(202)),
+        ));
+        // A body without an operationId to the register: a new operation's.
+        let (topic, body) = parts(register(&d, "dev", json!({"registrationId": "dev"})));
+        assert_eq!(
+            (topic.status, body["status"].as_str()),
+            (202, Some("assigning"))
+        );
+        let op = body["operationId"].as_str().unwrap().to_owned();
+        assert!(op.starts_with("4."), "{op}");
+        // A body without an operationId to the poll: the polled one.
+        let poll = |rid| {
+            parts(d.on_publish(
+                client("dev"),
+                &poll_topic(rid, &op),
+                b" ",
+                SystemTime::now(),
+            ))
+        };
+        let (topic, body) = poll("p1");
+        assert_eq!(
+            (topic.status, body["operationId"].as_str()),
+            (202, Some(op.as_str()))
+        );
+        let (topic, body) = poll("p2");
+        assert_eq!(
+            (topic.status, body["status"].as_str()),
+            (200, Some("assigned"))
+        );
+    }
 }

@@ -112,6 +112,41 @@ fn a_csr_gets_a_certificate_which_the_broker_then_accepts_as_the_devices() {
 }
 
 #[test]
+fn the_issued_validity_is_the_brokers_setting() {
+    let pki = Arc::new(TestPki::generate().unwrap());
+    let broker = Arc::new(
+        MockBroker::builder()
+            .pki(pki.clone())
+            .retry_after(0)
+            .issue_certificates(Arc::new(IssuingCa::generate().unwrap()))
+            .issued_validity(std::time::Duration::from_secs(3_600))
+            .start()
+            .unwrap(),
+    );
+    let shared = broker.clone();
+    run(async move {
+        let broker = &*shared;
+        let csr = CertificateRequest::generate("dev-1").unwrap();
+        let mut client = connect(broker, device(broker, &pki, "dev-1", &PREVIEW.clone()))
+            .await
+            .unwrap();
+        client.subscribe().await;
+        let (_, body) = register_csr(&mut client, "dev-1", &csr.csr_base64()).await;
+        let state = poll(&mut client, &body["operationId"]).await;
+        let chain: Vec<String> =
+            serde_json::from_value(state["issuedCertificateChain"].clone()).unwrap();
+        let leaf = csr
+            .accept(&chain, std::time::SystemTime::now())
+            .unwrap()
+            .leaf()
+            .clone();
+        let lifetime = leaf.not_after.duration_since(leaf.not_before).unwrap();
+        // An hour, and the five minutes it is backdated.
+        assert_eq!(lifetime.as_secs(), 3_600 + 300);
+    });
+}
+
+#[test]
 fn each_documented_csr_check_is_a_400_that_says_which() {
     let (broker, pki) = start(true, Script::new());
     let (plain, plain_pki) = start(false, Script::new());

@@ -116,3 +116,43 @@ fn an_issuing_ca_reloads_from_pem_and_keeps_its_key_secret() {
     assert!(IssuingCa::from_pem("garbage", &key_pem).is_err());
     assert!(IssuingCa::from_pem(ca.cert_pem(), "garbage").is_err());
 }
+
+#[test]
+fn other_keys_are_named_apart_from_rsa_and_the_defaults_are_the_documented_ones() {
+    // An Ed25519 key: neither EC P-256/P-384 nor RSA.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "dev-1");
+    let csr = params.serialize_request(&key).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(csr.der());
+    let error = check_csr(&b64, "dev-1", PREVIEW).unwrap_err();
+    assert_eq!(error, "the CSR's key is not EC P-256 or P-384");
+    assert_eq!(DEFAULT_ISSUED_VALIDITY, Duration::from_secs(30 * 24 * 3600));
+}
+
+#[test]
+fn issue_gives_a_test_the_chain_the_service_would_and_debug_hides_the_key() {
+    let ca = Arc::new(IssuingCa::generate().unwrap());
+    let request = CertificateRequest::generate("dev-1").unwrap();
+    let now = SystemTime::now();
+    let chain = ca
+        .issue(
+            &request.csr_base64(),
+            "dev-1",
+            Duration::from_secs(3_600),
+            now,
+        )
+        .unwrap();
+    let leaf = request.accept(&chain, now).unwrap().leaf().clone();
+    let lifetime = leaf.not_after.duration_since(leaf.not_before).unwrap();
+    assert_eq!(lifetime, Duration::from_secs(3_600) + BACKDATE);
+    assert!(
+        ca.issue("%%%", "dev-1", Duration::from_secs(1), now)
+            .is_err()
+    );
+    let debug = format!("{ca:?}");
+    assert!(
+        debug.starts_with("IssuingCa") && debug.contains("<redacted>"),
+        "{debug}"
+    );
+}
