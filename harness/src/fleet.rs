@@ -114,6 +114,10 @@ pub struct FleetSummary {
     pub assigned: usize,
     /// Devices that failed in this run.
     pub failed: usize,
+    /// Register requests sent.
+    pub registers: u64,
+    /// Poll requests sent.
+    pub polls: u64,
     /// Registers and polls the service answered 429.
     pub refused: u64,
     /// Whether the run was stopped before the end.
@@ -203,7 +207,9 @@ pub async fn run(
             progress_line(&run.progress.snapshot(), total, started.elapsed())
         );
     }
-    summary.refused = run.progress.snapshot().refused;
+    let counts = run.progress.snapshot();
+    (summary.registers, summary.polls, summary.refused) =
+        (counts.registers, counts.polls, counts.refused);
     Ok(summary)
 }
 

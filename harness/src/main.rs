@@ -350,10 +350,12 @@ async fn run_fleet(f: FleetCmd) -> ExitCode {
     match fleet::run(args, stop).await {
         Ok(summary) => {
             println!(
-                "{} assigned, {} failed, {} skipped (assigned before), {} requests refused with 429; outcomes in {}",
+                "{} assigned, {} failed, {} skipped (assigned before); {} registers and {} polls sent, {} refused with 429; outcomes in {}",
                 summary.assigned,
                 summary.failed,
                 summary.skipped,
+                summary.registers,
+                summary.polls,
                 summary.refused,
                 f.out.display()
             );
