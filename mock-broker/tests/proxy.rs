@@ -97,3 +97,26 @@ fn it_tunnels_asks_for_credentials_refuses_and_stops_when_dropped() {
     });
     assert!(answered.is_none());
 }
+
+#[test]
+fn only_connect_is_served_and_a_head_that_never_ends_is_cut_off() {
+    let proxy = TestProxy::start(ProxyMode::Tunnel).unwrap();
+    let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+    stream
+        .write_all(b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 405 Method Not Allowed"),
+        "{answer}"
+    );
+
+    // 8 KiB of header without an end: the proxy closes instead of reading forever.
+    let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+    let _ = stream.write_all(b"CONNECT x:1 HTTP/1.1\r\n");
+    let _ = stream.write_all(&vec![b'a'; 9 * 1024]);
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+}

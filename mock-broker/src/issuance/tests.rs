@@ -156,3 +156,23 @@ fn issue_gives_a_test_the_chain_the_service_would_and_debug_hides_the_key() {
         "{debug}"
     );
 }
+
+#[test]
+fn issued_serial_numbers_are_positive() {
+    use x509_parser::prelude::X509Certificate;
+    let issuance = issuance();
+    for _ in 0..32 {
+        let request = CertificateRequest::generate_with("dev-1", KeyCurve::P256).unwrap();
+        let csr = check_csr(&request.csr_base64(), "dev-1", PREVIEW).unwrap();
+        let chain = issuance
+            .chain(&csr, "dev-1", SystemTime::now(), None)
+            .unwrap();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(&chain[0])
+            .unwrap();
+        let (_, leaf) = X509Certificate::from_der(&der).unwrap();
+        // 16 random bytes, the first below 0x80: a positive DER INTEGER needs no padding byte.
+        let serial = leaf.raw_serial();
+        assert!(serial.len() <= 16 && serial[0] & 0x80 == 0, "{serial:02x?}");
+    }
+}
