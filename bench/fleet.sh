@@ -31,9 +31,9 @@ done >"$work/devices.jsonl"
 /usr/bin/time -f "%e %U %S %M" -o "$work/time" target/release/dps fleet \
   --endpoint "localhost:$port" --ca "$work/ca.pem" --id-scope 0ne00000001 \
   --devices "$work/devices.jsonl" --out "$work/out.jsonl" \
-  --concurrency "$concurrency" --rate "$rate" --min-interval-ms 1000 >"$work/summary" 2>/dev/null || true
+  --concurrency "$concurrency" --rate "$rate" --min-interval-ms 1000 >"$work/summary" 2>"$work/stderr" || true
 read -r wall user sys rss <"$work/time"
-summary="$(cat "$work/summary")"
+summary="$(cat "$work/summary")"; [ -n "${KEEP:-}" ] && cp "$work/stderr" "$KEEP"
 echo "$summary"
 registers=$(sed -E 's/.*; ([0-9]+) registers.*/\1/' <<<"$summary")
 polls=$(sed -E 's/.* ([0-9]+) polls.*/\1/' <<<"$summary")

@@ -291,6 +291,9 @@ async fn provision_one(
         .await
 }
 
+/// How often a waiting register asks the pace again.
+const RECHECK: Duration = Duration::from_millis(50);
+
 /// Between a device's client and its transport: registers wait for the fleet's pace, and every
 /// answer tells the pace (and the counts) what the service said.
 struct Paced {
@@ -315,8 +318,18 @@ impl Handler<Register> for Paced {
     fn handle(&mut self, register: Register, _: &mut Context<Self>) -> Self::Result {
         let (transport, shared) = (self.transport.clone(), self.shared.clone());
         Box::pin(async move {
-            let slot = shared.pacer(|pacer| pacer.slot(Instant::now()));
-            tokio::time::sleep_until(slot.into()).await;
+            // Wait for this register's turn, asking again now and then: the pace may change
+            // while it waits.
+            let ticket = shared.pacer(Pacer::ticket);
+            loop {
+                let now = Instant::now();
+                let due = shared.pacer(|pacer| pacer.due(ticket, now));
+                if due <= now {
+                    shared.pacer(|pacer| pacer.went(ticket));
+                    break;
+                }
+                tokio::time::sleep_until(due.min(now + RECHECK).into()).await;
+            }
             FleetProgress::add(&shared.progress.0.registers);
             let answer = transport
                 .send(register)
@@ -327,7 +340,7 @@ impl Handler<Register> for Paced {
                     FleetProgress::add(&shared.progress.0.refused);
                     shared.pacer(|pacer| pacer.refused(Instant::now()));
                 }
-                Ok(_) => shared.pacer(Pacer::admitted),
+                Ok(_) => shared.pacer(|pacer| pacer.admitted(Instant::now())),
                 Err(_) => {}
             }
             answer
