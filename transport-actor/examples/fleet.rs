@@ -1,10 +1,10 @@
-//! A gateway provisions a fleet of devices from one process.
+//! A gateway provisions a fleet of devices from one process, with `Fleet`.
 //!
-//! Every device has its own transport actor and connection; all of them share one
-//! `TransportConfig` (one check of the service's certificate chain) and one MQTT runtime thread.
-//! The transports start beside their connections (`start_on_runtime`) and the clients run there
-//! too (`MqttRuntime::spawn_fn`), so no request or answer changes threads. The service is the
-//! in-process mock DPS broker, so this runs with no account:
+//! Every device has its own transport actor and connection; the connections are spread over
+//! one MQTT runtime thread per core, 20 provision at once, and their registrations share one
+//! adaptive pace that settles under the service's quota. The service is the in-process mock
+//! DPS broker, here enforcing 6,000 registrations a minute (100 a second), so this runs with
+//! no account:
 //!
 //! ```sh
 //! cargo run --release -p dps-transport-actor --example fleet
@@ -13,39 +13,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dps_messages::{
-    Protocol, ProvisioningError, RegistrationRequest, RegistrationResult, SetAuthentication,
-    X509Identity,
-};
-use dps_mock_broker::{MockBroker, TestPki};
-use dps_transport_actor::{
-    ClientOptions, MqttRuntime, ProvisioningClient, ProvisioningTransportActor, TransportConfig,
-};
+use dps_messages::{Protocol, RegistrationRequest, X509Identity};
+use dps_mock_broker::{MockBroker, Quotas, TestPki};
+use dps_transport_actor::{ClientOptions, Fleet, FleetDevice, FleetOptions, TransportConfig};
 
 /// How many devices the gateway provisions.
 const DEVICES: usize = 200;
-/// How many provision at once.
-const AT_ONCE: usize = 20;
-
-/// Registers one device over a transport of its own.
-async fn provision(
-    config: TransportConfig,
-    identity: X509Identity,
-    request: RegistrationRequest,
-) -> Result<RegistrationResult, ProvisioningError> {
-    let transport = ProvisioningTransportActor::start_on_runtime(config)?;
-    transport.send(SetAuthentication(identity.into())).await?;
-    let options = ClientOptions {
-        // The mock service asks for no wait between polls; against real DPS keep the default
-        // 2-second floor.
-        min_interval: Duration::ZERO,
-        ..ClientOptions::default()
-    };
-    // The client disconnects when the registration ends, and the actor stops with its address.
-    ProvisioningClient::new(transport, options)
-        .register(request)
-        .await
-}
 
 #[actix_rt::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -53,13 +26,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let broker = MockBroker::builder()
         .pki(pki.clone())
         .retry_after(0)
+        .quotas(Quotas {
+            registrations_per_minute: Some(6_000),
+            ..Quotas::default()
+        })
         .forget_ended()
         .start()?;
-    let runtime = MqttRuntime::shared()?;
-    let config = TransportConfig::builder(Protocol::Mqtt)
-        .ca_pem(broker.ca_pem().unwrap_or_default())
-        .runtime(runtime.clone())
-        .build()?;
 
     // Each device's request and certificate (a gateway would read them from its store).
     let mut devices = Vec::with_capacity(DEVICES);
@@ -69,67 +41,57 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let identity = X509Identity::from_pem(pem.cert_pem.as_bytes(), pem.key_pem.as_bytes())?;
         let request = RegistrationRequest::new(dps_mock_broker::DEFAULT_ID_SCOPE, id)
             .with_endpoint(broker.mqtts_uri());
-        devices.push((request, identity));
+        devices.push(FleetDevice {
+            request,
+            auth: identity.into(),
+        });
     }
 
+    let config =
+        TransportConfig::builder(Protocol::Mqtt).ca_pem(broker.ca_pem().unwrap_or_default());
+    let options = FleetOptions {
+        concurrency: 20,
+        client: ClientOptions {
+            // The mock service asks for no wait between polls; against real DPS keep the
+            // default 2-second floor.
+            min_interval: Duration::ZERO,
+            ..ClientOptions::default()
+        },
+        ..FleetOptions::default()
+    };
     let started = Instant::now();
-    let mut outcomes = runtime
-        .spawn_fn(move || async move {
-            // AT_ONCE workers on the runtime thread, each taking the next device in turn.
-            let queue = std::rc::Rc::new(std::cell::RefCell::new(devices.into_iter()));
-            let workers: Vec<_> = (0..AT_ONCE)
-                .map(|_| {
-                    let (queue, config) = (queue.clone(), config.clone());
-                    actix_rt::spawn(async move {
-                        let mut outcomes = Vec::new();
-                        loop {
-                            let next = queue.borrow_mut().next();
-                            let Some((request, identity)) = next else {
-                                break;
-                            };
-                            let id = request.registration_id.clone();
-                            outcomes.push((id, provision(config.clone(), identity, request).await));
-                        }
-                        outcomes
-                    })
-                })
-                .collect();
-            let mut outcomes = Vec::with_capacity(DEVICES);
-            for worker in workers {
-                outcomes.extend(worker.await.unwrap_or_default());
+    let mut run = Fleet::provision(config, devices, options)?;
+    let (mut assigned, mut failed) = (0, 0);
+    while let Some(outcome) = run.outcomes.recv().await {
+        match outcome.result {
+            Ok(result) => {
+                assigned += 1;
+                // The first few, to show what an assignment looks like.
+                if assigned <= 3 {
+                    let state = result.registration_state.unwrap_or_default();
+                    println!(
+                        "{}: device {} on {}",
+                        outcome.registration_id,
+                        state.device_id.as_deref().unwrap_or("?"),
+                        state.assigned_hub.as_deref().unwrap_or("?")
+                    );
+                }
             }
-            outcomes
-        })
-        .await?;
-    let elapsed = started.elapsed();
-
-    outcomes.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut failed = 0;
-    for (i, (id, outcome)) in outcomes.iter().enumerate() {
-        match outcome {
-            // The first few, to show what an assignment looks like.
-            Ok(result) if i < 3 => {
-                let state = result.registration_state.as_ref();
-                let hub = state.and_then(|s| s.assigned_hub.as_deref());
-                let device = state.and_then(|s| s.device_id.as_deref());
-                println!(
-                    "{id}: device {} on {}",
-                    device.unwrap_or("?"),
-                    hub.unwrap_or("?")
-                );
-            }
-            Ok(_) => {}
             Err(e) => {
                 failed += 1;
-                println!("{id}: {e}");
+                println!("{}: {e}", outcome.registration_id);
             }
         }
     }
+    let elapsed = started.elapsed();
+    let progress = run.progress.snapshot();
     println!(
-        "{} of {DEVICES} devices assigned in {:.2} s ({:.0}/s), {failed} failed",
-        outcomes.len() - failed,
+        "{assigned} of {DEVICES} devices assigned in {:.2} s ({:.0}/s), {failed} failed; \
+         {} requests refused by the quota, pace at the end {:.0}/s",
         elapsed.as_secs_f64(),
-        outcomes.len() as f64 / elapsed.as_secs_f64()
+        assigned as f64 / elapsed.as_secs_f64(),
+        progress.refused,
+        progress.rate
     );
     broker.stop();
     if failed == 0 {
