@@ -71,7 +71,9 @@ pub struct ClientOptions {
     /// Add 0-25 % of random jitter on top of back-off waits. Tests that time waits turn it off.
     pub jitter: bool,
     /// Where to remember a successful assignment (and an issued certificate with its key:
-    /// the file is made readable by its owner only), if anywhere.
+    /// the file is made readable by its owner only), if anywhere. One file serves one kind of
+    /// call: a [`ProvisioningClient::register`] that provisions rewrites it without a
+    /// certificate.
     pub cache_file: Option<PathBuf>,
     /// Provision even when the cache holds an assignment.
     pub force: bool,
