@@ -104,8 +104,8 @@ struct Provision {
     #[arg(long)]
     force: bool,
     /// Ask DPS for a certificate (api-version 2025-07-01-preview): make a key and a CSR, and
-    /// write the issued chain to DIR/<registration-id>.pem and the key to
-    /// DIR/<registration-id>.key (owner only). With --cache, the certificate is kept and
+    /// write the issued chain to `DIR/<registration-id>.pem` and the key to
+    /// `DIR/<registration-id>.key` (owner only). With --cache, the certificate is kept and
     /// renewed in the last third of its lifetime.
     #[arg(long, value_name = "DIR")]
     issue_cert: Option<PathBuf>,
@@ -165,7 +165,7 @@ struct ConnectionFlags {
     /// Trust this CA (PEM) besides the public web's roots (or the platform's); repeatable.
     #[arg(long, value_name = "FILE")]
     extra_ca: Vec<PathBuf>,
-    /// Connect through this HTTP proxy, http://[user:password@]host:port (a CONNECT tunnel
+    /// Connect through this HTTP proxy, `http://[user:password@]host:port` (a CONNECT tunnel
     /// for MQTT and WebSocket alike). Without it, HTTPS_PROXY (or https_proxy) is used unless
     /// NO_PROXY names the endpoint's host.
     #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
