@@ -60,13 +60,17 @@ fn write_synced(path: &Path, contents: &[u8], readers: Readers) -> io::Result<()
 /// (other systems cannot open a folder so, and make renames durable themselves).
 fn sync_folder(path: &Path) -> io::Result<()> {
     if cfg!(unix) {
-        let folder = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        File::open(folder)?.sync_all()?;
+        File::open(folder_of(path))?.sync_all()?;
     }
     Ok(())
+}
+
+/// The folder `path` is in: `.` for a bare file name.
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 #[cfg(test)]
@@ -118,6 +122,16 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(std::fs::read(&path).unwrap(), b"key");
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn the_folder_synced_is_the_files_own() {
+        assert_eq!(folder_of(Path::new("cache.json")), Path::new("."));
+        assert_eq!(folder_of(Path::new("state/cache.json")), Path::new("state"));
+        assert_eq!(
+            folder_of(Path::new("/var/lib/dps/cache.json")),
+            Path::new("/var/lib/dps")
+        );
     }
 
     #[test]
