@@ -156,6 +156,7 @@ mod tests {
         let plain = ProxyConfig::parse("http://proxy").unwrap();
         assert_eq!(plain.address(), "proxy:80");
         assert_eq!(plain.authorization(), None);
+        assert!(!plain.has_credentials());
         let v6 = ProxyConfig::parse("http://[::1]:8080").unwrap();
         assert_eq!(v6.address(), "[::1]:8080");
         let user_only = ProxyConfig::parse("http://user@proxy:1").unwrap();
@@ -182,5 +183,7 @@ mod tests {
         }
         let proxy = ProxyConfig::parse("http://u:secret@p:1").unwrap();
         assert!(!format!("{proxy:?}{proxy}").contains("secret"));
+        let debug = format!("{proxy:?}");
+        assert!(debug.contains("p:1") && debug.contains("<redacted>"), "{debug}");
     }
 }
