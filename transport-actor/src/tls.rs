@@ -341,6 +341,10 @@ mod tests {
             (TrustRoots::platform(), "the platform's trust store"),
             (TrustRoots::only_pem(pem()), "the given CA file"),
             (
+                TrustRoots::public_web().with_platform(),
+                "the public web's roots and the platform's trust store",
+            ),
+            (
                 TrustRoots::only_pem(pem()).with_extra_pem(pem()),
                 "the 2 given CA files",
             ),
