@@ -184,6 +184,9 @@ mod tests {
         let proxy = ProxyConfig::parse("http://u:secret@p:1").unwrap();
         assert!(!format!("{proxy:?}{proxy}").contains("secret"));
         let debug = format!("{proxy:?}");
-        assert!(debug.contains("p:1") && debug.contains("<redacted>"), "{debug}");
+        assert!(
+            debug.contains("p:1") && debug.contains("<redacted>"),
+            "{debug}"
+        );
     }
 }
