@@ -11,12 +11,13 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dps_messages::{Authentication, ProvisioningError, RegistrationRequest, SymmetricKey};
+use dps_messages::{Authentication, ProvisioningError, RegistrationRequest};
 use dps_transport_actor::{ClientOptions, Fleet, FleetDevice, FleetOptions, PacerOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::connection::Connection;
 use crate::outcome::Outcome;
+use crate::provision::Credential;
 use crate::setup;
 
 /// A line of the devices file.
@@ -44,21 +45,20 @@ pub struct DeviceLine {
 
 impl DeviceLine {
     fn auth(&self) -> Result<Authentication, ProvisioningError> {
-        let read = |path: &PathBuf| setup::read(path).map_err(ProvisioningError::InvalidRequest);
-        match (&self.cert, &self.key, &self.symmetric_key, &self.group_key) {
-            (Some(cert), Some(key), None, None) => Ok(dps_messages::X509Identity::from_pem(
-                read(cert)?.as_bytes(),
-                read(key)?.as_bytes(),
-            )?
-            .into()),
-            (None, None, Some(key), None) => Ok(SymmetricKey::new(key.clone())?.into()),
-            (None, None, None, Some(key)) => {
-                Ok(SymmetricKey::from_group_key(key, &self.registration_id)?.into())
+        let credential = match (&self.cert, &self.key, &self.symmetric_key, &self.group_key) {
+            (Some(cert), Some(key), None, None) => Credential::X509 {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            (None, None, Some(key), None) => Credential::SymmetricKey(key.clone()),
+            (None, None, None, Some(key)) => Credential::GroupKey(key.clone()),
+            _ => {
+                return Err(ProvisioningError::InvalidRequest(
+                    "give one credential: cert and key, symmetric_key, or group_key".into(),
+                ));
             }
-            _ => Err(ProvisioningError::InvalidRequest(
-                "give one credential: cert and key, symmetric_key, or group_key".into(),
-            )),
-        }
+        };
+        credential.load(&self.registration_id)
     }
 }
 

@@ -56,7 +56,9 @@ pub enum Credential {
 }
 
 impl Credential {
-    fn load(&self, registration_id: &str) -> Result<Authentication, ProvisioningError> {
+    /// The credential of `registration_id`, its files read (`dps fleet` loads each device's
+    /// this way too).
+    pub fn load(&self, registration_id: &str) -> Result<Authentication, ProvisioningError> {
         Ok(match self {
             Credential::X509 { cert, key } => {
                 let cert = setup::read(cert).map_err(ProvisioningError::InvalidRequest)?;

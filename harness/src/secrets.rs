@@ -75,8 +75,7 @@ pub fn from_environment(kind: KeyKind) -> Option<String> {
 }
 
 fn read_file(path: &Path, warn: &mut dyn FnMut(String)) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = crate::setup::read(path)?;
     let key = text.trim();
     if key.is_empty() {
         return Err(format!("{} holds no key", path.display()));

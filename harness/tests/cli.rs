@@ -51,6 +51,29 @@ impl Setup {
         format!("localhost:{}", self.broker.addr().port())
     }
 
+    /// `dps provision` of `cli-dev` at the broker, without the caller's key, proxy and trust
+    /// store variables: each test sets the ones it is about.
+    fn provision_command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dps"));
+        command
+            .args(["provision", "--endpoint", &self.endpoint()])
+            .args(["--id-scope", dps_mock_broker::DEFAULT_ID_SCOPE])
+            .args(["--registration-id", "cli-dev"]);
+        for name in [
+            "DPS_SYMMETRIC_KEY",
+            "DPS_GROUP_KEY",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "NO_PROXY",
+            "no_proxy",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+        ] {
+            command.env_remove(name);
+        }
+        command
+    }
+
     fn provision(&self, extra: &[&str]) -> Output {
         let (endpoint, ca) = (self.endpoint(), self.path("ca.pem"));
         let mut args = vec![
@@ -199,23 +222,11 @@ fn issue_cert_writes_a_chain_openssl_verifies_and_an_owner_only_key() {
 #[test]
 fn keys_come_from_files_and_the_environment_and_arguments_are_warned_about() {
     let s = Setup::new("secrets", Script::new());
-    let base = |extra: &[&str]| {
-        let mut args = vec!["--registration-id", "cli-dev"];
-        args.extend_from_slice(extra);
-        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
-    };
+    let base = |extra: &[&str]| extra.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let run = |args: Vec<String>, env: Option<(&str, &str)>| {
-        let (endpoint, ca) = (s.endpoint(), s.path("ca.pem"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_dps"));
-        command
-            .args(["provision", "--endpoint", &endpoint, "--ca", &ca])
-            .args(["--id-scope", dps_mock_broker::DEFAULT_ID_SCOPE])
-            .args(args)
-            .env_remove("DPS_SYMMETRIC_KEY")
-            .env_remove("DPS_GROUP_KEY");
-        if let Some((name, value)) = env {
-            command.env(name, value);
-        }
+        let mut command = s.provision_command();
+        command.arg("--ca").arg(s.path("ca.pem")).args(args);
+        command.envs(env);
         command.output().unwrap()
     };
 
@@ -288,19 +299,12 @@ fn keys_come_from_files_and_the_environment_and_arguments_are_warned_about() {
 fn platform_roots_and_extra_cas_are_trusted_and_a_refusal_names_the_roots() {
     let s = Setup::new("trust", Script::new());
     let run = |trust: &[&str], env: Option<&str>| {
-        let endpoint = s.endpoint();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_dps"));
+        let mut command = s.provision_command();
         command
-            .args(["provision", "--endpoint", &endpoint])
-            .args(["--id-scope", dps_mock_broker::DEFAULT_ID_SCOPE])
-            .args(["--registration-id", "cli-dev", "--timeout", "20"])
+            .args(["--timeout", "20"])
             .args(trust)
-            .env("DPS_GROUP_KEY", GROUP_KEY)
-            .env_remove("SSL_CERT_DIR")
-            .env_remove("SSL_CERT_FILE");
-        if let Some(file) = env {
-            command.env("SSL_CERT_FILE", file);
-        }
+            .env("DPS_GROUP_KEY", GROUP_KEY);
+        command.envs(env.map(|file| ("SSL_CERT_FILE", file)));
         command.output().unwrap()
     };
     let ca = s.path("ca.pem");
@@ -332,17 +336,12 @@ fn the_proxy_comes_from_the_flag_or_the_environment_and_no_proxy_bypasses_it() {
     })
     .unwrap();
     let run = |flags: &[&str], env: &[(&str, &str)]| {
-        let (endpoint, ca) = (s.endpoint(), s.path("ca.pem"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_dps"));
+        let mut command = s.provision_command();
         command
-            .args(["provision", "--endpoint", &endpoint, "--ca", &ca])
-            .args(["--id-scope", dps_mock_broker::DEFAULT_ID_SCOPE])
-            .args(["--registration-id", "cli-dev"])
+            .arg("--ca")
+            .arg(s.path("ca.pem"))
             .args(flags)
             .env("DPS_GROUP_KEY", GROUP_KEY);
-        for name in ["HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"] {
-            command.env_remove(name);
-        }
         command.envs(env.iter().copied());
         command.output().unwrap()
     };

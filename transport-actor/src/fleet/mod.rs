@@ -179,7 +179,7 @@ impl Fleet {
             progress: progress.clone(),
             client: options.client.clone(),
         });
-        shared.publish_rate();
+        shared.pacer(|_| ());
         let workers = options.concurrency.max(1);
         for (i, runtime) in runtimes.iter().enumerate() {
             let config = config.clone().runtime(runtime.clone()).build()?;
@@ -227,22 +227,13 @@ impl Shared {
             .pop_front()
     }
 
+    /// Runs `f` on the pace, and publishes the rate it leaves, under one lock.
     fn pacer<T>(&self, f: impl FnOnce(&mut Pacer) -> T) -> T {
-        let result = f(&mut self.pacer.lock().unwrap_or_else(PoisonError::into_inner));
-        self.publish_rate();
+        let mut pacer = self.pacer.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = f(&mut pacer);
+        let rate = pacer.rate().to_bits();
+        self.progress.0.rate.store(rate, Ordering::Relaxed);
         result
-    }
-
-    fn publish_rate(&self) {
-        let rate = self
-            .pacer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .rate();
-        self.progress
-            .0
-            .rate
-            .store(rate.to_bits(), Ordering::Relaxed);
     }
 }
 
