@@ -107,3 +107,31 @@ async fn a_device_that_fails_among_many_is_its_own_outcome() {
     assert_eq!(failed, vec![("fleet-007".to_owned(), true)]);
     assert_eq!(run.progress.snapshot().assigned, 19);
 }
+
+/// A device whose deadline passes while its register waits for the pace is not registered
+/// after all: the client gave up, so the service never hears of it.
+#[actix_rt::test]
+async fn a_register_still_waiting_when_its_deadline_passes_is_never_sent() {
+    let f = Fixture::start(Script::new());
+    let mut options = options(3, 1.0);
+    // One register a second, whatever the service says; each device gives up after 400 ms.
+    options.pacing.max_rate = 1.0;
+    options.client.deadline = Duration::from_millis(400);
+    let started = std::time::Instant::now();
+    let mut run = Fleet::provision(f.builder(Protocol::Mqtt), devices(&f, 3), options).unwrap();
+    let mut outcomes = Vec::new();
+    while let Some(outcome) = run.outcomes.recv().await {
+        outcomes.push(outcome.result.is_ok());
+    }
+    outcomes.sort();
+    assert_eq!(outcomes, [false, false, true], "the first went at once");
+    // The other two were due one and two seconds in; wait past that, then look.
+    let past = started + Duration::from_millis(2_500);
+    tokio::time::sleep_until(past.into()).await;
+    assert_eq!(
+        f.broker.records().len(),
+        1,
+        "only the first device ever connected"
+    );
+    assert_eq!(run.progress.snapshot().registers, 1);
+}

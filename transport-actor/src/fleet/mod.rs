@@ -22,7 +22,9 @@
 
 pub mod pacer;
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -270,6 +272,7 @@ async fn provision_one(
     let paced = Paced {
         transport,
         shared: shared.clone(),
+        disconnects: Rc::default(),
     }
     .start();
     let recipients = TransportRecipients::new(
@@ -290,6 +293,9 @@ const RECHECK: Duration = Duration::from_millis(50);
 struct Paced {
     transport: Addr<ProvisioningTransportActor>,
     shared: Arc<Shared>,
+    /// Counts the client's disconnects: a register still waiting for its turn when the client
+    /// disconnected (its deadline passed, or it was dropped) is not sent after all.
+    disconnects: Rc<Cell<u64>>,
 }
 
 impl Actor for Paced {
@@ -308,11 +314,16 @@ impl Handler<Register> for Paced {
 
     fn handle(&mut self, register: Register, _: &mut Context<Self>) -> Self::Result {
         let (transport, shared) = (self.transport.clone(), self.shared.clone());
+        let disconnects = self.disconnects.clone();
+        let seen = disconnects.get();
         Box::pin(async move {
             // Wait for this register's turn, asking again now and then: the pace may change
-            // while it waits.
+            // while it waits, and the client may give up.
             let ticket = shared.pacer(Pacer::ticket);
             loop {
+                if disconnects.get() != seen {
+                    return Err(ProvisioningError::OperationCancelled);
+                }
                 let now = Instant::now();
                 let due = shared.pacer(|pacer| pacer.due(ticket, now));
                 if due <= now {
@@ -359,6 +370,7 @@ impl Handler<Disconnect> for Paced {
     type Result = ResponseFuture<Result<(), ProvisioningError>>;
 
     fn handle(&mut self, disconnect: Disconnect, _: &mut Context<Self>) -> Self::Result {
+        self.disconnects.set(self.disconnects.get() + 1);
         let transport = self.transport.clone();
         Box::pin(async move {
             transport
