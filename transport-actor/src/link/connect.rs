@@ -19,6 +19,7 @@ use ntex::{SharedCfg, ws};
 use ntex_mqtt::v3::{client, codec};
 use rustls::pki_types::ServerName;
 
+use super::names;
 use super::tunnel::{self, ProxyHop};
 use super::{LinkSpec, MAX_PACKET_BYTES};
 use crate::tls::{error_in, rustls_error_in};
@@ -95,7 +96,9 @@ pub(super) async fn connect(spec: &LinkSpec) -> Result<client::Client, Provision
     let cfg = mqtt_config();
     let result = match (endpoint.protocol, &spec.proxy) {
         (Protocol::Mqtt, None) => {
-            let connector = ntex::connect::rustls::TlsConnector::from(spec.tls.clone());
+            let (tls, direct_to) = (spec.tls.clone(), target.clone());
+            let connector =
+                move |_: Connect<Target>| direct_then_tls(tls.clone(), direct_to.clone());
             mqtt_handshake(connector, cfg, target, packet).await?
         }
         (Protocol::Mqtt, Some(hop)) => {
@@ -116,11 +119,14 @@ pub(super) async fn connect(spec: &LinkSpec) -> Result<client::Client, Provision
             builder
                 .protocols([dps_messages::connect::WEBSOCKET_SUBPROTOCOL])
                 .max_frame_size(MAX_PACKET_BYTES);
-            if let Some(addr) = target.addr() {
-                builder.address(addr);
-            }
             match proxy {
-                None => websocket(builder.rustls(spec.tls.clone()), cfg, target, packet).await?,
+                None => {
+                    let (tls, direct_to) = (spec.tls.clone(), target.clone());
+                    let connector = ntex::service::fn_service(move |_: Connect<Uri>| {
+                        direct_then_tls(tls.clone(), direct_to.clone())
+                    });
+                    websocket(builder.connector(connector), cfg, target, packet).await?
+                }
                 Some(hop) => {
                     let (hop, tls, tunnel_to) = (hop.clone(), spec.tls.clone(), target.clone());
                     let connector = ntex::service::fn_service(move |_: Connect<Uri>| {
@@ -134,6 +140,26 @@ pub(super) async fn connect(spec: &LinkSpec) -> Result<client::Client, Provision
     result.map_err(|e| connect_error(e, spec))
 }
 
+/// TCP to `target` (its name looked up once for a while: [`names`]), and TLS over it.
+async fn direct_then_tls(
+    tls: Arc<rustls::ClientConfig>,
+    target: Target,
+) -> Result<Io<Layer<TlsClientFilter>>, ConnectError> {
+    let io = names::open_tcp(&target, mqtt_config()).await?;
+    tls_over(io, tls, target).await
+}
+
+/// TLS to the service named `target` over `io`.
+async fn tls_over<F: Filter>(
+    io: Io<F>,
+    tls: Arc<rustls::ClientConfig>,
+    target: Target,
+) -> Result<Io<Layer<TlsClientFilter, F>>, ConnectError> {
+    let name =
+        ServerName::try_from(target.host).map_err(|e| ConnectError::Io(io::Error::other(e)))?;
+    Ok(TlsClientFilter::create(io, tls, name).await?)
+}
+
 /// A tunnel through the proxy to `target`, and TLS to the service inside it.
 async fn tunnel_then_tls(
     hop: ProxyHop,
@@ -143,9 +169,7 @@ async fn tunnel_then_tls(
     let io = tunnel::open(&hop, &target.host, target.port, mqtt_config())
         .await
         .map_err(|e| ConnectError::Io(io::Error::other(e)))?;
-    let name = ServerName::try_from(target.host.clone())
-        .map_err(|e| ConnectError::Io(io::Error::other(e)))?;
-    Ok(TlsClientFilter::create(io, tls, name).await?)
+    tls_over(io, tls, target).await
 }
 
 /// The WebSocket upgrade over what `builder`'s connector opens, then CONNECT and CONNACK.

@@ -6,6 +6,7 @@
 
 mod connect;
 mod ending;
+mod names;
 pub(crate) mod tunnel;
 
 use std::sync::Arc;

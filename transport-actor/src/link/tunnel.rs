@@ -12,7 +12,6 @@ use std::time::Duration;
 use dps_messages::{ProxyError, ProxyErrorKind};
 use ntex::SharedCfg;
 use ntex::codec::{BytesCodec, Decoder};
-use ntex::connect::Connect;
 use ntex::io::Io;
 use ntex::util::{Bytes, BytesMut, Either};
 
@@ -43,7 +42,7 @@ pub(super) async fn open(
         host: proxy.host().to_owned(),
         port: proxy.port(),
     };
-    let io = ntex::connect::connect_with(Connect::new(target), cfg)
+    let io = super::names::open_tcp(&target, cfg)
         .await
         .map_err(|e| fail(ProxyErrorKind::Unreachable, e.to_string()))?;
 
