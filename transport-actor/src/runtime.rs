@@ -5,8 +5,11 @@
 //! plain actix system, so the connections live on a dedicated thread. Actors hand it `Send`
 //! closures; the closures build the (non-`Send`) connection futures on that thread.
 
+use std::cell::Cell;
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use dps_messages::{ProvisioningError, TransportError, TransportErrorKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -50,6 +53,15 @@ pub(crate) async fn opening_turn() -> Option<OwnedSemaphorePermit> {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// How long a worker of ntex's blocking thread pool waits for work before it ends.
+///
+/// Nothing of ours runs on that pool (names are looked up on tokio's: `link::names`), but a
+/// worker that ntex (3.17) started must not outlive the pool's channels: once they are gone (the
+/// system dropped when it stops) the worker spins on them, a core's worth of CPU for the rest of
+/// the process. So the runtime thread keeps its system, and with it the channels, until idle
+/// workers have ended.
+const POOL_IDLE: Duration = Duration::from_millis(500);
+
 /// A handle to an MQTT runtime thread. Cheap to clone; the thread stops when the last handle
 /// is dropped (the [`MqttRuntime::shared`] one lives as long as the process).
 #[derive(Clone, Debug)]
@@ -74,11 +86,15 @@ impl MqttRuntime {
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
+                let kept = Rc::new(Cell::new(None));
+                let keep = kept.clone();
                 let result = ntex::rt::System::build()
                     .name(&system_name)
                     .disable_signals()
+                    .thread_pool_recv_timeout(POOL_IDLE)
                     .build(ntex::rt::DefaultRuntime)
                     .run(move || {
+                        keep.set(Some(ntex::rt::System::current()));
                         ntex::rt::spawn(async move {
                             while let Some(job) = rx.recv().await {
                                 job();
@@ -90,6 +106,10 @@ impl MqttRuntime {
                 if let Err(e) = result {
                     tracing::error!("the MQTT runtime stopped: {e}");
                 }
+                // Keep the system, and its pool's channels, while the pool's idle workers end
+                // (see `POOL_IDLE`).
+                std::thread::sleep(POOL_IDLE * 2);
+                drop(kept);
             })?;
         Ok(MqttRuntime { jobs })
     }
@@ -175,6 +195,36 @@ mod tests {
             local.await.unwrap()
         }));
         assert_eq!(ran_on.unwrap().as_deref(), Some("spawn-fn-test"));
+    }
+
+    /// The threads of this process whose name starts with `prefix` (as the kernel keeps it:
+    /// the first 15 bytes).
+    fn threads_named(prefix: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with(prefix))
+            .count()
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_runtime_that_stops_leaves_no_blocking_worker_behind() {
+        // ntex names its pool's workers "<system>:pool-wrk:<n>". With the system dropped at
+        // once when it stopped, the worker spun on the pool's closed channels for good.
+        let runtime = MqttRuntime::start("rtstop").unwrap();
+        let on_pool = block_on(runtime.spawn_fn(|| ntex::rt::spawn_blocking(|| 7)));
+        assert_eq!(on_pool.unwrap().unwrap(), 7);
+        assert_eq!(threads_named("rtstop:pool"), 1);
+        drop(runtime);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while threads_named("rtstop:pool") > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the blocking worker outlived its runtime"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]
