@@ -327,7 +327,7 @@ impl Handler<Register> for Paced {
                 let now = Instant::now();
                 let due = shared.pacer(|pacer| pacer.due(ticket, now));
                 if due <= now {
-                    shared.pacer(|pacer| pacer.went(ticket));
+                    shared.pacer(|pacer| pacer.went(ticket, now));
                     break;
                 }
                 tokio::time::sleep_until(due.min(now + RECHECK).into()).await;
@@ -340,9 +340,9 @@ impl Handler<Register> for Paced {
             match &answer {
                 answer if refused(answer) => {
                     FleetProgress::add(&shared.progress.0.refused);
-                    shared.pacer(|pacer| pacer.refused(Instant::now()));
+                    shared.pacer(|pacer| pacer.refused(ticket, Instant::now()));
                 }
-                Ok(_) => shared.pacer(|pacer| pacer.admitted(Instant::now())),
+                Ok(_) => shared.pacer(|pacer| pacer.admitted(ticket, Instant::now())),
                 Err(_) => {}
             }
             answer

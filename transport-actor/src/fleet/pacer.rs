@@ -1,22 +1,30 @@
-//! The fleet-wide pace of registrations, without IO: how soon the next register may go, and
-//! how the pace answers the service.
+//! The fleet-wide pace of registrations, without IO: when the next register may go, and how
+//! the pace answers the service.
 //!
 //! A fleet meets the service's registration quota long before its own limits. Sending
-//! blindly, most requests would come back 429 and every device would back off on its own; the
-//! pacer instead finds the quota's rate and stays just under it, as TCP finds a link's:
+//! blindly, most requests would come back 429 and every device would back off on its own. The
+//! pacer instead learns the quota and keeps to it, as TCP learns a link's:
 //!
-//! * **slow start**: from `initial_rate`, each admitted register raises the rate by two
-//!   requests per second, so it doubles every half second while nothing is refused;
-//! * **on a 429**: the service has shown what it admits: the rate drops to 95 % of the rate it
-//!   admitted over the last second, and at least by 5 % (by a quarter, when nothing was
-//!   admitted yet), at most once
-//!   a second (one burst of refusals is one signal), and growth turns gentle;
-//! * **after that**: each second of admitted registers adds 5 % of the rate the last cut left,
-//!   probing for room until the next refusal.
+//! * **slow start**: registers are spaced at a rate that starts at `initial_rate` and grows by
+//!   8 a second with each admitted one, so it doubles in under a tenth of a second. A round
+//!   trip here is a millisecond; the sooner the quota is found, the less of it goes unused.
+//! * **the first 429** shows the quota: a count per sliding second (DPS's per-minute quota,
+//!   enforced as a rate), and the service admitted that many over the last second. From then
+//!   on the pacer keeps a log of the registers it sent and lets at most that many go in any
+//!   one second, as the service counts them. That uses the whole quota, bursts included: after
+//!   slow start's burst the next registers go as the burst's slots free, where a smooth rate
+//!   would leave them unused.
+//! * **the window is a little longer than the service's**: the service counts a register when
+//!   it arrives, the pacer when it goes, so the pacer's second is stretched by the slowest round
+//!   trip of the last second. A slot the pacer frees is then free at the service too.
+//! * **after that**: each second without a refusal adds half a percent to the limit, probing
+//!   for room while more registers wait than the limit lets go in a second; a later 429 sets it to what was admitted over the last second, at least one
+//!   less than before and never less than half, at most once a second (one burst of refusals
+//!   is one signal).
 //!
 //! The device that was refused still waits its retry-after before it tries again (its
-//! [`ProvisioningClient`](crate::ProvisioningClient) sees to that); the pacer only spaces the
-//! others.
+//! [`ProvisioningClient`](crate::ProvisioningClient) sees to that), and its register leaves the
+//! log: the service did not count it.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -43,39 +51,51 @@ impl Default for PacerOptions {
     }
 }
 
-/// How much a refusal cuts the rate when the admitted rate is not known.
+/// Growth per admitted register in slow start, in requests per second: at rate `r`, `r`
+/// admissions a second each add this, so the rate doubles in under a tenth of a second.
+const SLOW_START_STEP: f64 = 8.0;
+/// Growth of the limit per second without a refusal, as a share of the limit the last 429
+/// left: one more register a second at DPS's 200 a second.
+const GENTLE_GROWTH: f64 = 0.005;
+/// The cut of a refusal in slow start when nothing was admitted to measure the quota by.
 const CUT: f64 = 0.75;
-/// The share of the admitted rate a refusal sets the pace to.
-const UNDER_ADMITTED: f64 = 0.95;
-/// Refusals closer together than this are one signal; also the window the admitted rate is
-/// measured over.
-const CUT_GAP: Duration = Duration::from_secs(1);
-/// Growth per admitted register in slow start, in requests per second.
-const SLOW_START_STEP: f64 = 2.0;
-/// Growth per second after the first refusal, as a share of the rate the last cut left.
-const GENTLE_GROWTH: f64 = 0.05;
+/// The window the service counts its quota in. Refusals closer together than this are one
+/// signal.
+const WINDOW: Duration = Duration::from_secs(1);
+/// The longest a register's round trip may stretch the pacer's window: past this, a slow
+/// answer is a slow service, not a register still on its way.
+const MAX_GUARD: Duration = Duration::from_millis(250);
 
 /// The pace.
 #[derive(Debug)]
 pub(crate) struct Pacer {
     options: PacerOptions,
+    /// Slow start's rate, while there is no limit yet.
     rate: f64,
-    /// Tickets are taken in order; ticket `n` is due `(n - base_ticket) / rate` after
-    /// `base_time`. When the rate changes the base moves to the next ticket not yet granted,
-    /// so waiting tickets speed up or slow down with it instead of keeping the slot they were
+    /// Registers allowed in any one window, once a 429 has shown the quota.
+    limit: Option<f64>,
+    /// The limit right after the last 429: gentle growth is a share of it.
+    floor_after_cut: f64,
+    last_cut: Option<Instant>,
+    /// Tickets are taken in order; in slow start ticket `n` is due `(n - base_ticket) / rate`
+    /// after `base_time`. When the rate changes the base moves to the next ticket not yet
+    /// granted, so waiting tickets speed up with it instead of keeping the slot they were
     /// given at a pace that no longer holds.
     next_ticket: u64,
     granted: u64,
     base_ticket: u64,
     base_time: Option<Instant>,
-    slow_start: bool,
-    last_cut: Option<Instant>,
-    /// The rate right after the last cut: gentle growth is a share of it.
-    floor_after_cut: f64,
-    /// When registers were admitted in the last second, to measure the admitted rate.
-    admitted_at: VecDeque<Instant>,
-    /// The first admission, so a rate measured over less than a second is scaled to one.
-    first_admitted: Option<Instant>,
+    /// The registers sent within the last window (and guard) that the service has not
+    /// refused: the pacer's copy of the service's count.
+    sent: VecDeque<(u64, Instant)>,
+    /// When registers were admitted in the last window, and their round trips: what a 429
+    /// says the quota is.
+    admitted_at: VecDeque<(Instant, Duration)>,
+    /// How much longer than the service's the pacer's window is: the slowest round trip of
+    /// the last window. The service counts a register when it arrives, the pacer when it
+    /// goes; a slot the pacer frees is free at the service once a register sent then cannot
+    /// arrive before the one that held it.
+    guard: Duration,
 }
 
 impl Pacer {
@@ -86,21 +106,22 @@ impl Pacer {
         Self {
             options,
             rate,
+            limit: None,
+            floor_after_cut: rate,
+            last_cut: None,
             next_ticket: 0,
             granted: 0,
             base_ticket: 0,
             base_time: None,
-            slow_start: true,
-            last_cut: None,
-            floor_after_cut: rate,
+            sent: VecDeque::new(),
             admitted_at: VecDeque::new(),
-            first_admitted: None,
+            guard: Duration::ZERO,
         }
     }
 
-    /// Registrations per second now.
+    /// Registrations per second now: slow start's rate, then the limit per window.
     pub(crate) fn rate(&self) -> f64 {
-        self.rate
+        self.limit.unwrap_or(self.rate)
     }
 
     /// A place in the queue of registers.
@@ -109,87 +130,145 @@ impl Pacer {
         self.next_ticket - 1
     }
 
-    /// When `ticket` may go at the pace now, asked at `now` (the first ticket goes at once).
-    /// Waiters ask again every so often: the pace may have changed since.
+    /// When `ticket` may go, asked at `now` (the first ticket goes at once). Waiters ask again
+    /// every so often: the pace may have changed since.
     pub(crate) fn due(&mut self, ticket: u64, now: Instant) -> Instant {
-        let base = *self.base_time.get_or_insert(now);
-        let ahead = ticket.saturating_sub(self.base_ticket) as f64;
-        base + Duration::from_secs_f64(ahead / self.rate)
+        match self.limit {
+            None => {
+                let base = *self.base_time.get_or_insert(now);
+                let ahead = ticket.saturating_sub(self.base_ticket) as f64;
+                base + Duration::from_secs_f64(ahead / self.rate)
+            }
+            Some(limit) => self.slot_frees(limit, ticket, now),
+        }
+    }
+
+    /// With at most `limit` registers in any window: when the slot `ticket` needs frees. The
+    /// tickets not yet granted before it take the slots that free first.
+    fn slot_frees(&mut self, limit: f64, ticket: u64, now: Instant) -> Instant {
+        let window = WINDOW + self.guard;
+        forget_before(&mut self.sent, now, window, |(_, at)| *at);
+        let limit = (limit as usize).max(1);
+        let ahead = ticket.saturating_sub(self.granted) as usize;
+        let taken = self.sent.len() + ahead;
+        if taken < limit {
+            return now;
+        }
+        // The slot this ticket needs is the one the (taken - limit)-th register in the log
+        // holds; past the log, a ticket not yet granted holds it: a window from now at least.
+        match self.sent.get(taken - limit) {
+            Some((_, at)) => *at + window,
+            None => now + window,
+        }
+    }
+
+    /// Tickets taken and not yet gone.
+    fn waiting(&self) -> u64 {
+        self.next_ticket.saturating_sub(self.granted)
     }
 
     /// `ticket` went at `now`.
-    pub(crate) fn went(&mut self, ticket: u64) {
+    pub(crate) fn went(&mut self, ticket: u64, now: Instant) {
         self.granted = self.granted.max(ticket + 1);
+        self.sent.push_back((ticket, now));
     }
 
-    /// Moves the base to the next ticket not yet granted, before the rate changes at `now`.
+    /// Moves slow start's base to the next ticket not yet granted, before the rate changes.
     fn rebase(&mut self, now: Instant) {
         let next_due = self.due(self.granted, now);
         self.base_time = Some(next_due.max(now));
         self.base_ticket = self.granted;
     }
 
-    /// A register was admitted (answered anything but 429) at `now`.
-    pub(crate) fn admitted(&mut self, now: Instant) {
-        self.rebase(now);
-        self.first_admitted.get_or_insert(now);
-        self.admitted_at.push_back(now);
-        self.forget_before(now);
-        let step = if self.slow_start {
-            SLOW_START_STEP
-        } else {
-            // `rate` registers a second, each adding this: GENTLE_GROWTH of the floor a second.
-            GENTLE_GROWTH * self.floor_after_cut / self.rate
-        };
-        self.rate = (self.rate + step).min(self.options.max_rate);
+    /// `ticket`'s register was admitted (answered anything but 429) at `now`.
+    pub(crate) fn admitted(&mut self, ticket: u64, now: Instant) {
+        let round_trip = self
+            .sent
+            .iter()
+            .find(|(t, _)| *t == ticket)
+            .map_or(Duration::ZERO, |(_, at)| now.duration_since(*at));
+        self.admitted_at.push_back((now, round_trip.min(MAX_GUARD)));
+        self.forget_admitted(now);
+        let waiting = self.waiting() as f64;
+        match &mut self.limit {
+            None => {
+                self.rebase(now);
+                self.rate = (self.rate + SLOW_START_STEP).min(self.options.max_rate);
+            }
+            // Probing for room costs a refusal, and a refused device waits its retry-after: it
+            // is worth it only while more registers wait than the limit lets go in a second.
+            // With fewer waiting (the fleet's concurrency is the bound, or its last devices are
+            // going), more room would go unused.
+            Some(limit) if waiting >= *limit => {
+                // `limit` registers a second, each adding this: GENTLE_GROWTH of the floor a
+                // second.
+                let step = GENTLE_GROWTH * self.floor_after_cut / *limit;
+                *limit = (*limit + step).min(self.options.max_rate);
+            }
+            Some(_) => {}
+        }
     }
 
-    /// A register was refused with 429 at `now`.
-    pub(crate) fn refused(&mut self, now: Instant) {
-        self.slow_start = false;
+    /// `ticket`'s register was refused with 429 at `now`.
+    pub(crate) fn refused(&mut self, ticket: u64, now: Instant) {
+        // The service did not count it: its slot is free.
+        if let Some(i) = self.sent.iter().position(|(t, _)| *t == ticket) {
+            self.sent.remove(i);
+        }
         if self
             .last_cut
-            .is_some_and(|at| now.duration_since(at) < CUT_GAP)
+            .is_some_and(|at| now.duration_since(at) < WINDOW)
         {
             return;
         }
         self.last_cut = Some(now);
-        self.rebase(now);
-        let target = match self.admitted_rate(now) {
-            Some(admitted) => admitted * UNDER_ADMITTED,
-            None => self.rate * CUT,
-        };
-        let before = self.rate;
-        self.rate = target
-            .min(self.rate * UNDER_ADMITTED)
-            .max(self.options.min_rate);
+        self.forget_admitted(now);
+        let admitted = self.admitted_at.len() as f64;
+        let before = self.rate();
+        let limit = match self.limit {
+            // Slow start's rate overshoots by design: what the service admitted over the last
+            // window is its quota. With nothing admitted (the quota taken by others, or counted
+            // over a longer window) there is no measure: a quarter off.
+            None if admitted > 0.0 => admitted,
+            None => before * CUT,
+            // Near the quota already: at least one less than before, and one signal never
+            // takes more than half.
+            Some(limit) => admitted.clamp(limit / 2.0, (limit.floor() - 1.0).max(1.0)),
+        }
+        .clamp(self.options.min_rate, self.options.max_rate);
         tracing::debug!(
             before,
-            after = self.rate,
+            after = limit,
             "a register was refused; slowing down"
         );
-        self.floor_after_cut = self.rate;
+        self.limit = Some(limit);
+        self.floor_after_cut = limit;
+    }
+
+    /// Forgets admissions older than a window, and sets the guard from those left.
+    fn forget_admitted(&mut self, now: Instant) {
+        forget_before(&mut self.admitted_at, now, WINDOW, |(at, _)| *at);
+        self.guard = self
+            .admitted_at
+            .iter()
+            .map(|(_, round_trip)| *round_trip)
+            .max()
+            .unwrap_or_default();
     }
 }
 
-impl Pacer {
-    fn forget_before(&mut self, now: Instant) {
-        while self
-            .admitted_at
-            .front()
-            .is_some_and(|at| now.duration_since(*at) >= CUT_GAP)
-        {
-            self.admitted_at.pop_front();
-        }
-    }
-
-    /// Registers admitted per second over the last second (or since the first admission, if
-    /// that is shorter, but at least a tenth of a second); `None` before any.
-    fn admitted_rate(&mut self, now: Instant) -> Option<f64> {
-        self.forget_before(now);
-        let since = now.duration_since(self.first_admitted?).min(CUT_GAP);
-        let seconds = since.as_secs_f64().max(0.1);
-        Some(self.admitted_at.len() as f64 / seconds)
+/// Drops from the front of `log` what left the `window` before `now`.
+fn forget_before<T>(
+    log: &mut VecDeque<T>,
+    now: Instant,
+    window: Duration,
+    at: impl Fn(&T) -> Instant,
+) {
+    while log
+        .front()
+        .is_some_and(|entry| now.duration_since(at(entry)) >= window)
+    {
+        log.pop_front();
     }
 }
 
@@ -197,8 +276,21 @@ impl Pacer {
 mod tests {
     use super::*;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Takes the next ticket and sends it at `at` if it is due by then.
+    fn send(pacer: &mut Pacer, at: Instant) -> Option<u64> {
+        let ticket = pacer.ticket();
+        (pacer.due(ticket, at) <= at).then(|| {
+            pacer.went(ticket, at);
+            ticket
+        })
+    }
+
     #[test]
-    fn tickets_are_spaced_by_the_rate_and_follow_it_when_it_changes() {
+    fn slow_start_spaces_tickets_by_a_rate_that_grows_with_each_admission() {
         let t0 = Instant::now();
         let mut pacer = Pacer::new(PacerOptions {
             initial_rate: 10.0,
@@ -207,92 +299,197 @@ mod tests {
         let tickets: Vec<u64> = (0..4).map(|_| pacer.ticket()).collect();
         assert_eq!(tickets, [0, 1, 2, 3]);
         assert_eq!(pacer.due(0, t0), t0);
-        assert_eq!(pacer.due(3, t0), t0 + Duration::from_millis(300));
-        pacer.went(0);
-        // Five admissions double the rate: the waiting tickets come sooner.
-        for _ in 0..5 {
-            pacer.admitted(t0);
-        }
-        assert_eq!(pacer.rate(), 20.0);
-        let due = pacer.due(3, t0);
-        assert!(due < t0 + Duration::from_millis(300), "{:?}", due - t0);
-        // A refusal slows them down again, from the next ticket not yet gone.
-        pacer.refused(t0);
-        assert!(pacer.due(3, t0) > due);
+        assert_eq!(pacer.due(3, t0), t0 + ms(300));
+        pacer.went(0, t0);
+        // One admission adds SLOW_START_STEP: the waiting tickets come sooner, counted from
+        // the next one not yet gone.
+        pacer.admitted(0, t0);
+        assert_eq!(pacer.rate(), 18.0);
+        let sooner = pacer.due(3, t0);
+        assert!(sooner < t0 + ms(300), "{:?}", sooner - t0);
+        assert_eq!(
+            pacer.due(1, t0),
+            t0 + ms(100),
+            "the next ticket keeps its time"
+        );
         // Long idle, the next ticket is due at once.
         let later = t0 + Duration::from_secs(60);
-        pacer.went(3);
-        pacer.admitted(later);
+        pacer.went(3, later);
+        pacer.admitted(3, later);
         assert_eq!(pacer.due(4, later), later);
     }
 
     #[test]
-    fn slow_start_doubles_until_a_refusal_which_sets_the_pace_under_what_was_admitted() {
+    fn the_first_refusal_sets_the_limit_to_what_the_service_admitted_over_the_last_second() {
         let t0 = Instant::now();
         let mut pacer = Pacer::new(PacerOptions::default());
-        // A refusal before anything was admitted cuts by a quarter.
-        pacer.refused(t0);
-        assert_eq!(pacer.rate(), 37.5);
+        // 120 sent and admitted over 600 ms; the 121st is refused.
+        for i in 0..120 {
+            let at = t0 + ms(5 * i);
+            pacer.went(i, at);
+            pacer.admitted(i, at);
+        }
+        assert_eq!(pacer.rate(), 50.0 + 120.0 * SLOW_START_STEP);
+        let refused = pacer.ticket();
+        pacer.went(refused, t0 + ms(600));
+        pacer.refused(refused, t0 + ms(601));
+        assert_eq!(pacer.rate(), 120.0);
+        // Admissions older than a second do not count.
         let mut pacer = Pacer::new(PacerOptions::default());
-        // 200 admitted over the second before t0 + 2 s, evenly.
-        let start = t0 + Duration::from_secs(1);
-        for i in 0..200 {
-            pacer.admitted(start + Duration::from_millis(5 * i));
+        for i in 0..100 {
+            pacer.admitted(i, t0 + ms(i));
         }
-        assert_eq!(pacer.rate(), 450.0, "50 + 200 x 2");
-        let at = start + Duration::from_millis(999);
-        pacer.refused(at);
-        let cut = pacer.rate();
-        assert!(
-            (cut - 190.0).abs() < 0.5,
-            "95 % of the 200 a second admitted: {cut}"
-        );
-        // More refusals of the same burst are the same signal.
-        pacer.refused(at + Duration::from_millis(500));
-        assert_eq!(pacer.rate(), cut);
-        // A second's worth of admitted registers adds 5 % of the floor.
-        let later = at + Duration::from_secs(2);
-        for i in 0..190 {
-            pacer.admitted(later + Duration::from_millis(5 * i));
+        pacer.refused(100, t0 + ms(1_049));
+        assert_eq!(pacer.rate(), 50.0, "the 50 admitted in the last second");
+        // Refused before anything was admitted, there is no measure: a quarter off.
+        let mut pacer = Pacer::new(PacerOptions::default());
+        pacer.refused(0, t0);
+        assert_eq!(pacer.rate(), 37.5);
+    }
+
+    /// A pacer whose limit is `limit` a second, found at `t0` (nothing sent in the last second).
+    fn limited(limit: u64, t0: Instant) -> Pacer {
+        let mut pacer = Pacer::new(PacerOptions::default());
+        let before = t0 - Duration::from_secs(2);
+        for i in 0..limit {
+            pacer.admitted(i, before);
         }
-        assert!((pacer.rate() - cut * 1.05).abs() < 0.5, "{}", pacer.rate());
-        // Measured over less than a second since the first admission, the rate is scaled up.
-        let mut young = Pacer::new(PacerOptions::default());
-        for i in 0..50 {
-            young.admitted(t0 + Duration::from_millis(4 * i));
-        }
-        young.refused(t0 + Duration::from_millis(250));
-        // 200 a second admitted, but it was sending 150: a refusal always slows down.
-        assert!((young.rate() - 142.5).abs() < 0.01, "{}", young.rate());
+        pacer.refused(limit, before + ms(500));
+        assert_eq!(pacer.rate(), limit as f64);
+        // The tickets taken so far are spent.
+        pacer.next_ticket = limit + 1;
+        pacer.granted = limit + 1;
+        pacer
     }
 
     #[test]
-    fn the_rate_stays_within_its_bounds_and_a_cut_moves_the_next_slot_out() {
+    fn with_a_limit_at_most_that_many_go_in_any_second_each_as_a_slot_frees() {
+        let t0 = Instant::now();
+        let mut pacer = limited(3, t0);
+        // Three go at once: the window is empty.
+        let burst: Vec<_> = (0..3).map(|i| send(&mut pacer, t0 + ms(i))).collect();
+        assert!(burst.iter().all(Option::is_some), "{burst:?}");
+        // The fourth and fifth wait for the first and second slots to free, a second after
+        // they went.
+        let fourth = pacer.ticket();
+        let fifth = pacer.ticket();
+        assert_eq!(pacer.due(fourth, t0 + ms(10)), t0 + ms(1_000));
+        assert_eq!(pacer.due(fifth, t0 + ms(10)), t0 + ms(1_001));
+        // A register the service refused does not hold its slot: the fourth goes now. (This
+        // refusal comes within a second of a cut, so it does not cut again.)
+        let second = burst[1].unwrap();
+        pacer.last_cut = Some(t0);
+        pacer.refused(second, t0 + ms(20));
+        assert_eq!(pacer.rate(), 3.0);
+        assert_eq!(pacer.due(fourth, t0 + ms(20)), t0 + ms(20));
+        pacer.went(fourth, t0 + ms(20));
+        assert_eq!(pacer.due(fifth, t0 + ms(30)), t0 + ms(1_000));
+    }
+
+    #[test]
+    fn the_window_is_stretched_by_the_slowest_round_trip_of_the_last_second() {
+        let t0 = Instant::now();
+        let mut pacer = limited(2, t0);
+        let first = send(&mut pacer, t0).unwrap();
+        let second = send(&mut pacer, t0).unwrap();
+        pacer.admitted(first, t0 + ms(3));
+        pacer.admitted(second, t0 + ms(40));
+        let third = pacer.ticket();
+        assert_eq!(pacer.due(third, t0 + ms(50)), t0 + ms(1_040));
+        // Still in the log a second after it went: the pacer's second is longer.
+        assert_eq!(pacer.due(third, t0 + ms(1_020)), t0 + ms(1_040));
+        // A round trip never stretches it by more than MAX_GUARD.
+        let mut pacer = limited(1, t0);
+        let slow = send(&mut pacer, t0).unwrap();
+        pacer.admitted(slow, t0 + Duration::from_secs(5));
+        assert_eq!(pacer.guard, MAX_GUARD);
+    }
+
+    #[test]
+    fn a_later_refusal_takes_at_least_one_off_and_never_more_than_half() {
+        let t0 = Instant::now();
+        let mut pacer = limited(200, t0);
+        (0..300).for_each(|_| {
+            pacer.ticket();
+        });
+        // 210 admitted over the last second, the limit grown past 201, then a refusal: one
+        // off, though more than that were admitted.
+        for i in 0..210 {
+            pacer.admitted(1_000 + i, t0 + ms(2 * i));
+        }
+        let grown = pacer.rate();
+        assert!(grown > 201.0 && grown < 201.5, "{grown}");
+        pacer.refused(5_000, t0 + ms(450));
+        assert_eq!(pacer.rate(), 200.0, "floor({grown}) - 1");
+        // More refusals of the same burst are the same signal.
+        pacer.refused(5_001, t0 + ms(900));
+        assert_eq!(pacer.rate(), 200.0);
+        // Nothing admitted in the last second: no more than half off.
+        pacer.refused(5_002, t0 + Duration::from_secs(10));
+        assert_eq!(pacer.rate(), 100.0);
+        // 60 admitted: down to them.
+        let at = t0 + Duration::from_secs(20);
+        for i in 0..60 {
+            pacer.admitted(6_000 + i, at);
+        }
+        pacer.refused(6_100, at + ms(1));
+        assert_eq!(pacer.rate(), 60.0);
+    }
+
+    #[test]
+    fn a_second_of_admissions_without_a_refusal_adds_half_a_percent_while_enough_wait() {
+        let t0 = Instant::now();
+        let mut pacer = limited(200, t0);
+        // 199 registers waiting: fewer than the limit lets go in a second, no probing.
+        (0..199).for_each(|_| {
+            pacer.ticket();
+        });
+        for i in 0..100 {
+            pacer.admitted(1_000 + i, t0 + ms(5 * i));
+        }
+        assert_eq!(pacer.rate(), 200.0);
+        // More waiting: each admission adds its share.
+        (0..10).for_each(|_| {
+            pacer.ticket();
+        });
+        for i in 100..300 {
+            pacer.admitted(1_000 + i, t0 + ms(5 * i));
+        }
+        let grown = pacer.rate();
+        assert!((grown - 201.0).abs() < 0.01, "{grown}");
+    }
+
+    #[test]
+    fn the_pace_stays_within_its_bounds() {
         let t0 = Instant::now();
         let options = PacerOptions {
             initial_rate: 2.0,
             min_rate: 1.0,
-            max_rate: 3.0,
+            max_rate: 30.0,
         };
         let mut pacer = Pacer::new(options);
-        for _ in 0..10 {
-            pacer.admitted(t0);
-        }
-        assert_eq!(pacer.rate(), 3.0);
         for i in 0..10 {
-            pacer.refused(t0 + Duration::from_secs(i));
+            pacer.admitted(i, t0);
+        }
+        assert_eq!(pacer.rate(), 30.0);
+        // 100 admitted in the last second, but no more than max_rate.
+        for i in 0..100 {
+            pacer.admitted(i, t0);
+        }
+        pacer.refused(200, t0);
+        assert_eq!(pacer.rate(), 30.0);
+        for i in 1..10 {
+            pacer.refused(200 + i, t0 + Duration::from_secs(2 * i));
         }
         assert_eq!(pacer.rate(), 1.0);
-        let at = t0 + Duration::from_secs(9);
-        let (first, second) = (pacer.ticket(), pacer.ticket());
-        assert!(pacer.due(second, at) >= pacer.due(first, at) + Duration::from_secs(1));
-        assert_eq!(
+        let initial = |initial_rate| {
             Pacer::new(PacerOptions {
-                initial_rate: 0.0,
+                initial_rate,
                 ..options
             })
-            .rate(),
-            1.0
-        );
+            .rate()
+        };
+        assert_eq!(initial(0.0), 1.0);
+        assert_eq!(initial(99.0), 30.0);
     }
 }
