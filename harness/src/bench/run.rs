@@ -1,12 +1,10 @@
 //! The transport's runs: provision every device (`dps bench`), or hold them all connected and
 //! read the memory (`--hold`).
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use dps_messages::{Authentication, Disconnect, ProvisioningError, Register, RegistrationRequest};
-use dps_transport_actor::{ClientOptions, TransportConfig};
+use dps_messages::{Disconnect, ProvisioningError, Register, RegistrationRequest};
+use dps_transport_actor::{ClientOptions, Fleet, FleetDevice, FleetOptions, PacerOptions};
 
 use super::probes::{cpu_seconds, peak_rss_mib, rss_mib};
 use super::report::{BenchReport, Held, Progress, percentile};
@@ -56,100 +54,60 @@ impl Provisioned {
     }
 }
 
+/// Provisions every device with the transport's [`Fleet`], `concurrency` at a time, each with its
+/// own client, transport and connection, all on one runtime thread beside their connections (a
+/// request and its answer never change threads), unpaced: the mock has no quota.
 pub(super) async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
-    let (target, config, runtime) = prepare_transport(args)?;
-    let (n, concurrency) = (args.devices, args.concurrency.max(1));
-    let (uri, scope) = (target.uri.clone(), target.id_scope.clone());
-    let credentials = target.credentials;
-    // The clients run on the runtime thread, beside their transports and connections, as the
-    // README suggests for a fleet: a request and its answer never change threads.
-    let provisioned = runtime
-        .spawn_fn(move || provision_all(n, concurrency, config, uri, scope, credentials))
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(provisioned?.report("transport", args, target.name))
-}
-
-/// Registers every device, `concurrency` at a time, each with its own client, transport and
-/// connection.
-async fn provision_all(
-    n: usize,
-    concurrency: usize,
-    config: TransportConfig,
-    uri: String,
-    scope: String,
-    credentials: Vec<Authentication>,
-) -> Result<Provisioned, String> {
-    let options = ClientOptions {
-        min_interval: Duration::ZERO,
-        ..ClientOptions::default()
+    let (target, config) = prepare_transport(args)?;
+    let devices = target
+        .credentials
+        .into_iter()
+        .enumerate()
+        .map(|(i, auth)| FleetDevice {
+            request: RegistrationRequest::new(target.id_scope.clone(), registration_id(i))
+                .with_endpoint(target.uri.clone()),
+            auth,
+        })
+        .collect();
+    let options = FleetOptions {
+        concurrency: args.concurrency.max(1),
+        runtimes: 1,
+        client: ClientOptions {
+            min_interval: Duration::ZERO,
+            ..ClientOptions::default()
+        },
+        pacing: PacerOptions::unpaced(),
     };
-    let next = Rc::new(Cell::new(0usize));
-    let credentials = Rc::new(RefCell::new(
-        credentials.into_iter().map(Some).collect::<Vec<_>>(),
-    ));
-    let samples = Rc::new(RefCell::new(Vec::with_capacity(n)));
-    let first_error = Rc::new(RefCell::new(None::<String>));
-    let progress = Progress::start(n);
+    let progress = Progress::start(args.devices);
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let (next, credentials, samples, first_error, progress) = (
-            next.clone(),
-            credentials.clone(),
-            samples.clone(),
-            first_error.clone(),
-            progress.clone(),
-        );
-        let (config, options, uri, scope) =
-            (config.clone(), options.clone(), uri.clone(), scope.clone());
-        workers.push(actix_rt::spawn(async move {
-            loop {
-                let i = next.get();
-                if i >= n {
-                    break;
-                }
-                next.set(i + 1);
-                let auth = credentials.borrow_mut()[i]
-                    .take()
-                    .expect("each credential is used once");
-                let request = RegistrationRequest::new(scope.clone(), registration_id(i))
-                    .with_endpoint(uri.clone());
-                let t0 = Instant::now();
-                let result = match setup::client(config.clone(), auth, options.clone()).await {
-                    Ok(client) => client.register(request).await,
-                    Err(e) => Err(e),
-                };
-                let ok = result.is_ok();
-                if let Err(e) = result {
-                    first_error
-                        .borrow_mut()
-                        .get_or_insert_with(|| e.to_string());
-                }
-                samples.borrow_mut().push((t0.elapsed(), ok));
-                progress.tick();
-            }
-        }));
-    }
-    for worker in workers {
-        worker.await.map_err(|e| e.to_string())?;
+    let mut run = Fleet::provision(config, devices, options).map_err(|e| e.to_string())?;
+    let mut samples = Vec::with_capacity(args.devices);
+    let mut first_error = None;
+    while let Some(outcome) = run.outcomes.recv().await {
+        if let Err(e) = &outcome.result {
+            first_error.get_or_insert_with(|| e.to_string());
+        }
+        samples.push((outcome.elapsed, outcome.result.is_ok()));
+        progress.tick();
     }
     let wall = started.elapsed();
     progress.finish();
-    Ok(Provisioned {
-        samples: samples.take(),
-        first_error: first_error.take(),
+    let provisioned = Provisioned {
+        samples,
+        first_error,
         wall,
         cpu_seconds: cpu_seconds() - cpu_before,
-    })
+    };
+    Ok(provisioned.report("transport", args, target.name))
 }
 
 /// `--hold`: every device connects and registers (its first request, answered `assigning`),
 /// `concurrency` at a time, and stays connected; the resident memory with all of them connected
 /// is read against the reading before the first. Then all disconnect.
 pub(super) async fn hold(args: &BenchArgs) -> Result<BenchReport, String> {
-    let (target, config, _) = prepare_transport(args)?;
+    let (target, config) = prepare_transport(args)?;
+    let config = config.build().map_err(|e| e.to_string())?;
     let n = args.devices;
     let before_rss_mib = rss_mib();
     let cpu_before = cpu_seconds();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use dps_messages::{Authentication, Protocol};
 use dps_mock_broker::{BrokerHandle, MockBroker, TestPki};
-use dps_transport_actor::{MqttRuntime, TransportConfig};
+use dps_transport_actor::{TransportConfig, TransportConfigBuilder};
 
 use super::{AuthArg, BenchArgs, registration_id};
 use crate::setup;
@@ -93,22 +93,17 @@ fn credentials(
         .collect()
 }
 
-/// The devices' target, and the one configuration every device's transport shares: one parsed
-/// set of trust roots, one check of the broker's certificate chain, one runtime thread.
+/// The devices' target, and the configuration every device's transport shares: one parsed set
+/// of trust roots, one check of the broker's certificate chain.
 pub(super) fn prepare_transport(
     args: &BenchArgs,
-) -> Result<(Target, TransportConfig, MqttRuntime), String> {
+) -> Result<(Target, TransportConfigBuilder), String> {
     let protocol = if args.ws {
         Protocol::MqttWs
     } else {
         Protocol::Mqtt
     };
     let target = prepare(args, protocol)?;
-    let runtime = MqttRuntime::shared().map_err(|e| e.to_string())?;
-    let config = TransportConfig::builder(protocol)
-        .ca_pem(target.ca_pem.clone())
-        .runtime(runtime.clone())
-        .build()
-        .map_err(|e| e.to_string())?;
-    Ok((target, config, runtime))
+    let config = TransportConfig::builder(protocol).ca_pem(target.ca_pem.clone());
+    Ok((target, config))
 }

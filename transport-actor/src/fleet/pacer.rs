@@ -51,6 +51,18 @@ impl Default for PacerOptions {
     }
 }
 
+impl PacerOptions {
+    /// No pace until the service refuses: every register goes at once, and a 429 still sets a
+    /// limit. For a service without a quota, such as a benchmark's.
+    pub fn unpaced() -> Self {
+        Self {
+            initial_rate: f64::INFINITY,
+            min_rate: 1.0,
+            max_rate: f64::INFINITY,
+        }
+    }
+}
+
 /// Growth per admitted register in slow start, in requests per second: at rate `r`, `r`
 /// admissions a second each add this, so the rate doubles in under a tenth of a second.
 const SLOW_START_STEP: f64 = 8.0;
@@ -491,5 +503,19 @@ mod tests {
         };
         assert_eq!(initial(0.0), 1.0);
         assert_eq!(initial(99.0), 30.0);
+    }
+
+    #[test]
+    fn unpaced_every_ticket_is_due_at_once_until_a_refusal() {
+        let t0 = Instant::now();
+        let mut pacer = Pacer::new(PacerOptions::unpaced());
+        for i in 0..1_000 {
+            assert_eq!(send(&mut pacer, t0), Some(i));
+            pacer.admitted(i, t0);
+        }
+        pacer.refused(1_000, t0 + ms(1));
+        assert_eq!(pacer.rate(), 1_000.0);
+        let next = pacer.ticket();
+        assert!(pacer.due(next, t0 + ms(2)) > t0 + ms(2));
     }
 }
