@@ -98,11 +98,14 @@ pub(crate) struct Pacer {
     base_ticket: u64,
     base_time: Option<Instant>,
     /// The registers sent within the last window (and guard) that the service has not
-    /// refused: the pacer's copy of the service's count.
+    /// refused: the pacer's copy of the service's count. Pruned as registers go, so it holds
+    /// at most a window's worth.
     sent: VecDeque<(u64, Instant)>,
-    /// When registers were admitted in the last window, and their round trips: what a 429
-    /// says the quota is.
-    admitted_at: VecDeque<(Instant, Duration)>,
+    /// When registers were admitted in the last window: what a 429 says the quota is.
+    admitted_at: VecDeque<Instant>,
+    /// The round trips of the last window that no later one exceeds, slowest first: the
+    /// front is the slowest of the window, kept without a scan of the whole window.
+    slowest: VecDeque<(Instant, Duration)>,
     /// How much longer than the service's the pacer's window is: the slowest round trip of
     /// the last window. The service counts a register when it arrives, the pacer when it
     /// goes; a slot the pacer frees is free at the service once a register sent then cannot
@@ -127,6 +130,7 @@ impl Pacer {
             base_time: None,
             sent: VecDeque::new(),
             admitted_at: VecDeque::new(),
+            slowest: VecDeque::new(),
             guard: Duration::ZERO,
         }
     }
@@ -183,6 +187,7 @@ impl Pacer {
     pub(crate) fn went(&mut self, ticket: u64, now: Instant) {
         self.granted = self.granted.max(ticket + 1);
         self.sent.push_back((ticket, now));
+        forget_before(&mut self.sent, now, WINDOW + self.guard, |(_, at)| *at);
     }
 
     /// Moves slow start's base to the next ticket not yet granted, before the rate changes.
@@ -194,12 +199,19 @@ impl Pacer {
 
     /// `ticket`'s register was admitted (answered anything but 429) at `now`.
     pub(crate) fn admitted(&mut self, ticket: u64, now: Instant) {
+        // From the back: the registers answered are the recent ones.
         let round_trip = self
             .sent
             .iter()
+            .rev()
             .find(|(t, _)| *t == ticket)
             .map_or(Duration::ZERO, |(_, at)| now.duration_since(*at));
-        self.admitted_at.push_back((now, round_trip.min(MAX_GUARD)));
+        let round_trip = round_trip.min(MAX_GUARD);
+        self.admitted_at.push_back(now);
+        while self.slowest.back().is_some_and(|(_, rt)| *rt <= round_trip) {
+            self.slowest.pop_back();
+        }
+        self.slowest.push_back((now, round_trip));
         self.forget_admitted(now);
         let waiting = self.waiting() as f64;
         match &mut self.limit {
@@ -224,7 +236,7 @@ impl Pacer {
     /// `ticket`'s register was refused with 429 at `now`.
     pub(crate) fn refused(&mut self, ticket: u64, now: Instant) {
         // The service did not count it: its slot is free.
-        if let Some(i) = self.sent.iter().position(|(t, _)| *t == ticket) {
+        if let Some(i) = self.sent.iter().rposition(|(t, _)| *t == ticket) {
             self.sent.remove(i);
         }
         if self
@@ -259,13 +271,9 @@ impl Pacer {
 
     /// Forgets admissions older than a window, and sets the guard from those left.
     fn forget_admitted(&mut self, now: Instant) {
-        forget_before(&mut self.admitted_at, now, WINDOW, |(at, _)| *at);
-        self.guard = self
-            .admitted_at
-            .iter()
-            .map(|(_, round_trip)| *round_trip)
-            .max()
-            .unwrap_or_default();
+        forget_before(&mut self.admitted_at, now, WINDOW, |at| *at);
+        forget_before(&mut self.slowest, now, WINDOW, |(at, _)| *at);
+        self.guard = self.slowest.front().map_or(Duration::ZERO, |(_, rt)| *rt);
     }
 }
 
@@ -410,6 +418,13 @@ mod tests {
         assert_eq!(pacer.due(third, t0 + ms(50)), t0 + ms(1_040));
         // Still in the log a second after it went: the pacer's second is longer.
         assert_eq!(pacer.due(third, t0 + ms(1_020)), t0 + ms(1_040));
+        // The slowest leaves with its second: then the next slowest of those left counts.
+        let mut pacer = limited(10, t0);
+        for (went, answered) in [(0, 3), (0, 40), (100, 110), (1_040, 1_045)] {
+            let ticket = send(&mut pacer, t0 + ms(went)).unwrap();
+            pacer.admitted(ticket, t0 + ms(answered));
+        }
+        assert_eq!(pacer.guard, ms(10), "the third's 10 ms; the second's 40 ms left");
         // A round trip never stretches it by more than MAX_GUARD.
         let mut pacer = limited(1, t0);
         let slow = send(&mut pacer, t0).unwrap();
@@ -503,6 +518,19 @@ mod tests {
         };
         assert_eq!(initial(0.0), 1.0);
         assert_eq!(initial(99.0), 30.0);
+    }
+
+    #[test]
+    fn the_log_of_sent_registers_holds_a_window_at_most() {
+        let t0 = Instant::now();
+        let mut pacer = Pacer::new(PacerOptions::unpaced());
+        for i in 0..5_000 {
+            let at = t0 + ms(i);
+            pacer.went(i, at);
+            pacer.admitted(i, at);
+        }
+        assert_eq!(pacer.sent.len(), 1_000);
+        assert_eq!(pacer.admitted_at.len(), 1_000);
     }
 
     #[test]
