@@ -31,6 +31,7 @@ use tokio::time::sleep_until;
 
 pub use self::certificate::{CertificateOptions, CsrPolicy, Provisioned};
 use self::registration::{Registration, Request, Step};
+use crate::fleet::FleetPace;
 use crate::rng::Rng;
 
 /// How a [`ProvisioningClient`] paces and bounds a registration.
@@ -164,6 +165,8 @@ pub struct ProvisioningClient {
     options: ClientOptions,
     /// The running registration's cancel switch; `Some` while one runs.
     running: Arc<Mutex<Option<oneshot::Sender<()>>>>,
+    /// The fleet's pace its requests go through, for a client of a [`Fleet`](crate::Fleet).
+    pace: Option<FleetPace>,
 }
 
 /// The running registration's claim on the client. Dropped, it frees the client for the next
@@ -201,6 +204,15 @@ impl ProvisioningClient {
             transport: transport.into(),
             options,
             running: Arc::new(Mutex::new(None)),
+            pace: None,
+        }
+    }
+
+    /// The same client, its registers waiting for `pace`'s turn and its answers counted.
+    pub(crate) fn paced(self, pace: FleetPace) -> Self {
+        Self {
+            pace: Some(pace),
+            ..self
         }
     }
 
@@ -323,17 +335,34 @@ impl ProvisioningClient {
     /// Sends a register or a poll and waits for its answer.
     async fn send(&self, request: &RegistrationRequest, what: Request) -> RequestResult {
         let request = request.clone();
-        let sent = match what {
-            Request::Register => self.transport.register.send(Register { request }).await,
+        match what {
+            Request::Register => {
+                let register = &self.transport.register;
+                let send = || async move {
+                    let sent = register.send(Register { request }).await;
+                    sent.unwrap_or_else(|e| Err(e.into()))
+                };
+                match &self.pace {
+                    Some(pace) => pace.register(send).await,
+                    None => send().await,
+                }
+            }
             Request::Poll { operation_id } => {
+                let query_status = &self.transport.query_status;
                 let poll = QueryStatus {
                     request,
                     operation_id,
                 };
-                self.transport.query_status.send(poll).await
+                let send = || async move {
+                    let sent = query_status.send(poll).await;
+                    sent.unwrap_or_else(|e| Err(e.into()))
+                };
+                match &self.pace {
+                    Some(pace) => pace.poll(send).await,
+                    None => send().await,
+                }
             }
-        };
-        sent.unwrap_or_else(|e| Err(e.into()))
+        }
     }
 
     /// Disconnects (SRS 18_055: cancelling whatever is in flight), waiting at most `grace`

@@ -5,8 +5,12 @@
 //! minute per unit), not by this crate. [`Fleet::provision`] spreads the devices over several
 //! MQTT runtime threads, provisions a bounded number at once, each with its own transport and
 //! [`ProvisioningClient`], and spaces the registrations of all of them with one adaptive pace
-//! ([`pacer`]) that settles just under the quota. Each device's outcome comes back as soon as
-//! it is known, and [`FleetProgress`] counts as it goes.
+//! ([`pacer`]) that learns the quota and keeps to it. Each client passes its requests through
+//! the fleet's pace (`pace.rs`) on their way to its transport, so a register waiting for its
+//! turn is part of the client's request and ends with it. Each device's outcome comes back as
+//! soon as it is known, and [`FleetProgress`] counts as it goes. Read the outcomes on the
+//! fleet's runtime thread (with one runtime, [`MqttRuntime::spawn_fn`]) and no outcome wakes
+//! another thread; `dps bench` does.
 //!
 //! ```no_run
 //! # use dps_transport_actor::{Fleet, FleetDevice, FleetOptions, TransportConfig};
@@ -20,29 +24,25 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod pace;
 pub mod pacer;
 
-use std::cell::Cell;
 use std::collections::VecDeque;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Context, Handler, ResponseFuture};
-use dps_messages::commands::RequestResult;
-use dps_messages::outcome::RETRY_STATUS;
+use actix::Actor;
 use dps_messages::{
-    Authentication, Disconnect, ProvisioningError, QueryStatus, Register, RegistrationRequest,
-    RegistrationResult, SetAuthentication,
+    Authentication, ProvisioningError, RegistrationRequest, RegistrationResult, SetAuthentication,
 };
 use tokio::sync::mpsc;
 
-use self::pacer::Pacer;
+pub(crate) use self::pace::FleetPace;
 pub use self::pacer::PacerOptions;
 use crate::{
     ClientOptions, MqttRuntime, ProvisioningClient, ProvisioningTransportActor, TransportConfig,
-    TransportConfigBuilder, TransportRecipients,
+    TransportConfigBuilder,
 };
 
 /// One device of a fleet: what to register, and its credential.
@@ -177,11 +177,10 @@ impl Fleet {
         let runtimes = runtimes(options.runtimes, devices.len())?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(devices.into()),
-            pacer: Mutex::new(Pacer::new(options.pacing)),
+            pace: FleetPace::new(options.pacing, progress.clone()),
             progress: progress.clone(),
             client: options.client.clone(),
         });
-        shared.pacer(|_| ());
         let workers = options.concurrency.max(1);
         for (i, runtime) in runtimes.iter().enumerate() {
             let config = config.clone().runtime(runtime.clone()).build()?;
@@ -216,7 +215,7 @@ fn runtimes(wanted: usize, devices: usize) -> Result<Vec<MqttRuntime>, Provision
 /// What every worker of a fleet shares.
 struct Shared {
     queue: Mutex<VecDeque<FleetDevice>>,
-    pacer: Mutex<Pacer>,
+    pace: FleetPace,
     progress: FleetProgress,
     client: ClientOptions,
 }
@@ -227,15 +226,6 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop_front()
-    }
-
-    /// Runs `f` on the pace, and publishes the rate it leaves, under one lock.
-    fn pacer<T>(&self, f: impl FnOnce(&mut Pacer) -> T) -> T {
-        let mut pacer = self.pacer.lock().unwrap_or_else(PoisonError::into_inner);
-        let result = f(&mut pacer);
-        let rate = pacer.rate().to_bits();
-        self.progress.0.rate.store(rate, Ordering::Relaxed);
-        result
     }
 }
 
@@ -269,114 +259,8 @@ async fn provision_one(
 ) -> Result<RegistrationResult, ProvisioningError> {
     let transport = ProvisioningTransportActor::new(config.clone()).start();
     transport.send(SetAuthentication(device.auth)).await?;
-    let paced = Paced {
-        transport,
-        shared: shared.clone(),
-        disconnects: Rc::default(),
-    }
-    .start();
-    let recipients = TransportRecipients::new(
-        paced.clone().recipient(),
-        paced.clone().recipient(),
-        paced.recipient(),
-    );
-    ProvisioningClient::new(recipients, shared.client.clone())
+    ProvisioningClient::new(transport, shared.client.clone())
+        .paced(shared.pace.clone())
         .register(device.request)
         .await
-}
-
-/// How often a waiting register asks the pace again.
-const RECHECK: Duration = Duration::from_millis(50);
-
-/// Between a device's client and its transport: registers wait for the fleet's pace, and every
-/// answer tells the pace (and the counts) what the service said.
-struct Paced {
-    transport: Addr<ProvisioningTransportActor>,
-    shared: Arc<Shared>,
-    /// Counts the client's disconnects: a register still waiting for its turn when the client
-    /// disconnected (its deadline passed, or it was dropped) is not sent after all.
-    disconnects: Rc<Cell<u64>>,
-}
-
-impl Actor for Paced {
-    type Context = Context<Self>;
-}
-
-/// Whether an answer is the service refusing for now (429; 5xx are the service failing).
-fn refused(answer: &RequestResult) -> bool {
-    answer
-        .as_ref()
-        .is_ok_and(|response| response.status_code == RETRY_STATUS)
-}
-
-impl Handler<Register> for Paced {
-    type Result = ResponseFuture<RequestResult>;
-
-    fn handle(&mut self, register: Register, _: &mut Context<Self>) -> Self::Result {
-        let (transport, shared) = (self.transport.clone(), self.shared.clone());
-        let disconnects = self.disconnects.clone();
-        let seen = disconnects.get();
-        Box::pin(async move {
-            // Wait for this register's turn, asking again now and then: the pace may change
-            // while it waits, and the client may give up.
-            let ticket = shared.pacer(Pacer::ticket);
-            loop {
-                if disconnects.get() != seen {
-                    return Err(ProvisioningError::OperationCancelled);
-                }
-                let now = Instant::now();
-                let due = shared.pacer(|pacer| pacer.due(ticket, now));
-                if due <= now {
-                    shared.pacer(|pacer| pacer.went(ticket, now));
-                    break;
-                }
-                tokio::time::sleep_until(due.min(now + RECHECK).into()).await;
-            }
-            FleetProgress::add(&shared.progress.0.registers);
-            let answer = transport
-                .send(register)
-                .await
-                .unwrap_or_else(|e| Err(e.into()));
-            match &answer {
-                answer if refused(answer) => {
-                    FleetProgress::add(&shared.progress.0.refused);
-                    shared.pacer(|pacer| pacer.refused(ticket, Instant::now()));
-                }
-                Ok(_) => shared.pacer(|pacer| pacer.admitted(ticket, Instant::now())),
-                Err(_) => {}
-            }
-            answer
-        })
-    }
-}
-
-impl Handler<QueryStatus> for Paced {
-    type Result = ResponseFuture<RequestResult>;
-
-    fn handle(&mut self, poll: QueryStatus, _: &mut Context<Self>) -> Self::Result {
-        let (transport, shared) = (self.transport.clone(), self.shared.clone());
-        Box::pin(async move {
-            FleetProgress::add(&shared.progress.0.polls);
-            let answer = transport.send(poll).await.unwrap_or_else(|e| Err(e.into()));
-            if refused(&answer) {
-                FleetProgress::add(&shared.progress.0.refused);
-            }
-            answer
-        })
-    }
-}
-
-impl Handler<Disconnect> for Paced {
-    type Result = ResponseFuture<Result<(), ProvisioningError>>;
-
-    fn handle(&mut self, disconnect: Disconnect, _: &mut Context<Self>) -> Self::Result {
-        self.disconnects.set(self.disconnects.get() + 1);
-        let transport = self.transport.clone();
-        Box::pin(async move {
-            transport
-                .send(disconnect)
-                .await
-                .unwrap_or_else(|e| Err(e.into()))
-        })
-    }
 }

@@ -424,7 +424,11 @@ mod tests {
             let ticket = send(&mut pacer, t0 + ms(went)).unwrap();
             pacer.admitted(ticket, t0 + ms(answered));
         }
-        assert_eq!(pacer.guard, ms(10), "the third's 10 ms; the second's 40 ms left");
+        assert_eq!(
+            pacer.guard,
+            ms(10),
+            "the third's 10 ms; the second's 40 ms left"
+        );
         // A round trip never stretches it by more than MAX_GUARD.
         let mut pacer = limited(1, t0);
         let slow = send(&mut pacer, t0).unwrap();
