@@ -61,16 +61,17 @@ impl Provisioned {
 /// request and its answer never change threads), unpaced: the mock has no quota.
 pub(super) async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
     let (target, config) = prepare_transport(args)?;
+    // Each device's request is made when a worker takes it, not all up front.
+    let (scope, uri) = (target.id_scope.clone(), target.uri.clone());
     let devices = target
         .credentials
         .into_iter()
         .enumerate()
-        .map(|(i, auth)| FleetDevice {
-            request: RegistrationRequest::new(target.id_scope.clone(), registration_id(i))
-                .with_endpoint(target.uri.clone()),
+        .map(move |(i, auth)| FleetDevice {
+            request: RegistrationRequest::new(scope.clone(), registration_id(i))
+                .with_endpoint(uri.clone()),
             auth,
-        })
-        .collect();
+        });
     let options = FleetOptions {
         concurrency: args.concurrency.max(1),
         runtimes: 1,

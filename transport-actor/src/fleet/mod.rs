@@ -27,7 +27,6 @@
 pub(crate) mod pace;
 pub mod pacer;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -163,20 +162,26 @@ impl Fleet {
     /// Starts provisioning `devices` with transports built from `config` (one configuration per
     /// runtime thread, so the runtime set on `config` is replaced), as `options` says. Returns
     /// at once; the outcomes come on [`FleetRun::outcomes`].
-    pub fn provision(
+    ///
+    /// A device is taken from `devices` when a worker is free for it: a `Vec` will do, and an
+    /// iterator that builds each device as it is taken keeps only the devices in flight.
+    pub fn provision<D>(
         config: TransportConfigBuilder,
-        devices: Vec<FleetDevice>,
+        devices: D,
         options: FleetOptions,
-    ) -> Result<FleetRun, ProvisioningError> {
+    ) -> Result<FleetRun, ProvisioningError>
+    where
+        D: IntoIterator<Item = FleetDevice>,
+        D::IntoIter: ExactSizeIterator + Send + 'static,
+    {
+        let devices = devices.into_iter();
+        let count = devices.len();
         let progress = FleetProgress::default();
-        progress
-            .0
-            .total
-            .store(devices.len() as u64, Ordering::Relaxed);
+        progress.0.total.store(count as u64, Ordering::Relaxed);
         let (results, outcomes) = mpsc::unbounded_channel();
-        let runtimes = runtimes(options.runtimes, devices.len())?;
+        let runtimes = runtimes(options.runtimes, count)?;
         let shared = Arc::new(Shared {
-            queue: Mutex::new(devices.into()),
+            queue: Mutex::new(Box::new(devices)),
             pace: FleetPace::new(options.pacing, progress.clone()),
             progress: progress.clone(),
             client: options.client.clone(),
@@ -214,7 +219,8 @@ fn runtimes(wanted: usize, devices: usize) -> Result<Vec<MqttRuntime>, Provision
 
 /// What every worker of a fleet shares.
 struct Shared {
-    queue: Mutex<VecDeque<FleetDevice>>,
+    /// The devices not yet taken.
+    queue: Mutex<Box<dyn Iterator<Item = FleetDevice> + Send>>,
     pace: FleetPace,
     progress: FleetProgress,
     client: ClientOptions,
@@ -225,7 +231,7 @@ impl Shared {
         self.queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .pop_front()
+            .next()
     }
 }
 
