@@ -196,7 +196,22 @@ fn parse_json(text: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
 }
 
+/// Makes glibc's allocator keep one arena instead of one per thread. `dps` runs an actix thread
+/// and MQTT runtime threads; with an arena each, memory freed on one thread sits unused while
+/// another grows its own. `dps bench` at 1,000 devices, concurrency 50: peak RSS 15.6-15.9 MiB
+/// with arenas per thread, 14.8 MiB with one, the same CPU. (Set `MALLOC_ARENA_MAX=1` in the
+/// environment for the same in a program of your own.)
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` changes a setting of the allocator; it is called before any thread of
+    // ours starts, and glibc takes its own lock for it.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn main() -> ExitCode {
+    one_malloc_arena();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
