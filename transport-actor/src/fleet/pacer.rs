@@ -17,8 +17,9 @@
 //! * **the window is a little longer than the service's**: the service counts a register when
 //!   it arrives, the pacer when it goes, so the pacer's second is stretched by the slowest round
 //!   trip of the last second. A slot the pacer frees is then free at the service too.
-//! * **after that**: each second without a refusal adds half a percent to the limit, probing
-//!   for room while more registers wait than the limit lets go in a second; a later 429 sets it to what was admitted over the last second, at least one
+//! * **after that**: each second without a refusal adds half a percent to the limit (and at
+//!   least one register), probing for room while more registers wait than the limit lets go
+//!   in a second; a later 429 sets it to what was admitted over the last second, at least one
 //!   less than before and never less than half, at most once a second (one burst of refusals
 //!   is one signal).
 //!
@@ -225,8 +226,9 @@ impl Pacer {
             // going), more room would go unused.
             Some(limit) if waiting >= *limit => {
                 // `limit` registers a second, each adding this: GENTLE_GROWTH of the floor a
-                // second.
-                let step = GENTLE_GROWTH * self.floor_after_cut / *limit;
+                // second, and at least one register a second, so a limit cut deep (a quota
+                // counted over a longer window than a second) comes back in seconds.
+                let step = (GENTLE_GROWTH * self.floor_after_cut).max(1.0) / *limit;
                 *limit = (*limit + step).min(self.options.max_rate);
             }
             Some(_) => {}
@@ -488,6 +490,20 @@ mod tests {
         }
         let grown = pacer.rate();
         assert!((grown - 201.0).abs() < 0.01, "{grown}");
+    }
+
+    #[test]
+    fn a_limit_cut_deep_grows_by_at_least_one_a_second() {
+        let t0 = Instant::now();
+        let mut pacer = limited(6, t0);
+        (0..100).for_each(|_| {
+            pacer.ticket();
+        });
+        // Six admissions, a second's worth at 6 a second: one more.
+        for i in 0..6 {
+            pacer.admitted(1_000 + i, t0 + ms(150 * i));
+        }
+        assert!((pacer.rate() - 7.0).abs() < 0.1, "{}", pacer.rate());
     }
 
     #[test]
