@@ -397,6 +397,9 @@ mod tests {
         let fifth = pacer.ticket();
         assert_eq!(pacer.due(fourth, t0 + ms(10)), t0 + ms(1_000));
         assert_eq!(pacer.due(fifth, t0 + ms(10)), t0 + ms(1_001));
+        // The seventh needs a slot the fourth will hold: a window from now at least.
+        let seventh = (0..2).map(|_| pacer.ticket()).last().unwrap();
+        assert_eq!(pacer.due(seventh, t0 + ms(10)), t0 + ms(1_010));
         // A register the service refused does not hold its slot: the fourth goes now. (This
         // refusal comes within a second of a cut, so it does not cut again.)
         let second = burst[1].unwrap();
@@ -420,6 +423,8 @@ mod tests {
         assert_eq!(pacer.due(third, t0 + ms(50)), t0 + ms(1_040));
         // Still in the log a second after it went: the pacer's second is longer.
         assert_eq!(pacer.due(third, t0 + ms(1_020)), t0 + ms(1_040));
+        pacer.went(third, t0 + ms(1_020));
+        assert_eq!(pacer.sent.len(), 3, "the first two kept for their guard");
         // The slowest leaves with its second: then the next slowest of those left counts.
         let mut pacer = limited(10, t0);
         for (went, answered) in [(0, 3), (0, 40), (100, 110), (1_040, 1_045)] {
@@ -457,8 +462,9 @@ mod tests {
         // More refusals of the same burst are the same signal.
         pacer.refused(5_001, t0 + ms(900));
         assert_eq!(pacer.rate(), 200.0);
-        // Nothing admitted in the last second: no more than half off.
-        pacer.refused(5_002, t0 + Duration::from_secs(10));
+        // Exactly a second after the cut, a refusal is a new signal; with nothing admitted in
+        // the last second, no more than half off.
+        pacer.refused(5_002, t0 + ms(1_450));
         assert_eq!(pacer.rate(), 100.0);
         // 60 admitted: down to them.
         let at = t0 + Duration::from_secs(20);

@@ -103,11 +103,7 @@ impl Looking<'_> {
         })
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)));
-        let addrs: Rc<[SocketAddr]> = match found {
-            Ok(addrs) if addrs.is_empty() => return Err(ConnectError::NoRecords),
-            Ok(addrs) => addrs.into(),
-            Err(e) => return Err(ConnectError::Resolver(e)),
-        };
+        let addrs = answer(found)?;
         NAMES.with_borrow_mut(|names| {
             let since = Instant::now();
             let known = Entry::Known {
@@ -117,6 +113,15 @@ impl Looking<'_> {
             names.insert(self.key.clone(), known);
         });
         Ok(addrs)
+    }
+}
+
+/// What a lookup's answer means for a connection: addresses, or ntex's errors for none.
+fn answer(found: io::Result<Vec<SocketAddr>>) -> Result<Rc<[SocketAddr]>, ConnectError> {
+    match found {
+        Ok(addrs) if addrs.is_empty() => Err(ConnectError::NoRecords),
+        Ok(addrs) => Ok(addrs.into()),
+        Err(e) => Err(ConnectError::Resolver(e)),
     }
 }
 
@@ -191,6 +196,37 @@ mod tests {
             assert!(!Rc::ptr_eq(&first, &again), "looked up again");
             assert_eq!(first, again);
         });
+    }
+
+    #[test]
+    fn no_address_is_no_records_and_a_failure_is_the_resolver_s() {
+        assert!(matches!(answer(Ok(vec![])), Err(ConnectError::NoRecords)));
+        let failed = answer(Err(io::Error::other("no such name")));
+        assert!(
+            matches!(failed, Err(ConnectError::Resolver(e)) if e.to_string() == "no such name")
+        );
+        let one = SocketAddr::from(([127, 0, 0, 1], 1));
+        assert_eq!(&*answer(Ok(vec![one])).unwrap(), [one]);
+    }
+
+    #[test]
+    fn a_lookup_older_than_keep_for_is_made_again() {
+        let Some(old) = Instant::now().checked_sub(KEEP_FOR + Duration::from_secs(1)) else {
+            return; // a machine up for less than half a minute
+        };
+        let stale: Rc<[SocketAddr]> = vec![SocketAddr::from(([192, 0, 2, 1], 4433))].into();
+        NAMES.with_borrow_mut(|names| {
+            let entry = Entry::Known {
+                addrs: stale.clone(),
+                since: old,
+            };
+            names.insert(("localhost".into(), 4433), entry)
+        });
+        let fresh = block_on(lookup("localhost", 4433)).unwrap();
+        assert!(
+            fresh.iter().all(|addr| addr.ip().is_loopback()),
+            "{fresh:?}"
+        );
     }
 
     #[test]
