@@ -6,7 +6,6 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::*;
 use dps_messages::{
@@ -15,16 +14,6 @@ use dps_messages::{
 use dps_mock_broker::script::{ChainFault, DeviceScript, Step};
 use dps_mock_broker::{IssuingCa, Script};
 use dps_transport_actor::{CertificateOptions, ClientOptions, CsrPolicy, ProvisioningClient};
-
-fn fast() -> ClientOptions {
-    ClientOptions {
-        min_interval: Duration::ZERO,
-        max_interval: Duration::from_millis(50),
-        deadline: LONG,
-        jitter: false,
-        ..ClientOptions::default()
-    }
-}
 
 /// A broker issuing certificates, following `script`.
 fn issuing(script: Script) -> Fixture {
@@ -47,15 +36,6 @@ async fn client(
     ProvisioningClient::new(transport, options)
 }
 
-fn steps(id: &str, steps: impl IntoIterator<Item = Step>) -> Script {
-    Script::new().device(
-        id,
-        steps
-            .into_iter()
-            .fold(DeviceScript::new(), DeviceScript::request),
-    )
-}
-
 fn temp(name: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("dps-cert-{name}-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&path);
@@ -66,7 +46,7 @@ fn temp(name: &str) -> PathBuf {
 async fn a_device_is_issued_a_certificate_and_provisions_again_with_it() {
     let f = issuing(Script::new());
     for (protocol, id) in [(Protocol::Mqtt, "cert-mqtt"), (Protocol::MqttWs, "cert-ws")] {
-        let provisioned = client(&f, protocol, id, fast())
+        let provisioned = client(&f, protocol, id, fast_within(LONG))
             .await
             .register_with_certificate(f.request(protocol, id), &CertificateOptions::default())
             .await
@@ -95,7 +75,7 @@ async fn a_device_is_issued_a_certificate_and_provisions_again_with_it() {
         let transport = f
             .transport_with(f.config(protocol), issued.identity().clone().into())
             .await;
-        let again = ProvisioningClient::new(transport, fast())
+        let again = ProvisioningClient::new(transport, fast_within(LONG))
             .register(f.request(protocol, id))
             .await
             .unwrap();
@@ -116,7 +96,7 @@ async fn a_refused_csr_is_the_error_when_required_and_retried_without_it_if_offe
         error_code: Some(400_209),
     };
     let f = issuing(steps("refused", [refuse(), refuse()]));
-    let error = client(&f, Protocol::Mqtt, "refused", fast())
+    let error = client(&f, Protocol::Mqtt, "refused", fast_within(LONG))
         .await
         .register_with_certificate(
             f.request(Protocol::Mqtt, "refused"),
@@ -131,7 +111,7 @@ async fn a_refused_csr_is_the_error_when_required_and_retried_without_it_if_offe
         policy: CsrPolicy::IfOffered,
         ..CertificateOptions::default()
     };
-    let provisioned = client(&f, Protocol::MqttWs, "refused", fast())
+    let provisioned = client(&f, Protocol::MqttWs, "refused", fast_within(LONG))
         .await
         .register_with_certificate(f.request(Protocol::MqttWs, "refused"), &if_offered)
         .await
@@ -166,7 +146,7 @@ async fn a_missing_chain_is_an_error_when_required_and_no_identity_if_offered() 
     let path = temp("nochain");
     let options = ClientOptions {
         cache_file: Some(path.clone()),
-        ..fast()
+        ..fast_within(LONG)
     };
     let error = client(&f, Protocol::Mqtt, "nochain", options.clone())
         .await
@@ -219,7 +199,7 @@ async fn a_spoiled_chain_is_refused_by_the_check_it_fails_and_not_cached() {
         let path = temp(id);
         let options = ClientOptions {
             cache_file: Some(path.clone()),
-            ..fast()
+            ..fast_within(LONG)
         };
         let protocol = if id.len() % 2 == 0 {
             Protocol::Mqtt
@@ -255,7 +235,7 @@ async fn a_csr_with_an_api_version_too_old_is_refused_before_connecting() {
     let request = f
         .request(Protocol::Mqtt, "old")
         .with_api_version(ApiVersion::V2021_06_01);
-    let error = client(&f, Protocol::Mqtt, "old", fast())
+    let error = client(&f, Protocol::Mqtt, "old", fast_within(LONG))
         .await
         .register_with_certificate(request, &CertificateOptions::default())
         .await
@@ -286,7 +266,7 @@ async fn a_cached_certificate_is_kept_outside_its_renewal_window_and_renewed_ins
     let path = temp("renew");
     let options = ClientOptions {
         cache_file: Some(path.clone()),
-        ..fast()
+        ..fast_within(LONG)
     };
     let provision = |window: f64| {
         let options = options.clone();
@@ -340,7 +320,7 @@ async fn a_corrupt_cache_is_set_aside_and_never_trusted() {
     let path = temp("corrupt");
     let options = ClientOptions {
         cache_file: Some(path.clone()),
-        ..fast()
+        ..fast_within(LONG)
     };
     // Half a file, as a crash in an older version's plain write could leave.
     std::fs::write(&path, r#"{"id_scope": "0ne0000"#).unwrap();

@@ -35,15 +35,6 @@ fn registers(f: &Fixture) -> Vec<bool> {
         .collect()
 }
 
-fn steps(id: &str, steps: impl IntoIterator<Item = Step>) -> Script {
-    Script::new().device(
-        id,
-        steps
-            .into_iter()
-            .fold(DeviceScript::new(), DeviceScript::request),
-    )
-}
-
 #[actix_rt::test]
 async fn assigned_ends_with_the_result_and_disconnects() {
     let f = Fixture::start(Script::new());

@@ -9,17 +9,7 @@ use std::time::Duration;
 use common::*;
 use dps_messages::{Protocol, ProvisioningError, Stage, TransportErrorKind};
 use dps_mock_broker::{MockBroker, Script};
-use dps_transport_actor::{ClientOptions, ProvisioningClient};
-
-fn fast(deadline: Duration) -> ClientOptions {
-    ClientOptions {
-        min_interval: Duration::ZERO,
-        max_interval: Duration::from_millis(50),
-        deadline,
-        jitter: false,
-        ..ClientOptions::default()
-    }
-}
+use dps_transport_actor::ProvisioningClient;
 
 /// Accepts `n` connections on `listener` and resets each at once (RST), as a port whose
 /// service has not started behind a load balancer does; returns when all `n` came.
@@ -57,7 +47,7 @@ async fn a_service_that_comes_up_late_is_reached_within_the_deadline() {
             .unwrap();
         addr
     };
-    let client = ProvisioningClient::new(transport, fast(LONG));
+    let client = ProvisioningClient::new(transport, fast_within(LONG));
     let request = dps_messages::RegistrationRequest::new(SCOPE, "sas-dev")
         .with_endpoint(format!("mqtts://localhost:{}", addr.port()));
     let registration = actix_rt::spawn(async move { client.register(request).await });
@@ -88,7 +78,7 @@ async fn a_service_never_reached_times_out_with_the_last_cause_and_the_attempts(
     };
     let f = Fixture::start(Script::new());
     let transport = f.transport_with(f.config(Protocol::Mqtt), sas(KEY)).await;
-    let client = ProvisioningClient::new(transport, fast(Duration::from_millis(600)));
+    let client = ProvisioningClient::new(transport, fast_within(Duration::from_millis(600)));
     let request = dps_messages::RegistrationRequest::new(SCOPE, "sas-dev")
         .with_endpoint(format!("mqtts://127.0.0.1:{}", closed.port()));
     let error = client.register(request).await.unwrap_err();
@@ -116,7 +106,7 @@ async fn a_refused_credential_is_not_retried() {
     let f = Fixture::start(Script::new());
     let wrong = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     let transport = f.transport_with(f.config(Protocol::Mqtt), sas(wrong)).await;
-    let client = ProvisioningClient::new(transport, fast(LONG));
+    let client = ProvisioningClient::new(transport, fast_within(LONG));
     let error = client
         .register(f.request(Protocol::Mqtt, "sas-dev"))
         .await
@@ -138,7 +128,7 @@ async fn an_extra_ca_beside_the_public_roots_is_trusted_and_a_refusal_names_the_
             .build()
             .unwrap();
         let transport = f.transport_with(public, sas(KEY)).await;
-        let error = ProvisioningClient::new(transport, fast(LONG))
+        let error = ProvisioningClient::new(transport, fast_within(LONG))
             .register(f.request(protocol, "sas-dev"))
             .await
             .unwrap_err();
@@ -152,7 +142,7 @@ async fn an_extra_ca_beside_the_public_roots_is_trusted_and_a_refusal_names_the_
         let roots = TrustRoots::public_web().with_extra_pem(f.broker.ca_pem().unwrap());
         let config = f.builder(protocol).trust(roots).build().unwrap();
         let transport = f.transport_with(config, sas(KEY)).await;
-        let result = ProvisioningClient::new(transport, fast(LONG))
+        let result = ProvisioningClient::new(transport, fast_within(LONG))
             .register(f.request(protocol, "sas-dev"))
             .await
             .unwrap();

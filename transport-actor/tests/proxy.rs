@@ -10,19 +10,9 @@ use common::*;
 use dps_messages::{Protocol, ProvisioningError, ProxyErrorKind, RegistrationStatus, Stage};
 use dps_mock_broker::Script;
 use dps_mock_broker::proxy::{ProxyMode, TestProxy};
-use dps_transport_actor::{ClientOptions, ProvisioningClient, ProxyConfig};
+use dps_transport_actor::{ProvisioningClient, ProxyConfig};
 
 const BOTH: [Protocol; 2] = [Protocol::Mqtt, Protocol::MqttWs];
-
-fn fast(deadline: Duration) -> ClientOptions {
-    ClientOptions {
-        min_interval: Duration::ZERO,
-        max_interval: Duration::from_millis(50),
-        deadline,
-        jitter: false,
-        ..ClientOptions::default()
-    }
-}
 
 /// Registers `sas-dev` over `protocol` through the proxy at `url`.
 async fn register_via(
@@ -37,7 +27,7 @@ async fn register_via(
         .build()
         .unwrap();
     let transport = f.transport_with(config, sas(KEY)).await;
-    ProvisioningClient::new(transport, fast(deadline))
+    ProvisioningClient::new(transport, fast_within(deadline))
         .register(f.request(protocol, "sas-dev"))
         .await
 }
@@ -186,7 +176,7 @@ async fn a_silent_proxy_is_bounded_by_the_connect_deadline_and_named() {
         .unwrap();
     let transport = f.transport_with(config, sas(KEY)).await;
     let started = std::time::Instant::now();
-    let error = ProvisioningClient::new(transport, fast(Duration::from_millis(700)))
+    let error = ProvisioningClient::new(transport, fast_within(Duration::from_millis(700)))
         .register(f.request(Protocol::Mqtt, "sas-dev"))
         .await
         .unwrap_err();

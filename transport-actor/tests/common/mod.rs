@@ -10,8 +10,11 @@ use dps_messages::{
     Authentication, Protocol, Register, RegistrationRequest, SetAuthentication, SymmetricKey,
     X509Identity,
 };
+use dps_mock_broker::script::{DeviceScript, Step};
 use dps_mock_broker::{BrokerHandle, ConnectionRecord, MockBroker, Script, TestPki};
-use dps_transport_actor::{ProvisioningTransportActor, TransportConfig, TransportConfigBuilder};
+use dps_transport_actor::{
+    ClientOptions, ProvisioningTransportActor, TransportConfig, TransportConfigBuilder,
+};
 
 pub const KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
 pub const GROUP_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -20,6 +23,28 @@ pub const SCOPE: &str = dps_mock_broker::DEFAULT_ID_SCOPE;
 pub const LONG: Duration = Duration::from_secs(20);
 /// For tests that wait for a deadline on purpose.
 pub const SHORT: Duration = Duration::from_millis(400);
+
+/// Client options that end within `deadline`: no floor between polls, retries at most 50 ms
+/// apart, without jitter.
+pub fn fast_within(deadline: Duration) -> ClientOptions {
+    ClientOptions {
+        min_interval: Duration::ZERO,
+        max_interval: Duration::from_millis(50),
+        deadline,
+        jitter: false,
+        ..ClientOptions::default()
+    }
+}
+
+/// A script in which device `id` meets `steps`, one per request.
+pub fn steps(id: &str, steps: impl IntoIterator<Item = Step>) -> Script {
+    Script::new().device(
+        id,
+        steps
+            .into_iter()
+            .fold(DeviceScript::new(), DeviceScript::request),
+    )
+}
 
 pub struct Fixture {
     pub broker: Arc<BrokerHandle>,
