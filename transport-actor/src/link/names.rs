@@ -3,9 +3,11 @@
 //!
 //! A fleet opens thousands of connections to one endpoint. Left to ntex, each connection looks
 //! the name up again, on a blocking thread, through the system's resolver: against the real
-//! service, 2,000 devices would be 2,000 DNS queries. A lookup is kept for [`KEEP_FOR`] (the service's address may move,
-//! in a failover) and is shared by the connections that ask while it is under way. A connection
-//! that cannot reach the addresses forgets them, so the next attempt looks again.
+//! service, 2,000 devices would be 2,000 DNS queries. A lookup is kept for [`KEEP_FOR`] (the
+//! service's address may move, in a failover) and is shared by the connections that ask while
+//! it is under way. A connection that cannot reach the addresses forgets them, so the next
+//! attempt looks again. A lookup has no deadline of its own: the connection's deadline ends
+//! it (and a waiter's wait) by dropping it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -22,7 +24,7 @@ use tokio::sync::Notify;
 use super::connect::Target;
 
 /// How long a lookup is used before the name is looked up again.
-pub(super) const KEEP_FOR: Duration = Duration::from_secs(30);
+const KEEP_FOR: Duration = Duration::from_secs(30);
 
 /// A name's addresses, or the lookup under way that will give them.
 enum Entry {
@@ -139,12 +141,10 @@ impl Drop for Looking<'_> {
 
 /// Forgets what `host` resolved to: its addresses could not be reached.
 fn forget(host: &str, port: u16) {
+    let key = (host.to_owned(), port);
     NAMES.with_borrow_mut(|names| {
-        if matches!(
-            names.get(&(host.to_owned(), port)),
-            Some(Entry::Known { .. })
-        ) {
-            names.remove(&(host.to_owned(), port));
+        if matches!(names.get(&key), Some(Entry::Known { .. })) {
+            names.remove(&key);
         }
     });
 }
