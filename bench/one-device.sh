@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device on a small gateway, side by side: this transport's `one_device` example built with
-# the size-optimised `small` profile, the official Node SDK (bench/node, one device) and the
+# the size-optimised `small` profile, the `dps provision` command (release build), the official
+# Node SDK (bench/node, one device) and the
 # official Python SDK (bench/python, installed with pip into a local virtualenv), each
 # provisioning the same X.509 device against one mock broker process on 127.0.0.1:8883 (the
 # Python SDK only speaks to port 8883). Prints size, wall time, CPU and peak RSS of each.
@@ -14,7 +15,7 @@ scope=0ne00000001
 id=bench-0001
 
 cargo build --profile small -q -p dps-transport-actor --example one_device
-cargo build --release -q -p dps-mock-broker
+cargo build --release -q -p dps-mock-broker -p dps-harness
 [ -d bench/node/node_modules ] || bench/install-node-sdk.sh >/dev/null
 if [ ! -x bench/python/.venv/bin/python ]; then
   python3 -m venv bench/python/.venv
@@ -49,6 +50,8 @@ echo "|---|---|---|---|"
 DPS_ENDPOINT=mqtts://localhost:8883 DPS_ID_SCOPE=$scope DPS_REGISTRATION_ID=$id \
   DPS_CERT_FILE="$work/pki/$id.pem" DPS_KEY_FILE="$work/pki/$id.key" DPS_CA_FILE="$work/pki/ca.pem" \
   measure "this transport (small profile)" target/small/examples/one_device
+measure "dps provision" target/release/dps provision --endpoint localhost:8883 --id-scope "$scope" \
+  --registration-id "$id" --cert "$work/pki/$id.pem" --key "$work/pki/$id.key" --ca "$work/pki/ca.pem"
 NODE_EXTRA_CA_CERTS="$work/pki/ca.pem" measure "Node SDK" node bench/node/bench.js \
   --endpoint localhost:8883 --id-scope "$scope" --certs "$work/pki" --devices 1 --concurrency 1
 measure "Python SDK" bench/python/.venv/bin/python bench/python/one_device.py localhost "$scope" \

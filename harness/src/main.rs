@@ -142,8 +142,9 @@ struct FleetCmd {
     /// Each device's deadline, in seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
-    /// The shortest wait between one device's requests, in milliseconds (DPS allows 5 polls
-    /// per device per 10 s).
+    /// The shortest wait a device chooses itself, in milliseconds, where the service gave no
+    /// retry-after (a retry-after is waited exactly; DPS's 5 requests per device in any 10 s
+    /// are kept whatever this says).
     #[arg(long, default_value_t = 2000)]
     min_interval_ms: u64,
 }

@@ -82,7 +82,7 @@ mod verify_cache;
 
 pub use actor::{GetState, ProvisioningTransportActor, Restart};
 pub use client::{
-    CertificateOptions, ClientOptions, CsrPolicy, Provisioned, ProvisioningClient,
+    CertificateOptions, ClientOptions, CsrPolicy, Provisioned, ProvisioningClient, RequestLimit,
     TransportRecipients,
 };
 pub use config::{TransportConfig, TransportConfigBuilder};

@@ -8,7 +8,7 @@ use common::*;
 use dps_messages::{Protocol, ProvisioningError, RegistrationStatus, Stage};
 use dps_mock_broker::Script;
 use dps_mock_broker::script::{DeviceScript, Step};
-use dps_transport_actor::{ClientOptions, ProvisioningClient};
+use dps_transport_actor::{ClientOptions, ProvisioningClient, RequestLimit};
 use serde_json::json;
 
 const MQTT: Protocol = Protocol::Mqtt;
@@ -137,21 +137,65 @@ async fn a_poll_answered_without_an_operation_id_starts_again_from_register() {
     assert_eq!(registers(&f), vec![true, true, false]);
 }
 
+/// Issue 20: with `retry-after: 1` the poll once waited the client's 2 s floor. It goes after
+/// exactly the second the service asked for, never sooner, with the default floor kept.
 #[actix_rt::test]
-async fn the_service_interval_is_waited_with_a_floor() {
-    // retry-after 0 with a 300 ms floor: the poll must come at least 300 ms after the register.
-    let f = Fixture::start(Script::new());
+async fn the_service_retry_after_is_waited_exactly_even_below_the_floor() {
+    let f = Fixture::start_with(Script::new(), |b| b.retry_after(1));
     let options = ClientOptions {
-        min_interval: Duration::from_millis(300),
+        min_interval: ClientOptions::default().min_interval,
+        jitter: false,
         ..fast()
     };
-    let started = std::time::Instant::now();
     client(&f, "dev", options)
         .await
         .register(f.request(MQTT, "dev"))
         .await
         .unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    let record = &f.broker.records()[0];
+    let (requests, responses) = (record.requests(), record.responses());
+    assert!(requests[0].is_register() && requests[1].is_poll());
+    assert_eq!(responses[0].retry_after(), Some("1"));
+    let waited = requests[1].at - responses[0].at;
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(2),
+        "the poll went {waited:?} after the answer that asked for 1 s"
+    );
+}
+
+/// Issue 20: the device keeps the service's request limit itself, a sliding window over its
+/// registers and polls. With at most 2 requests in 500 ms and a service that asks for no wait,
+/// the third request goes 500 ms after the first one's answer.
+#[actix_rt::test]
+async fn a_device_keeps_its_request_limit_when_the_service_asks_for_no_wait() {
+    // A poll's scripted answer takes the poll's operation id.
+    let assigning = || {
+        Step::respond(202)
+            .with_body(json!({"status": "assigning"}))
+            .with_retry_after("0")
+    };
+    let register = Step::Default { delay_ms: 0 };
+    let f = Fixture::start(steps("dev", [register, assigning(), assigning()]));
+    let window = Duration::from_millis(500);
+    let options = ClientOptions {
+        request_limit: Some(RequestLimit::new(2, window)),
+        ..fast()
+    };
+    client(&f, "dev", options)
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap();
+    let record = &f.broker.records()[0];
+    let (requests, responses) = (record.requests(), record.responses());
+    assert_eq!(requests.len(), 4, "three assigning answers, then assigned");
+    for i in 2..requests.len() {
+        let since = requests[i].at - responses[i - 2].at;
+        assert!(
+            since >= window,
+            "request {i} went {since:?} after the answer two requests back"
+        );
+    }
 }
 
 #[actix_rt::test]

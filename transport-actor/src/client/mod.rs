@@ -15,6 +15,7 @@ mod cache;
 mod certificate;
 mod polling;
 pub(crate) mod registration;
+mod request_limit;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,20 +32,24 @@ use tokio::time::sleep_until;
 
 pub use self::certificate::{CertificateOptions, CsrPolicy, Provisioned};
 use self::registration::{Registration, Request, Step};
+pub use self::request_limit::RequestLimit;
+pub(crate) use self::request_limit::RequestLog;
 use crate::fleet::FleetPace;
 use crate::rng::Rng;
 
 /// How a [`ProvisioningClient`] paces and bounds a registration.
 ///
-/// **Pacing.** After an `assigning` answer the next poll waits the service's `retry-after`,
-/// never less than `min_interval`; when the service gives none, the transport's default polling
-/// interval (2 s) within `min_interval` and `max_interval`. After a throttled (429) or 5xx
-/// answer, the wait is the retry-after (or the default interval; at least `min_interval`)
-/// doubled for each such answer in a row, capped at `max_interval` but never below the
-/// retry-after; after a lost connection, publish or response it is `min_interval` doubled the
-/// same way. With `jitter`, a random 0-25 % is added on top of those back-off waits, so a fleet
-/// throttled together does not return together; jitter never shortens a wait, so the client
-/// never comes back sooner than the service allowed.
+/// **Pacing.** After an `assigning` answer the next poll waits exactly the service's
+/// `retry-after` (a device told 1 s polls after 1 s); when the service gives none, the
+/// transport's default polling interval (2 s) within `min_interval` and `max_interval`. After
+/// a throttled (429) or 5xx answer, the wait is the retry-after (or the default interval, at
+/// least `min_interval`) doubled for each such answer in a row, capped at `max_interval` but
+/// never below the retry-after; after a lost connection, publish or response it is
+/// `min_interval` doubled the same way. With `jitter`, a random 0-25 % is added on top of
+/// those back-off waits, so a fleet throttled together does not return together; jitter never
+/// shortens a wait, so the client never comes back sooner than the service allowed. Whatever
+/// those waits say, the device never sends more requests than its `request_limit` (DPS: 5 in
+/// any 10 s, registers and polls together), across registrations of the same client.
 ///
 /// **Bounds.** The whole registration ends by `deadline`; the disconnect after it takes at most
 /// `close_grace` more, so [`ProvisioningClient::register`] returns within `deadline +
@@ -53,17 +58,21 @@ use crate::rng::Rng;
 /// **In tests.** The transport runs on real time: its waits are real timers, and
 /// `tokio::time::pause()` does not make them shorter (it makes a registration time out at once
 /// instead). For fast tests set `min_interval` to zero, a small `max_interval`, `jitter` off,
-/// and have the mock DPS answer with `retry-after` 0; the mock broker's README shows three
-/// complete tests.
+/// no `request_limit` when a test makes more than five requests, and have the mock DPS answer
+/// with `retry-after` 0; the mock broker's README shows three complete tests.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// The shortest wait between requests, whatever the service says. Real DPS throttles a
-    /// device that polls more than 5 times in 10 seconds, so the default is 2 s; tests against
-    /// a mock broker can set 0.
+    /// The shortest wait the client chooses itself: the floor of the default polling interval
+    /// and of its back-off when the service gave no retry-after. A retry-after from the
+    /// service is waited exactly, even when it is shorter. Default 2 s.
     pub min_interval: Duration,
     /// The longest wait the client chooses itself: the cap of its back-off growth and of the
     /// default polling interval. A service's retry-after above it is still honoured.
     pub max_interval: Duration,
+    /// The most requests the device sends in any window of time: [`RequestLimit::DPS`] (5 in
+    /// any 10 s, the service's published limit) by default; `None` keeps no limit (a mock
+    /// broker in a test).
+    pub request_limit: Option<RequestLimit>,
     /// The whole registration's deadline, across every request and retry.
     pub deadline: Duration,
     /// How long the disconnect at the end may take (unsubscribe, DISCONNECT, close) before the
@@ -81,11 +90,13 @@ pub struct ClientOptions {
 }
 
 impl Default for ClientOptions {
-    /// 2 s floor, 60 s back-off cap, 5-minute deadline, 1 s close grace, jitter, no cache.
+    /// 2 s floor, 60 s back-off cap, DPS's request limit, 5-minute deadline, 1 s close grace,
+    /// jitter, no cache.
     fn default() -> Self {
         Self {
             min_interval: Duration::from_secs(2),
             max_interval: Duration::from_secs(60),
+            request_limit: Some(RequestLimit::DPS),
             deadline: Duration::from_secs(300),
             close_grace: Duration::from_secs(1),
             jitter: true,
@@ -165,6 +176,9 @@ pub struct ProvisioningClient {
     options: ClientOptions,
     /// The running registration's cancel switch; `Some` while one runs.
     running: Arc<Mutex<Option<oneshot::Sender<()>>>>,
+    /// When the device's last requests were answered, so that a registration after another
+    /// keeps the request limit too.
+    log: Arc<Mutex<RequestLog>>,
     /// The fleet's pace its requests go through, for a client of a [`Fleet`](crate::Fleet).
     pace: Option<FleetPace>,
 }
@@ -186,6 +200,11 @@ impl Drop for Running<'_> {
             .unwrap_or_else(PoisonError::into_inner) = None;
         if self.armed {
             tracing::debug!("registration dropped unfinished; disconnecting");
+            // A request may be in flight: it counts for the device's limit from now (the
+            // disconnect is on its way), as a request given up on does.
+            if let Some(limit) = &self.client.options.request_limit {
+                self.client.log().record(Instant::now(), limit);
+            }
             // Cancels the request in flight and closes the connection within the grace; a
             // registration started next waits for that, then connects again.
             self.client
@@ -204,6 +223,7 @@ impl ProvisioningClient {
             transport: transport.into(),
             options,
             running: Arc::new(Mutex::new(None)),
+            log: Arc::default(),
             pace: None,
         }
     }
@@ -265,13 +285,18 @@ impl ProvisioningClient {
             deadline,
             ..self.options.clone()
         };
-        let mut course = Registration::new(options, Instant::now(), Rng::from_entropy());
+        let log = self.log().clone();
+        let mut course = Registration::new(options, Instant::now(), Rng::from_entropy(), log);
         let outcome = loop {
             match course.step(Instant::now()) {
                 Step::Send(what) => {
                     let deadline = course.deadline().into();
                     tokio::select! {
-                        answer = self.send(request, what) => course.answered(answer, Instant::now()),
+                        answer = self.send(request, what) => {
+                            course.answered(answer, Instant::now());
+                            // Kept at once: the caller may drop this future at any await.
+                            self.log().clone_from(course.log());
+                        }
                         _ = &mut cancelled => course.cancel(),
                         () = sleep_until(deadline) => {}
                     }
@@ -284,13 +309,19 @@ impl ProvisioningClient {
                     // From here the client closes the connection itself.
                     running.armed = false;
                     self.close(grace).await;
-                    course.closed();
+                    course.closed(Instant::now());
                 }
                 Step::Finish(outcome) => break *outcome,
             }
         };
+        self.log().clone_from(course.log());
         drop(running);
         outcome
+    }
+
+    /// When the device's last requests were answered.
+    fn log(&self) -> std::sync::MutexGuard<'_, RequestLog> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Remembers an assignment (and an issued identity) in the cache file, if there is one.

@@ -1,5 +1,6 @@
 //! One registration's course, without IO: which request to send next, how long to wait before
-//! it, when the deadline ends it, and when it is over.
+//! it (what the service asked, within the device's [`RequestLimit`](super::RequestLimit)), when the deadline ends
+//! it, and when it is over.
 //!
 //! [`ProvisioningClient`](super::ProvisioningClient) drives it with real time and the actor;
 //! the simulation drives the very same machine with virtual time. The machine never waits
@@ -12,6 +13,7 @@ use dps_messages::{ProvisioningError, RegistrationResponse, RegistrationResult, 
 
 use super::ClientOptions;
 use super::polling::{Next, Polling};
+use super::request_limit::RequestLog;
 use crate::rng::Rng;
 
 /// The request to send.
@@ -62,18 +64,41 @@ pub(crate) struct Registration {
     course: Course,
     /// Requests sent so far, for the error when the deadline ends the registration.
     attempts: u32,
+    /// When the device's last requests were answered, this registration's and those before it.
+    log: RequestLog,
+    /// A request went and its answer has not been recorded in the log.
+    unanswered: bool,
 }
 
 impl Registration {
-    /// A registration that starts at `now`; `jitter` spreads its back-off waits.
-    pub(crate) fn new(options: ClientOptions, now: Instant, jitter: Rng) -> Self {
+    /// A registration that starts at `now`; `jitter` spreads its back-off waits, and `log`
+    /// holds the device's earlier requests (a fresh one for a device's first registration).
+    pub(crate) fn new(options: ClientOptions, now: Instant, jitter: Rng, log: RequestLog) -> Self {
         Self {
             deadline: now + options.deadline,
+            course: Course::Ready {
+                not_before: log.earliest(now, options.request_limit.as_ref()),
+            },
             options,
             polling: Polling::default(),
             jitter,
-            course: Course::Ready { not_before: now },
             attempts: 0,
+            log,
+            unanswered: false,
+        }
+    }
+
+    /// The device's requests so far, for its next registration.
+    pub(crate) fn log(&self) -> &RequestLog {
+        &self.log
+    }
+
+    /// Puts the request in flight into the log at `now`, if one is.
+    fn record_answer(&mut self, now: Instant) {
+        if std::mem::take(&mut self.unanswered)
+            && let Some(limit) = &self.options.request_limit
+        {
+            self.log.record(now, limit);
         }
     }
 
@@ -102,6 +127,7 @@ impl Registration {
             Course::Ready { .. } => {
                 self.course = Course::InFlight;
                 self.attempts += 1;
+                self.unanswered = true;
                 Step::Send(match self.polling.operation_id() {
                     None => Request::Register,
                     Some(id) => Request::Poll {
@@ -128,10 +154,13 @@ impl Registration {
         if !matches!(self.course, Course::InFlight) {
             return;
         }
+        self.record_answer(now);
         self.course = match self.polling.answer(answer, &self.options, &mut self.jitter) {
             Next::Done(outcome) => Course::Closing(Some(outcome)),
             Next::Wait(wait) => Course::Ready {
-                not_before: now + wait,
+                not_before: self
+                    .log
+                    .earliest(now + wait, self.options.request_limit.as_ref()),
             },
         };
     }
@@ -143,10 +172,13 @@ impl Registration {
         }
     }
 
-    /// The close is done (or its grace has passed).
-    pub(crate) fn closed(&mut self) {
+    /// The close is done (or its grace has passed) at `now`. A request the registration gave
+    /// up on (the deadline, a cancel) counts for the device's limit from here: it cannot reach
+    /// the service after its connection is closed.
+    pub(crate) fn closed(&mut self, now: Instant) {
         if let Course::Closing(outcome) = &mut self.course {
             self.course = Course::Closed(outcome.take());
+            self.record_answer(now);
         }
     }
 }
@@ -157,6 +189,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::client::RequestLimit;
 
     fn options() -> ClientOptions {
         ClientOptions {
@@ -189,7 +222,7 @@ mod tests {
     #[test]
     fn register_wait_poll_close_finish() {
         let t0 = Instant::now();
-        let mut r = Registration::new(options(), t0, Rng::new(1));
+        let mut r = Registration::new(options(), t0, Rng::new(1), RequestLog::default());
         assert!(matches!(r.step(t0), Step::Send(Request::Register)));
         assert!(matches!(r.step(t0), Step::Sleep(at) if at == r.deadline()));
         r.answered(
@@ -208,14 +241,14 @@ mod tests {
         let assigned = json!({"status": "assigned", "registrationState": {"assignedHub": "h", "deviceId": "d"}});
         r.answered(Ok(response(200, assigned)), at);
         assert!(matches!(r.step(at), Step::Close(grace) if grace == Duration::from_secs(1)));
-        r.closed();
+        r.closed(at);
         assert_eq!(finish(r.step(at)).unwrap().status.as_str(), "assigned");
     }
 
     #[test]
     fn the_deadline_ends_a_request_in_flight_and_keeps_the_last_failure() {
         let t0 = Instant::now();
-        let mut r = Registration::new(options(), t0, Rng::new(1));
+        let mut r = Registration::new(options(), t0, Rng::new(1), RequestLog::default());
         r.step(t0);
         let lost = TransportError::new(TransportErrorKind::ConnectionLost, "gone").into();
         r.answered(Err(lost), t0);
@@ -227,7 +260,7 @@ mod tests {
         assert!(matches!(r.step(end), Step::Close(_)));
         // The answer that comes after the deadline changes nothing.
         r.answered(Err(ProvisioningError::OperationCancelled), end);
-        r.closed();
+        r.closed(t0);
         let err = finish(r.step(end)).unwrap_err();
         assert!(
             matches!(
@@ -246,7 +279,7 @@ mod tests {
     #[test]
     fn no_wait_runs_past_the_deadline() {
         let t0 = Instant::now();
-        let mut r = Registration::new(options(), t0, Rng::new(1));
+        let mut r = Registration::new(options(), t0, Rng::new(1), RequestLog::default());
         r.step(t0);
         r.answered(
             Ok(response(
@@ -267,14 +300,101 @@ mod tests {
     #[test]
     fn a_cancel_closes_and_finishes_cancelled() {
         let t0 = Instant::now();
-        let mut r = Registration::new(options(), t0, Rng::new(1));
+        let mut r = Registration::new(options(), t0, Rng::new(1), RequestLog::default());
         r.step(t0);
         r.cancel();
         assert!(matches!(r.step(t0), Step::Close(_)));
-        r.closed();
+        r.closed(t0);
         assert!(matches!(
             finish(r.step(t0)),
             Err(ProvisioningError::OperationCancelled)
         ));
+    }
+
+    /// An answer asking for no wait at all.
+    fn at_once() -> RegistrationResponse {
+        RegistrationResponse {
+            retry_after: Some(Duration::ZERO),
+            polling_interval: Duration::ZERO,
+            ..response(202, json!({"operationId": "op", "status": "assigning"}))
+        }
+    }
+
+    /// Sends what the course asks for at `at` and answers it at once; the time it went.
+    fn send_and_answer(r: &mut Registration, at: Instant) -> Instant {
+        let went = match r.step(at) {
+            Step::Send(_) => at,
+            Step::Sleep(until) => {
+                assert!(
+                    matches!(r.step(until), Step::Send(_)),
+                    "a send at {until:?}"
+                );
+                until
+            }
+            other => panic!("{other:?}"),
+        };
+        r.answered(Ok(at_once()), went);
+        went
+    }
+
+    /// Issue 20: the service's limit is a sliding window per device, registers and polls
+    /// together: a service that asks for no wait gets five requests at once, and the sixth a
+    /// window after the first one's answer.
+    #[test]
+    fn the_sixth_request_in_ten_seconds_waits_for_the_window() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = Registration::new(options(), t0, Rng::new(1), RequestLog::default());
+        for i in 0..5 {
+            assert_eq!(send_and_answer(&mut r, t0 + ms(i * 100)), t0 + ms(i * 100));
+        }
+        // The first answer came at t0: the sixth goes 10 s later, the seventh 10 s after the
+        // second answer.
+        assert_eq!(send_and_answer(&mut r, t0 + ms(500)), t0 + ms(10_000));
+        assert_eq!(send_and_answer(&mut r, t0 + ms(10_000)), t0 + ms(10_100));
+    }
+
+    #[test]
+    fn without_a_request_limit_nothing_waits_for_a_window() {
+        let t0 = Instant::now();
+        let options = ClientOptions {
+            request_limit: None,
+            ..options()
+        };
+        let mut r = Registration::new(options, t0, Rng::new(1), RequestLog::default());
+        for _ in 0..20 {
+            assert_eq!(send_and_answer(&mut r, t0), t0);
+        }
+    }
+
+    /// The device's limit holds across registrations: a registration that follows one that
+    /// used the window waits too, and a request given up on counts from the close.
+    #[test]
+    fn the_next_registration_keeps_the_window_of_the_last() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut r = Registration::new(options(), t0, Rng::new(1), RequestLog::default());
+        for _ in 0..4 {
+            send_and_answer(&mut r, t0);
+        }
+        // The fifth goes and is never answered: the deadline ends it, the close at t0 + 31 s.
+        assert!(matches!(r.step(t0), Step::Send(_)));
+        let end = r.deadline();
+        assert!(matches!(r.step(end), Step::Close(_)));
+        r.closed(end + s(1));
+        assert!(finish(r.step(end + s(1))).is_err());
+
+        let later = end + s(2);
+        let mut next = Registration::new(options(), later, Rng::new(1), r.log().clone());
+        // Four answers at t0 are long gone; the one given up on at the close still counts,
+        // but one request of five is no limit yet.
+        assert!(matches!(next.step(later), Step::Send(Request::Register)));
+        let mut busy = RequestLog::default();
+        let limit = RequestLimit::DPS;
+        for _ in 0..5 {
+            busy.record(later, &limit);
+        }
+        let mut waits = Registration::new(options(), later, Rng::new(1), busy);
+        assert!(matches!(waits.step(later), Step::Sleep(at) if at == later + s(10)));
     }
 }

@@ -21,6 +21,7 @@ use dps_mock_broker::dps::{Dps, DpsConfig, Reply as DpsReply};
 use dps_mock_broker::script::{ConnectStep, Script};
 
 use crate::client::ClientOptions;
+use crate::client::RequestLog;
 use crate::client::registration::{Registration, Request, Step};
 use crate::rng::Rng;
 use crate::session::{
@@ -145,7 +146,7 @@ impl World {
             seq: 0,
             session,
             session_deadline: None,
-            course: Registration::new(options.clone(), now, jitter),
+            course: Registration::new(options.clone(), now, jitter, RequestLog::default()),
             request: RegistrationRequest::new("0ne00000001", DEVICE)
                 .with_endpoint("mqtts://sim.invalid"),
             dps,
@@ -219,7 +220,7 @@ impl World {
             Event::CloseGraceOver => {
                 // The client stops waiting for the disconnect's answer at the grace.
                 if self.closing.is_some() {
-                    self.course.closed();
+                    self.course.closed(self.now);
                     self.step_course();
                 }
             }
@@ -473,7 +474,7 @@ impl World {
                 self.step_course();
             }
         } else if Some(token) == self.closing {
-            self.course.closed();
+            self.course.closed(self.now);
             self.step_course();
         }
     }
