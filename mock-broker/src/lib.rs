@@ -54,6 +54,7 @@ pub mod quota;
 pub mod record;
 pub mod script;
 mod server;
+pub mod system_tool;
 mod tls;
 mod x509;
 

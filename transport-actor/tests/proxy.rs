@@ -232,20 +232,14 @@ impl Tinyproxy {
             ),
         )
         .unwrap();
-        let child = match std::process::Command::new("tinyproxy")
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => {
-                println!("SKIPPED: tinyproxy cannot be run here ({e}); `.ci/run` installs it");
-                return None;
-            }
-        };
+        let child = dps_mock_broker::system_tool::spawn_or_skip(
+            std::process::Command::new("tinyproxy")
+                .arg("-d")
+                .arg("-c")
+                .arg(&conf)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        )?;
         let proxy = Self { child, port, dir };
         // Wait until it listens (it starts in milliseconds; give up after 10 s).
         for _ in 0..1000 {
