@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
+use dps_messages::certificate::key_pair_from_pem;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PublicKeyData, SignatureAlgorithm,
@@ -62,14 +63,20 @@ impl IssuingCa {
         })
     }
 
-    /// An existing CA: its PEM certificate and PEM (PKCS#8) key.
+    /// An existing CA: its PEM certificate and PEM key, PKCS#8, SEC1 or PKCS#1 (what openssl
+    /// writes; see [`key_pair_from_pem`]).
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
 
         let bad = |e: &dyn fmt::Display| PkiError::BadCa(format!("issuing CA: {e}"));
         let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| bad(&e))?;
-        let key = KeyPair::from_pem(key_pem).map_err(|e| bad(&e))?;
+        let key = key_pair_from_pem(key_pem).map_err(|e| bad(&e))?;
+        // A key of another CA would issue certificates no device can verify.
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| bad(&e))?;
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(bad(&"the key is not the certificate's"));
+        }
         let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| bad(&e))?;
         Ok(Self {
             cert_pem: cert_pem.to_owned(),

@@ -76,11 +76,12 @@ impl TestPki {
         Self::with_issuer(ca_cert_pem, ca_key_pem, issuer)
     }
 
-    /// A PKI around an existing CA (PEM certificate and PKCS#8 key), e.g. one written by
-    /// [`TestPki::write_to`], so that another process can sign device certificates that chain
-    /// to the CA a broker trusts.
+    /// A PKI around an existing CA (PEM certificate and a PKCS#8, SEC1 or PKCS#1 key), e.g.
+    /// one written by [`TestPki::write_to`], so that another process can sign device
+    /// certificates that chain to the CA a broker trusts.
     pub fn from_ca_pem(ca_cert_pem: &str, ca_key_pem: &str) -> Result<Self, PkiError> {
-        let key = KeyPair::from_pem(ca_key_pem)?;
+        let key = dps_messages::certificate::key_pair_from_pem(ca_key_pem)
+            .map_err(|e| PkiError::BadCa(e.to_string()))?;
         let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, key)
             .map_err(|e| PkiError::BadCa(e.to_string()))?;
         Self::with_issuer(ca_cert_pem.to_owned(), ca_key_pem.to_owned(), issuer)

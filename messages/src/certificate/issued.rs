@@ -86,7 +86,8 @@ impl IssuedIdentity {
 
     /// Reads an identity written earlier ([`chain_pem`](Self::chain_pem) and
     /// [`private_key_pem`](Self::private_key_pem)), with the same checks as when it was
-    /// issued.
+    /// issued. The key may be in any form [`key_pair_from_pem`](super::key_pair_from_pem)
+    /// reads.
     pub fn from_pem(
         chain_pem: &str,
         key_pem: &str,
@@ -102,8 +103,7 @@ impl IssuedIdentity {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let key = rcgen::KeyPair::from_pem(key_pem)
-            .map_err(|e| CertificateError::BadKey(e.to_string()))?;
+        let key = super::key_pair_from_pem(key_pem)?;
         Self::new(
             chain,
             key.serialize_der(),

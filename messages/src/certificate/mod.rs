@@ -5,14 +5,17 @@
 //! * [`request`]: the device's new key pair and the PKCS#10 CSR it sends ([`CertificateRequest`]);
 //! * [`issued`]: the chain the service issued, checked against that key and made into a TLS
 //!   identity ([`IssuedIdentity`]);
+//! * [`key_pair_from_pem`]: a signing key in any form openssl writes (PKCS#8, SEC1, PKCS#1);
 //! * [`CertificateError`]: each way either can fail, named by the check that failed.
 //!
 //! Everything here is pure: keys, CSRs and checks, with the time passed in.
 
 pub mod issued;
+mod private_key;
 pub mod request;
 
 pub use issued::{IssuedIdentity, LeafCertificate};
+pub use private_key::key_pair_from_pem;
 pub use request::{CertificateRequest, KeyCurve};
 
 /// What went wrong with a certificate request or an issued certificate.

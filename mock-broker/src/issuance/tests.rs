@@ -115,6 +115,13 @@ fn an_issuing_ca_reloads_from_pem_and_keeps_its_key_secret() {
     assert!(!format!("{ca:?}").contains("PRIVATE KEY"));
     assert!(IssuingCa::from_pem("garbage", &key_pem).is_err());
     assert!(IssuingCa::from_pem(ca.cert_pem(), "garbage").is_err());
+    // Another CA's key with this CA's certificate is refused, by name.
+    let other = IssuingCa::generate().unwrap().issuer.key().serialize_pem();
+    let mismatch = IssuingCa::from_pem(ca.cert_pem(), &other).unwrap_err();
+    assert!(
+        mismatch.to_string().contains("not the certificate's"),
+        "{mismatch}"
+    );
 }
 
 #[test]
