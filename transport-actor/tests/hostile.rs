@@ -132,6 +132,72 @@ async fn a_deadline_is_kept_against_a_service_that_trickles_a_packet() {
     .await;
 }
 
+/// Threads that keep every core busy until dropped.
+struct BusyCores {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl BusyCores {
+    fn start() -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut spins = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        spins = std::hint::black_box(spins.wrapping_add(1));
+                    }
+                    spins
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for BusyCores {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Issue 20, item 3: the deadline holds on a loaded machine too. Every core spins while the
+/// service declares a 50,000-byte PUBLISH after the SUBACK and sends it a byte a second: the
+/// call returns within its deadline plus the close grace plus half a second.
+#[actix_rt::test]
+async fn a_deadline_is_kept_against_a_trickle_while_every_core_is_busy() {
+    let server = server(Misbehaviour::TrickleAfterSuback {
+        declared: 50_000,
+        every: Duration::from_secs(1),
+    });
+    let client = ProvisioningClient::new(transport(&server).await, options());
+    let busy = BusyCores::start();
+    let started = Instant::now();
+    let err = client.register(request(&server)).await.unwrap_err();
+    let took = started.elapsed();
+    drop(busy);
+    println!("returned after {took:?} with every core busy");
+    assert!(
+        matches!(
+            err,
+            ProvisioningError::Timeout {
+                stage: Stage::Registration,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let bound = DEADLINE + GRACE + Duration::from_millis(500);
+    assert!(took < bound, "register took {took:?}, over {bound:?}");
+    all_closed(&server).await;
+}
+
 /// Dropping the future of `register` (an outer timeout, a `select!`) frees the client for the
 /// next call and cancels what was in flight: the connection is closed.
 #[actix_rt::test]
