@@ -137,6 +137,24 @@ async fn a_poll_answered_without_an_operation_id_starts_again_from_register() {
     assert_eq!(registers(&f), vec![true, true, false]);
 }
 
+/// Registers `dev` with `options` until assigned; the requests and responses of its first
+/// connection, as the broker saw them.
+async fn assigned_with(
+    f: &Fixture,
+    options: ClientOptions,
+) -> (
+    Vec<dps_mock_broker::record::RequestRecord>,
+    Vec<dps_mock_broker::record::ResponseRecord>,
+) {
+    client(f, "dev", options)
+        .await
+        .register(f.request(MQTT, "dev"))
+        .await
+        .unwrap();
+    let record = &f.broker.records()[0];
+    (record.requests(), record.responses())
+}
+
 /// Issue 20: with `retry-after: 1` the poll once waited the client's 2 s floor. It goes after
 /// exactly the second the service asked for, never sooner, with the default floor kept.
 #[actix_rt::test]
@@ -147,13 +165,7 @@ async fn the_service_retry_after_is_waited_exactly_even_below_the_floor() {
         jitter: false,
         ..fast()
     };
-    client(&f, "dev", options)
-        .await
-        .register(f.request(MQTT, "dev"))
-        .await
-        .unwrap();
-    let record = &f.broker.records()[0];
-    let (requests, responses) = (record.requests(), record.responses());
+    let (requests, responses) = assigned_with(&f, options).await;
     assert!(requests[0].is_register() && requests[1].is_poll());
     assert_eq!(responses[0].retry_after(), Some("1"));
     let waited = requests[1].at - responses[0].at;
@@ -181,13 +193,7 @@ async fn a_device_keeps_its_request_limit_when_the_service_asks_for_no_wait() {
         request_limit: Some(RequestLimit::new(2, window)),
         ..fast()
     };
-    client(&f, "dev", options)
-        .await
-        .register(f.request(MQTT, "dev"))
-        .await
-        .unwrap();
-    let record = &f.broker.records()[0];
-    let (requests, responses) = (record.requests(), record.responses());
+    let (requests, responses) = assigned_with(&f, options).await;
     assert_eq!(requests.len(), 4, "three assigning answers, then assigned");
     for i in 2..requests.len() {
         let since = requests[i].at - responses[i - 2].at;
