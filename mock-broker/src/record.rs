@@ -223,6 +223,12 @@ pub struct ConnectionRecord {
 }
 
 impl ConnectionRecord {
+    /// When the broker took the CONNECT: the origin of the record's times, to compare times of
+    /// two connections.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// The events alone, in order, without their times.
     pub fn kinds(&self) -> impl Iterator<Item = &Event> {
         self.events.iter().map(|timed| &timed.event)

@@ -204,6 +204,33 @@ async fn a_device_keeps_its_request_limit_when_the_service_asks_for_no_wait() {
     }
 }
 
+/// The limit is the device's, not one registration's: a client that registers twice keeps one
+/// window over both (at most 2 in 500 ms: the second registration's register waits for the
+/// window of the first's answers).
+#[actix_rt::test]
+async fn a_second_registration_of_the_same_client_keeps_the_window_of_the_first() {
+    let f = Fixture::start(Script::new());
+    let window = Duration::from_millis(500);
+    let options = ClientOptions {
+        request_limit: Some(RequestLimit::new(2, window)),
+        ..fast()
+    };
+    let c = client(&f, "dev", options).await;
+    for _ in 0..2 {
+        c.register(f.request(MQTT, "dev")).await.unwrap();
+    }
+    let records = f.wait_all_closed().await;
+    assert_eq!(records.len(), 2, "one connection per registration");
+    let first = records[0].responses();
+    let second = records[1].requests();
+    // Timestamps are per connection; place them on one clock by the connections' starts.
+    let since = (records[1].started() + second[0].at) - (records[0].started() + first[0].at);
+    assert!(
+        since >= window,
+        "the second registration's register went {since:?} after the first one's first answer"
+    );
+}
+
 #[actix_rt::test]
 async fn the_overall_deadline_ends_a_registration_the_service_never_answers() {
     let f = Fixture::start(steps("dev", [Step::Silent]));

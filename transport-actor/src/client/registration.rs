@@ -368,33 +368,38 @@ mod tests {
     }
 
     /// The device's limit holds across registrations: a registration that follows one that
-    /// used the window waits too, and a request given up on counts from the close.
+    /// used the window waits for it, and a request given up on counts from the close.
     #[test]
     fn the_next_registration_keeps_the_window_of_the_last() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let mut r = Registration::new(options(), t0, Rng::new(1), RequestLog::default());
+        for _ in 0..5 {
+            send_and_answer(&mut r, t0);
+        }
+        r.cancel();
+        r.closed(t0);
+        let mut next = Registration::new(options(), t0 + s(1), Rng::new(1), r.log().clone());
+        assert!(
+            matches!(next.step(t0 + s(1)), Step::Sleep(at) if at == t0 + s(10)),
+            "five answers at t0: the next registration's register waits for the window"
+        );
+
+        let mut r = Registration::new(options(), t0, Rng::new(1), RequestLog::default());
         for _ in 0..4 {
             send_and_answer(&mut r, t0);
         }
-        // The fifth goes and is never answered: the deadline ends it, the close at t0 + 31 s.
+        // The fifth goes and is never answered: the deadline ends it, the close at `end`.
         assert!(matches!(r.step(t0), Step::Send(_)));
-        let end = r.deadline();
-        assert!(matches!(r.step(end), Step::Close(_)));
-        r.closed(end + s(1));
-        assert!(finish(r.step(end + s(1))).is_err());
-
-        let later = end + s(2);
-        let mut next = Registration::new(options(), later, Rng::new(1), r.log().clone());
-        // Four answers at t0 are long gone; the one given up on at the close still counts,
-        // but one request of five is no limit yet.
-        assert!(matches!(next.step(later), Step::Send(Request::Register)));
-        let mut busy = RequestLog::default();
-        let limit = RequestLimit::DPS;
-        for _ in 0..5 {
-            busy.record(later, &limit);
-        }
-        let mut waits = Registration::new(options(), later, Rng::new(1), busy);
-        assert!(matches!(waits.step(later), Step::Sleep(at) if at == later + s(10)));
+        let end = r.deadline() + s(1);
+        assert!(matches!(r.step(r.deadline()), Step::Close(_)));
+        r.closed(end);
+        assert!(finish(r.step(end)).is_err());
+        // The request given up on is the log's last entry, at `end`.
+        let one = RequestLimit::new(1, s(10));
+        assert_eq!(r.log().earliest(end, Some(&one)), end + s(10));
+        // Four answers at t0 and one at `end`: the sixth goes a window after the first, passed.
+        let mut next = Registration::new(options(), end, Rng::new(1), r.log().clone());
+        assert!(matches!(next.step(end), Step::Send(Request::Register)));
     }
 }

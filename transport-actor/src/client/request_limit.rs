@@ -113,6 +113,8 @@ mod tests {
     #[test]
     fn a_limit_admits_at_least_one_request() {
         let t0 = Instant::now();
+        assert_eq!(RequestLimit::DPS.requests(), 5);
+        assert_eq!(RequestLimit::DPS.window(), Duration::from_secs(10));
         let limit = RequestLimit::new(0, Duration::from_secs(3));
         assert_eq!(limit.requests(), 1);
         assert_eq!(limit.window(), Duration::from_secs(3));
