@@ -1,19 +1,20 @@
 //! The `dps` binary, run as a user runs it.
 
+mod util;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 
 use dps_mock_broker::script::{DeviceScript, Step};
 use dps_mock_broker::{BrokerHandle, MockBroker, Script, TestPki};
+use util::{Ran, run};
 
 const GROUP_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-fn dps(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dps"))
-        .args(args)
-        .output()
-        .unwrap()
+/// Runs `dps args`, without the caller's environment.
+fn dps(args: &[&str]) -> Ran {
+    run(&mut util::dps(args))
 }
 
 struct Setup {
@@ -54,27 +55,14 @@ impl Setup {
     /// `dps provision` of `cli-dev` at the broker, without the caller's key, proxy and trust
     /// store variables: each test sets the ones it is about.
     fn provision_command(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_dps"));
+        let mut command = util::dps(["provision", "--endpoint", &self.endpoint()]);
         command
-            .args(["provision", "--endpoint", &self.endpoint()])
             .args(["--id-scope", dps_mock_broker::DEFAULT_ID_SCOPE])
             .args(["--registration-id", "cli-dev"]);
-        for name in [
-            "DPS_SYMMETRIC_KEY",
-            "DPS_GROUP_KEY",
-            "HTTPS_PROXY",
-            "https_proxy",
-            "NO_PROXY",
-            "no_proxy",
-            "SSL_CERT_FILE",
-            "SSL_CERT_DIR",
-        ] {
-            command.env_remove(name);
-        }
         command
     }
 
-    fn provision(&self, extra: &[&str]) -> Output {
+    fn provision(&self, extra: &[&str]) -> Ran {
         let (endpoint, ca) = (self.endpoint(), self.path("ca.pem"));
         let mut args = vec![
             "provision",
@@ -112,7 +100,7 @@ fn provision_with_a_certificate_prints_the_assignment_and_exits_0() {
         "--key",
         &key,
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = out.expect(0);
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains("cli-dev is assigned to mock-hub.azure-devices.net as device cli-dev"),
@@ -142,7 +130,7 @@ fn provision_json_with_a_group_key_over_websocket() {
         r#"{"k":1}"#,
         "--json",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = out.expect(0);
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result["status"], "assigned");
     assert_eq!(
@@ -170,7 +158,7 @@ fn issue_cert_writes_a_chain_openssl_verifies_and_an_owner_only_key() {
         &cache,
     ];
     let out = s.provision(&args);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = out.expect(0);
     let stdout = text(&out.stdout);
     assert!(stdout.contains("certificate (issued)"), "{stdout}");
     assert!(stdout.contains("subject CN=cli-dev"), "{stdout}");
@@ -211,7 +199,7 @@ fn issue_cert_writes_a_chain_openssl_verifies_and_an_owner_only_key() {
 
     // The second run uses the cached certificate: no new connection.
     let out = s.provision(&args);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = out.expect(0);
     assert!(text(&out.stdout).contains("certificate (cached"));
     assert_eq!(s.broker.records().len(), 1);
 }
@@ -226,11 +214,11 @@ fn keys_come_from_files_and_the_environment_and_arguments_are_warned_about() {
         let mut command = s.provision_command();
         command.arg("--ca").arg(s.path("ca.pem")).args(args);
         command.envs(env);
-        command.output().unwrap()
+        run(&mut command)
     };
 
     let out = run(base(&["--group-key", GROUP_KEY]), None);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = out.expect(0);
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("warning: --group-key puts the key on the command line"),
@@ -242,7 +230,7 @@ fn keys_come_from_files_and_the_environment_and_arguments_are_warned_about() {
     );
 
     let out = run(base(&[]), Some(("DPS_GROUP_KEY", GROUP_KEY)));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = out.expect(0);
     assert!(
         !text(&out.stderr).contains("warning"),
         "{}",
@@ -256,7 +244,7 @@ fn keys_come_from_files_and_the_environment_and_arguments_are_warned_about() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let out = run(base(&["--group-key-file", &key_file]), None);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let out = out.expect(0);
         assert!(
             !text(&out.stderr).contains("warning"),
             "{}",
@@ -264,7 +252,7 @@ fn keys_come_from_files_and_the_environment_and_arguments_are_warned_about() {
         );
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let out = run(base(&["--group-key-file", &key_file]), None);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let out = out.expect(0);
         assert!(text(&out.stderr).contains("can be read by other users (mode 644)"));
     }
 
@@ -304,23 +292,20 @@ fn platform_roots_and_extra_cas_are_trusted_and_a_refusal_names_the_roots() {
             .args(trust)
             .env("DPS_GROUP_KEY", GROUP_KEY);
         command.envs(env.map(|file| ("SSL_CERT_FILE", file)));
-        command.output().unwrap()
+        run(&mut command)
     };
     let ca = s.path("ca.pem");
-    let out = run(&["--platform-roots"], Some(&ca));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let out = run(&["--extra-ca", &ca], None);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    run(&["--platform-roots"], Some(&ca)).expect(0);
+    run(&["--extra-ca", &ca], None).expect(0);
     let out = run(&[], None);
-    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    let out = out.expect(6);
     assert!(
         text(&out.stderr).contains("UnknownIssuer (trusted: the public web's roots)"),
         "{}",
         text(&out.stderr)
     );
     // --ca means that CA alone.
-    let out = run(&["--ca", &ca, "--extra-ca", &ca], None);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    run(&["--ca", &ca, "--extra-ca", &ca], None).expect(2);
 }
 
 /// `--proxy`, `HTTPS_PROXY` and `NO_PROXY`, and `--no-proxy`, through the test proxy; a 407
@@ -342,31 +327,28 @@ fn the_proxy_comes_from_the_flag_or_the_environment_and_no_proxy_bypasses_it() {
             .args(flags)
             .env("DPS_GROUP_KEY", GROUP_KEY);
         command.envs(env.iter().copied());
-        command.output().unwrap()
+        run(&mut command)
     };
     let good = proxy.url_with("dev", "pa55");
-    let out = run(&["--proxy", &good], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let out = run(&[], &[("HTTPS_PROXY", &good)]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    run(&["--proxy", &good], &[]).expect(0);
+    run(&[], &[("HTTPS_PROXY", &good)]).expect(0);
     assert_eq!(proxy.requests().len(), 2);
 
     // NO_PROXY names the endpoint's host, or --no-proxy: straight to the service.
-    let out = run(
+    run(
         &[],
         &[
             ("HTTPS_PROXY", &good),
             ("NO_PROXY", "example.com,localhost"),
         ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let out = run(&["--no-proxy"], &[("https_proxy", &good)]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    )
+    .expect(0);
+    run(&["--no-proxy"], &[("https_proxy", &good)]).expect(0);
     assert_eq!(proxy.requests().len(), 2, "neither went through the proxy");
     assert_eq!(s.broker.records().len(), 4);
 
     let out = run(&["--proxy", &proxy.url_with("dev", "wrong")], &[]);
-    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    let out = out.expect(6);
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains(&format!("the proxy {} wants credentials", proxy.addr())),
@@ -392,7 +374,7 @@ fn exit_codes_name_the_kind_of_failure() {
             ),
     );
     let out = s.provision(&["--registration-id", "cli-dev", "--group-key", "AAAA"]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let out = out.expect(3);
     // The key on the command line gets its warning; then the one line of the failure.
     let stderr = text(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
@@ -404,19 +386,19 @@ fn exit_codes_name_the_kind_of_failure() {
     );
 
     // 5: timeout.
-    let out = s.provision(&[
+    s.provision(&[
         "--registration-id",
         "silent-dev",
         "--group-key",
         GROUP_KEY,
         "--timeout",
         "1",
-    ]);
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    ])
+    .expect(5);
 
     // 6: transport (the service closes the connection before its CONNACK).
-    let out = s.provision(&["--registration-id", "dropped-dev", "--group-key", GROUP_KEY]);
-    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    s.provision(&["--registration-id", "dropped-dev", "--group-key", GROUP_KEY])
+        .expect(6);
 
     // 5 as well: nothing listens there, and the device keeps trying until its timeout, as a
     // device whose network is not up yet does. The error says what the last attempt met.
@@ -439,7 +421,7 @@ fn exit_codes_name_the_kind_of_failure() {
         "--timeout",
         "3",
     ]);
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let out = out.expect(5);
     // Two attempts: at once, and after the 2 s floor (and its jitter).
     let stderr = text(&out.stderr).to_lowercase();
     assert!(
@@ -467,7 +449,7 @@ fn a_malformed_local_key_is_exit_2_before_any_connection() {
         "--group-key",
         "this is not base64!",
     ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = out.expect(2);
     assert_eq!(
         text(&out.stderr).lines().last(),
         Some(
@@ -507,7 +489,7 @@ fn provision_returns_within_its_timeout_against_a_silent_service() {
     ]);
     let took = started.elapsed();
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    out.expect(5);
     // 1 s deadline + 1 s grace, and room for a process start on a loaded machine.
     assert!(took < std::time::Duration::from_secs(6), "took {took:?}");
 }
@@ -531,7 +513,7 @@ fn assigned_without_a_hub_exits_6_and_is_not_cached() {
         "--cache",
         &cache,
     ]);
-    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    let out = out.expect(6);
     assert!(
         text(&out.stderr).contains("answered `assigned` without registrationState"),
         "{}",
@@ -563,7 +545,7 @@ fn provision_reports_a_failed_registration_with_exit_4() {
         "--key",
         &key,
     ]);
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let out = out.expect(4);
     assert!(
         text(&out.stderr).contains("400209: nope"),
         "{}",
@@ -573,14 +555,7 @@ fn provision_reports_a_failed_registration_with_exit_4() {
 
 #[test]
 fn the_demo_provisions_four_devices_one_of_them_twice() {
-    let out = dps(&["demo"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    let out = dps(&["demo"]).expect(0);
     let stdout = text(&out.stdout);
     let issued: Vec<&str> = stdout
         .lines()
@@ -610,7 +585,7 @@ fn the_demo_provisions_four_devices_one_of_them_twice() {
 fn scenario_run_prints_one_line_each_and_a_total() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/01-happy-path.json");
     let out = dps(&["scenario", "run", &file.display().to_string()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = out.expect(0);
     assert_eq!(text(&out.stdout).lines().last(), Some("1 passed, 0 failed"));
 }
 
@@ -626,7 +601,7 @@ fn bench_prints_json_with_the_documented_fields() {
         "sas",
         "--json",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = out.expect(0);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for field in [
         "registrations_per_sec",
@@ -652,8 +627,7 @@ fn every_command_has_help() {
         vec!["scenario", "run", "--help"],
         vec!["bench", "--help"],
     ] {
-        let out = dps(&args);
-        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let out = dps(&args).expect(0);
         assert!(!out.stdout.is_empty());
     }
 }

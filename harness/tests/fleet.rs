@@ -1,14 +1,17 @@
 //! `dps fleet`, run as a user runs it: outcomes appended as they end, a rerun resumes, a
 //! failing device is one line among many, and Ctrl-C leaves only whole lines.
 
+mod util;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dps_mock_broker::script::{DeviceScript, Step};
 use dps_mock_broker::{BrokerHandle, MockBroker, Quotas, Script, TestPki};
+use util::Ran;
 
 const GROUP_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -54,9 +57,8 @@ impl Setup {
     }
 
     fn command(&self, devices: &Path, out: &Path) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_dps"));
+        let mut command = util::dps(["fleet"]);
         command
-            .arg("fleet")
             .args([
                 "--endpoint",
                 &format!("localhost:{}", self.broker.addr().port()),
@@ -80,8 +82,8 @@ impl Setup {
         command
     }
 
-    fn run(&self, devices: &Path, out: &Path) -> Output {
-        self.command(devices, out).output().unwrap()
+    fn run(&self, devices: &Path, out: &Path) -> Ran {
+        util::run(&mut self.command(devices, out))
     }
 }
 
@@ -138,7 +140,7 @@ fn a_failing_device_is_one_line_among_many_and_a_rerun_resumes() {
     std::fs::write(&out, format!("{earlier}{{\"registration_id\":\"fleet-0")).unwrap();
 
     let first = s.run(&devices, &out);
-    assert_eq!(first.status.code(), Some(1), "{}", text(&first.stderr));
+    let first = first.expect(1);
     assert!(
         text(&first.stdout).starts_with("19 assigned, 2 failed, 10 skipped"),
         "{}",
@@ -176,7 +178,7 @@ fn a_failing_device_is_one_line_among_many_and_a_rerun_resumes() {
     // The rerun provisions only what is not assigned yet: fleet-017 (now the service takes
     // it) and the device without a key (still not).
     let second = s.run(&devices, &out);
-    assert_eq!(second.status.code(), Some(1), "{}", text(&second.stderr));
+    let second = second.expect(1);
     assert!(
         text(&second.stdout).starts_with("1 assigned, 1 failed, 29 skipped"),
         "{}",
@@ -235,8 +237,7 @@ fn ctrl_c_leaves_whole_lines_and_the_rerun_finishes() {
     let done = lines(&out).len();
     assert!((5..60).contains(&done), "{done}");
 
-    let rest = s.run(&devices, &out);
-    assert_eq!(rest.status.code(), Some(0), "{}", text(&rest.stderr));
+    s.run(&devices, &out).expect(0);
     let counts = assigned(&out);
     assert_eq!(counts.len(), 60);
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
