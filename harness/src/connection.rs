@@ -45,7 +45,7 @@ impl Connection {
     /// The transport settings these flags (and `HTTPS_PROXY`/`NO_PROXY`) ask for.
     pub fn transport(&self) -> Result<TransportConfigBuilder, ProvisioningError> {
         let mut builder = TransportConfig::builder(self.protocol()).trust(self.trust_roots()?);
-        let host = dps_messages::Endpoint::parse(&self.endpoint_uri())?.host;
+        let host = dps_messages::connect::Endpoint::parse(&self.endpoint_uri())?.host;
         let env = |name: &str| std::env::var(name).ok();
         if let Some(proxy) = proxy_env::choose(self.proxy.as_deref(), self.no_proxy, &host, env)? {
             tracing::info!(%proxy, "connecting through the proxy");

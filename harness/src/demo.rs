@@ -9,7 +9,7 @@ use dps_messages::{
     Authentication, Protocol, ProvisioningError, RegistrationRequest, RegistrationResult,
 };
 use dps_mock_broker::{BrokerHandle, IssuingCa, MockBroker, TestPki};
-use dps_transport_actor::{CertificateOptions, ClientOptions, TransportConfig};
+use dps_transport_actor::{CertificateOptions, ClientOptions, ProvisioningClient, TransportConfig};
 
 use crate::setup;
 
@@ -67,7 +67,7 @@ pub async fn run() -> Result<Vec<DemoRow>, String> {
         let (request, config) = target(&broker, protocol, id)?;
         tasks.push(actix_rt::spawn(async move {
             let started = Instant::now();
-            let result = match setup::client(config, auth, options()).await {
+            let result = match ProvisioningClient::start(config, auth, options()) {
                 Ok(client) => client.register(request).await,
                 Err(e) => Err(e),
             };
@@ -126,7 +126,7 @@ async fn issued_certificate(
     (second_request, second_config): (RegistrationRequest, TransportConfig),
 ) -> Vec<DemoRow> {
     let started = Instant::now();
-    let provisioned = match setup::client(first_config, onboarding, options()).await {
+    let provisioned = match ProvisioningClient::start(first_config, onboarding, options()) {
         Ok(client) => {
             client
                 .register_with_certificate(first_request, &CertificateOptions::default())
@@ -149,7 +149,7 @@ async fn issued_certificate(
     };
     let started = Instant::now();
     let result =
-        match setup::client(second_config, issued.identity().clone().into(), options()).await {
+        match ProvisioningClient::start(second_config, issued.identity().clone(), options()) {
             Ok(client) => client.register(second_request).await,
             Err(e) => Err(e),
         };

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dps_messages::{Authentication, ProvisioningError, RegistrationRequest};
-use dps_transport_actor::{ClientOptions, Fleet, FleetDevice, FleetOptions, PacerOptions};
+use dps_transport_actor::ClientOptions;
+use dps_transport_actor::fleet::{
+    Fleet, FleetDevice, FleetOptions, PacerOptions, ProgressSnapshot,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::connection::Connection;
@@ -214,11 +217,7 @@ pub async fn run(
 }
 
 /// `1200/2000 assigned 1195 failed 5 refused 12 | 196/s, ETA 4 s`.
-fn progress_line(
-    p: &dps_transport_actor::ProgressSnapshot,
-    total: usize,
-    elapsed: Duration,
-) -> String {
+fn progress_line(p: &ProgressSnapshot, total: usize, elapsed: Duration) -> String {
     let per_second = p.finished as f64 / elapsed.as_secs_f64().max(0.001);
     let left = (total as u64).saturating_sub(p.finished) as f64;
     let eta = if per_second > 0.0 {
@@ -382,7 +381,7 @@ mod tests {
 
     #[test]
     fn progress_says_how_far_how_fast_and_how_long_to_go() {
-        let snapshot = dps_transport_actor::ProgressSnapshot {
+        let snapshot = ProgressSnapshot {
             total: 100,
             finished: 50,
             assigned: 49,

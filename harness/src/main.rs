@@ -111,7 +111,7 @@ struct Provision {
     issue_cert: Option<PathBuf>,
     /// The curve of the key made for --issue-cert: p384 (the service's recommendation) or p256.
     #[arg(long, default_value = "p384", requires = "issue_cert")]
-    key_curve: dps_messages::KeyCurve,
+    key_curve: dps_messages::certificate::KeyCurve,
     /// Print the whole result as JSON.
     #[arg(long)]
     json: bool,
@@ -153,7 +153,7 @@ struct FleetCmd {
 #[derive(Args)]
 struct ConnectionFlags {
     /// The DPS endpoint, `HOST[:PORT]` (port 8883, or 443 with --ws).
-    #[arg(long, default_value = dps_messages::request::DEFAULT_PROVISIONING_HOST)]
+    #[arg(long, default_value = dps_messages::RegistrationRequest::DEFAULT_HOST)]
     endpoint: String,
     /// Trust this CA (PEM) and nothing else.
     #[arg(long, conflicts_with_all = ["platform_roots", "extra_ca"])]

@@ -88,7 +88,9 @@ impl fmt::Display for Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dps_messages::{ConnackRefusal, ServiceError, Stage, TransportError, TransportErrorKind};
+    use dps_messages::error::{
+        ConnackRefusal, ServiceError, Stage, TransportError, TransportErrorKind,
+    };
     use std::time::Duration;
 
     #[test]
@@ -135,21 +137,30 @@ mod tests {
             ),
             (service(400), 1),
             (Err(ProvisioningError::OperationCancelled), 1),
-            (Err(dps_messages::AuthError::BadSymmetricKey.into()), 2),
+            (
+                Err(dps_messages::error::AuthError::BadSymmetricKey.into()),
+                2,
+            ),
             (Err(ProvisioningError::InvalidRequest("x".into())), 2),
             (
-                Err(dps_messages::CertificateError::ApiVersionTooOld("2019-03-31".into()).into()),
+                Err(
+                    dps_messages::error::CertificateError::ApiVersionTooOld("2019-03-31".into())
+                        .into(),
+                ),
                 2,
             ),
             (
-                Err(dps_messages::CertificateError::Generate("x".into()).into()),
+                Err(dps_messages::error::CertificateError::Generate("x".into()).into()),
                 2,
             ),
             (
-                Err(dps_messages::CertificateError::LeafKeyMismatch.into()),
+                Err(dps_messages::error::CertificateError::LeafKeyMismatch.into()),
                 6,
             ),
-            (Err(dps_messages::CertificateError::NoChainIssued.into()), 6),
+            (
+                Err(dps_messages::error::CertificateError::NoChainIssued.into()),
+                6,
+            ),
         ];
         for (result, code) in cases {
             assert_eq!(Outcome::of(&result).exit_code(), code, "{result:?}");

@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dps_messages::certificate::KeyCurve;
 use dps_messages::{
-    Authentication, IssuedIdentity, KeyCurve, ProvisioningError, RegistrationRequest,
-    RegistrationResult, SymmetricKey, X509Identity,
+    Authentication, IssuedIdentity, ProvisioningError, RegistrationRequest, RegistrationResult,
+    SymmetricKey, X509Identity,
 };
-use dps_transport_actor::durable::{self, Readers};
-use dps_transport_actor::{CertificateOptions, ClientOptions, Provisioned};
+use dps_transport_actor::{CertificateOptions, ClientOptions, Provisioned, ProvisioningClient};
 
 use crate::connection::Connection;
 use crate::setup;
@@ -103,7 +103,7 @@ pub async fn run(args: ProvisionArgs) -> Result<ProvisionOutcome, ProvisioningEr
         force: args.force,
         ..ClientOptions::default()
     };
-    let client = setup::client(builder.build()?, auth, options).await?;
+    let client = ProvisioningClient::start(builder.build()?, auth, options)?;
     let mut request = RegistrationRequest::new(args.id_scope, args.registration_id.clone())
         .with_endpoint(args.connection.endpoint_uri());
     if let Some(payload) = args.payload {
@@ -124,48 +124,39 @@ pub async fn run(args: ProvisionArgs) -> Result<ProvisionOutcome, ProvisioningEr
         curve: args.key_curve,
         ..CertificateOptions::default()
     };
-    let Provisioned {
-        result,
-        certificate,
-        from_cache,
-    } = client.register_with_certificate(request, &options).await?;
-    let certificate = match certificate {
-        Some(identity) => Some(write_certificate(
-            dir,
-            &args.registration_id,
-            identity,
-            from_cache,
-        )?),
-        None => None,
-    };
+    let provisioned = client.register_with_certificate(request, &options).await?;
+    let certificate = write_certificate(dir, &args.registration_id, &provisioned)?;
     Ok(ProvisionOutcome {
-        result,
+        result: provisioned.result,
         certificate,
     })
 }
 
-/// Writes `<dir>/<id>.pem` (the chain) and `<dir>/<id>.key` (the key, owner-only), durably.
+/// Writes `<dir>/<id>.pem` (the chain) and `<dir>/<id>.key` (the key, owner-only), durably;
+/// `None` when no certificate was issued.
 fn write_certificate(
     dir: &Path,
     registration_id: &str,
-    identity: IssuedIdentity,
-    from_cache: bool,
-) -> Result<WrittenCertificate, ProvisioningError> {
+    provisioned: &Provisioned,
+) -> Result<Option<WrittenCertificate>, ProvisioningError> {
+    let Some(identity) = &provisioned.certificate else {
+        return Ok(None);
+    };
     let chain = dir.join(format!("{registration_id}.pem"));
     let key = dir.join(format!("{registration_id}.key"));
-    let write = |path: &Path, text: String, readers| {
-        durable::write(path, text.as_bytes(), readers).map_err(|e| {
-            ProvisioningError::InvalidRequest(format!("cannot write {}: {e}", path.display()))
-        })
-    };
-    write(&key, identity.private_key_pem(), Readers::OwnerOnly)?;
-    write(&chain, identity.chain_pem(), Readers::Anyone)?;
-    Ok(WrittenCertificate {
-        identity,
+    provisioned.write_pem(&chain, &key).map_err(|e| {
+        ProvisioningError::InvalidRequest(format!(
+            "cannot write {} and {}: {e}",
+            chain.display(),
+            key.display()
+        ))
+    })?;
+    Ok(Some(WrittenCertificate {
+        identity: identity.clone(),
         chain,
         key,
-        from_cache,
-    })
+        from_cache: provisioned.from_cache,
+    }))
 }
 
 /// The lines `dps provision --issue-cert` prints about the certificate.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use dps_messages::{Protocol, RegistrationRequest};
 use dps_mock_broker::record::Connack;
 use dps_mock_broker::{ConnectionRecord, MockBroker, Script, TestPki, Transport};
-use dps_transport_actor::{ClientOptions, TransportConfig};
+use dps_transport_actor::{ClientOptions, ProvisioningClient, TransportConfig};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -239,9 +239,7 @@ pub async fn run(scenario: &Scenario) -> Result<Vec<String>, String> {
         deadline: Duration::from_millis(scenario.deadline_ms),
         ..ClientOptions::default()
     };
-    let client = setup::client(config, auth, options)
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = ProvisioningClient::start(config, auth, options).map_err(|e| e.to_string())?;
     let mut request =
         RegistrationRequest::new(dps_mock_broker::DEFAULT_ID_SCOPE, id.clone()).with_endpoint(uri);
     if let Some(payload) = &scenario.payload {

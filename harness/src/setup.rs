@@ -4,13 +4,9 @@
 use std::path::Path;
 
 use actix::Addr;
-use dps_messages::{
-    Authentication, Protocol, ProvisioningError, SetAuthentication, SymmetricKey, X509Identity,
-};
+use dps_messages::{Authentication, Protocol, ProvisioningError, SymmetricKey, X509Identity};
 use dps_mock_broker::CertifiedPem;
-use dps_transport_actor::{
-    ClientOptions, ProvisioningClient, ProvisioningTransportActor, TransportConfig,
-};
+use dps_transport_actor::{ProvisioningTransportActor, TransportConfig};
 
 /// Reads a file as text, naming it in the error.
 pub fn read(path: &Path) -> Result<String, String> {
@@ -31,25 +27,13 @@ pub fn group_device(
 }
 
 /// A transport with `auth`, started beside its connections on the MQTT runtime thread.
-pub async fn transport(
+pub fn transport(
     config: TransportConfig,
     auth: Authentication,
 ) -> Result<Addr<ProvisioningTransportActor>, ProvisioningError> {
-    let transport = ProvisioningTransportActor::start_on_runtime(config)?;
-    transport.send(SetAuthentication(auth)).await?;
-    Ok(transport)
-}
-
-/// A client over a fresh transport.
-pub async fn client(
-    config: TransportConfig,
-    auth: Authentication,
-    options: ClientOptions,
-) -> Result<ProvisioningClient, ProvisioningError> {
-    Ok(ProvisioningClient::new(
-        transport(config, auth).await?,
-        options,
-    ))
+    ProvisioningTransportActor::new(config)
+        .with_authentication(auth)
+        .start_on_runtime()
 }
 
 /// The endpoint URI for `HOST[:PORT]` over `protocol`, with the DPS default ports.

@@ -52,8 +52,8 @@ impl ApiVersion {
 }
 
 /// Whether `version` (an `api-version` as sent) can carry a CSR; see
-/// [`ApiVersion::can_carry_csr`]. The mock service asks the same question of a username.
-pub fn can_carry_csr(version: &str) -> bool {
+/// [`ApiVersion::can_carry_csr`].
+fn can_carry_csr(version: &str) -> bool {
     let date = version.get(..10).unwrap_or("");
     let is_date = date.len() == 10
         && date.char_indices().all(|(i, c)| match i {

@@ -9,16 +9,13 @@ use actix::Message;
 
 use crate::auth::Authentication;
 use crate::error::ProvisioningError;
-use crate::outcome::RegistrationResponse;
 use crate::request::RegistrationRequest;
-
-/// What a register or a poll answers: the response, or why there is none.
-pub type RequestResult = Result<RegistrationResponse, ProvisioningError>;
+use crate::response::RegistrationResponse;
 
 /// Registers a device: connects and subscribes if needed, publishes the register request, and
 /// answers with the service's response (SRS 18_002 .. 18_015).
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "RequestResult")]
+#[rtype(result = "Result<RegistrationResponse, ProvisioningError>")]
 pub struct Register {
     /// The device and where to register it.
     pub request: RegistrationRequest,
@@ -26,7 +23,7 @@ pub struct Register {
 
 /// Asks for the status of a registration operation (SRS 18_016 .. 18_029).
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "RequestResult")]
+#[rtype(result = "Result<RegistrationResponse, ProvisioningError>")]
 pub struct QueryStatus {
     /// The device and where it registered.
     pub request: RegistrationRequest,
@@ -45,7 +42,7 @@ pub struct Cancel;
 /// The unsubscribe and the close take as long as the service takes to answer, up to `grace`
 /// (or the transport's disconnect timeout, when `grace` is `None`); then the connection is
 /// dropped without waiting further and the answer is a [`ProvisioningError::Timeout`] for
-/// [`crate::Stage::Disconnect`]. A request sent while the transport disconnects waits for the
+/// [`Stage::Disconnect`](crate::error::Stage::Disconnect). A request sent while the transport disconnects waits for the
 /// disconnect to end, then connects again.
 ///
 /// ```

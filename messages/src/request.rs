@@ -4,17 +4,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::api_version::ApiVersion;
-use crate::certificate::{CertificateError, CertificateRequest};
+#[cfg(feature = "issuance")]
+use crate::certificate::CertificateRequest;
+use crate::error::CertificateError;
 use crate::error::ProvisioningError;
 
-/// The global DPS endpoint, the host of every public-cloud device.
-pub const DEFAULT_PROVISIONING_HOST: &str = "global.azure-devices-provisioning.net";
-
-/// The body of a poll publish. Both official SDKs send a single space; the service ignores it.
-pub const POLL_BODY: &[u8] = b" ";
-
 /// DPS allows registration ids up to 128 characters.
-pub const MAX_REGISTRATION_ID_LEN: usize = 128;
+const MAX_REGISTRATION_ID_LEN: usize = 128;
 
 /// One device's registration: who it is, where to register it, and what to send.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +19,7 @@ pub struct RegistrationRequest {
     pub id_scope: String,
     /// The device's registration id (for X.509 devices, its certificate's CN).
     pub registration_id: String,
-    /// The DPS host, [`DEFAULT_PROVISIONING_HOST`] unless set.
+    /// The DPS host, [`RegistrationRequest::DEFAULT_HOST`] unless set.
     pub provisioning_host: String,
     /// Custom allocation data, sent as the body's `payload` (SRS 06_002).
     pub payload: Option<Value>,
@@ -39,12 +35,15 @@ pub struct RegistrationRequest {
 }
 
 impl RegistrationRequest {
+    /// The global DPS endpoint, the host of every public-cloud device.
+    pub const DEFAULT_HOST: &str = "global.azure-devices-provisioning.net";
+
     /// A request for `registration_id` in the DPS instance `id_scope`, against the global host.
     pub fn new(id_scope: impl Into<String>, registration_id: impl Into<String>) -> Self {
         Self {
             id_scope: id_scope.into(),
             registration_id: registration_id.into(),
-            provisioning_host: DEFAULT_PROVISIONING_HOST.to_owned(),
+            provisioning_host: Self::DEFAULT_HOST.to_owned(),
             payload: None,
             endpoint: None,
             api_version: None,
@@ -78,6 +77,7 @@ impl RegistrationRequest {
 
     /// Asks the service to certify `csr`'s key: the body carries its CSR, and the username
     /// announces `2025-07-01-preview` unless a version was chosen explicitly.
+    #[cfg(feature = "issuance")]
     pub fn with_csr(mut self, csr: &CertificateRequest) -> Self {
         self.csr = Some(csr.csr_base64());
         self
@@ -130,7 +130,7 @@ impl RegistrationRequest {
 
     /// The register body: `{"registrationId":..}` plus `"payload"` only when one was given
     /// (SRS 06_001, 06_002), and `"csr"` only when the request carries one.
-    pub fn register_body(&self) -> Vec<u8> {
+    pub(crate) fn register_body(&self) -> Vec<u8> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Body<'a> {
@@ -148,20 +148,6 @@ impl RegistrationRequest {
         // Serializing a struct of a &str and a Value cannot fail.
         serde_json::to_vec(&body).unwrap_or_default()
     }
-}
-
-/// What a register body says, as the service reads it (the mock broker's side).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterBody {
-    /// The registration id in the body.
-    pub registration_id: Option<String>,
-    /// Custom allocation data; `None` for both an absent and a `null` payload.
-    #[serde(default)]
-    pub payload: Option<Value>,
-    /// A certificate signing request, as sent (base64 DER is what the service accepts).
-    #[serde(default)]
-    pub csr: Option<String>,
 }
 
 #[cfg(test)]
@@ -206,14 +192,6 @@ mod tests {
     }
 
     #[test]
-    fn register_body_parses_back() {
-        let req = RegistrationRequest::new("s", "d").with_payload(json!({"k": 1}));
-        let body: RegisterBody = serde_json::from_slice(&req.register_body()).unwrap();
-        assert_eq!(body.registration_id.as_deref(), Some("d"));
-        assert_eq!(body.payload, Some(json!({"k": 1})));
-    }
-
-    #[test]
     fn validate_accepts_dps_ids_and_rejects_others() {
         assert!(
             RegistrationRequest::new("0ne00000001", "my-dev.1_a:b")
@@ -236,9 +214,11 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "issuance")]
     #[test]
     fn a_csr_goes_in_the_body_and_picks_the_preview_version_unless_one_was_chosen() {
-        let csr = CertificateRequest::generate_with("dev-1", crate::KeyCurve::P256).unwrap();
+        let csr =
+            CertificateRequest::generate_with("dev-1", crate::certificate::KeyCurve::P256).unwrap();
         let plain = RegistrationRequest::new("scope", "dev-1");
         assert_eq!(plain.api_version(), ApiVersion::V2019_03_31);
         let request = plain.with_payload(json!({"k": 1})).with_csr(&csr);
@@ -249,7 +229,8 @@ mod tests {
             body,
             json!({"registrationId": "dev-1", "payload": {"k": 1}, "csr": csr.csr_base64()})
         );
-        let read: RegisterBody = serde_json::from_slice(&request.register_body()).unwrap();
+        let read: crate::service::RegisterBody =
+            serde_json::from_slice(&request.register_body()).unwrap();
         assert_eq!(read.csr, Some(csr.csr_base64()));
 
         // An explicit version wins, and one that cannot carry a CSR is refused before sending.
@@ -270,7 +251,7 @@ mod tests {
     #[test]
     fn defaults_to_the_global_host() {
         let req = RegistrationRequest::new("s", "d");
-        assert_eq!(req.provisioning_host, DEFAULT_PROVISIONING_HOST);
+        assert_eq!(req.provisioning_host, RegistrationRequest::DEFAULT_HOST);
         assert_eq!(req.with_host("h").provisioning_host, "h");
     }
 }

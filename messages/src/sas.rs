@@ -17,7 +17,7 @@ use crate::encoding::{HexCase, percent_decode, percent_encode};
 use crate::error::AuthError;
 
 /// The key name DPS expects in `skn`.
-pub const SAS_KEY_NAME: &str = "registration";
+pub(crate) const SAS_KEY_NAME: &str = "registration";
 
 /// The scheme word a SAS password starts with.
 const SCHEME: &str = "SharedAccessSignature ";

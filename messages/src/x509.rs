@@ -4,9 +4,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustls::SignatureScheme;
-use rustls::client::ResolvesClientCert;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
@@ -50,9 +47,16 @@ impl X509Identity {
                 "the certificate chain is empty".into(),
             ));
         }
-        let provider = provider();
-        let certified = CertifiedKey::from_der(chain, key, &provider)
+        // ring loads the key; the TLS connection takes whatever signs, so the crypto provider
+        // of the connection is not needed here.
+        let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
             .map_err(|e| AuthError::KeyMismatch(e.to_string()))?;
+        let certified = CertifiedKey::new(chain, signing_key);
+        match certified.keys_match() {
+            // A key whose public half rustls cannot tell is taken as rustls itself takes it.
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(e) => return Err(AuthError::KeyMismatch(e.to_string())),
+        }
         Ok(Self {
             certified: Arc::new(certified),
         })
@@ -63,58 +67,11 @@ impl X509Identity {
         &self.certified.cert
     }
 
-    /// The chain and the loaded signing key.
+    /// The chain and its loaded signing key, as rustls presents them: what a TLS client
+    /// configuration of one's own takes (`ClientConfig::with_client_cert_resolver`).
     pub fn certified_key(&self) -> Arc<CertifiedKey> {
         self.certified.clone()
     }
-
-    /// A rustls client certificate resolver that presents this identity, its key loaded once
-    /// when the identity was made rather than parsed again for every connection.
-    pub fn client_cert_resolver(&self) -> Arc<dyn ResolvesClientCert> {
-        Arc::new(Presents(self.certified.clone()))
-    }
-}
-
-/// Always presents one certificate.
-#[derive(Debug)]
-struct Presents(Arc<CertifiedKey>);
-
-impl ResolvesClientCert for Presents {
-    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
-}
-
-/// The crypto provider of the workspace: ring, so no C toolchain beyond a compiler is needed.
-///
-/// The cipher suites are ring's, with the AES-128-GCM/SHA-256 suites first: as strong as the
-/// protocol needs, and SHA-256 key derivation is far cheaper per handshake than SHA-384 where
-/// the CPU has SHA extensions. A peer that prefers otherwise still gets its way in TLS 1.3.
-pub fn provider() -> CryptoProvider {
-    use rustls::crypto::ring::{cipher_suite, default_provider};
-    let preferred = [
-        cipher_suite::TLS13_AES_128_GCM_SHA256,
-        cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-    ];
-    let mut provider = default_provider();
-    let rest: Vec<_> = provider
-        .cipher_suites
-        .iter()
-        .copied()
-        .filter(|s| !preferred.contains(s))
-        .collect();
-    provider.cipher_suites = preferred.into_iter().chain(rest).collect();
-    provider
-}
-
-/// [`provider`] behind an `Arc`, as rustls' builders take it.
-pub fn shared_provider() -> Arc<CryptoProvider> {
-    Arc::new(provider())
 }
 
 impl fmt::Debug for X509Identity {
@@ -129,18 +86,6 @@ impl fmt::Debug for X509Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_resolver_always_presents_the_identity() {
-        let (cert, key) = cert("dev");
-        let identity = X509Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
-        let resolver = identity.client_cert_resolver();
-        assert!(resolver.has_certs());
-        let presented = resolver
-            .resolve(&[], &[SignatureScheme::ECDSA_NISTP256_SHA256])
-            .unwrap();
-        assert_eq!(presented.cert.len(), 1);
-    }
 
     fn cert(cn: &str) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
@@ -185,18 +130,6 @@ mod tests {
         assert!(matches!(err, AuthError::BadCertificate(_)), "{err:?}");
         let broken = cert_pem.replace("MII", "!!!");
         assert!(X509Identity::from_pem(broken.as_bytes(), key_pem.as_bytes()).is_err());
-    }
-
-    #[test]
-    fn the_provider_prefers_aes_128_and_keeps_every_suite() {
-        let all = rustls::crypto::ring::default_provider().cipher_suites;
-        let ours = provider().cipher_suites;
-        assert_eq!(
-            ours[0],
-            rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
-        );
-        assert_eq!(ours.len(), all.len());
-        assert!(all.iter().all(|s| ours.contains(s)));
     }
 
     #[test]

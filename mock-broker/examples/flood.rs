@@ -32,10 +32,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for cert in CertificateDer::pem_file_iter(ca)? {
         roots.add(cert?)?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(dps_messages::x509::shared_provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let tls = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into()?)?;
     let tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
     let mut stream = rustls::StreamOwned::new(tls, tcp);

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use dps_messages::ConnackRefusal;
-use dps_messages::sas::{SasRejection, SasToken, derive_device_key};
+use dps_messages::error::ConnackRefusal;
+use dps_messages::service::{SasRejection, SasToken, derive_device_key};
 
 /// The credentials the broker knows.
 #[derive(Debug, Clone, Default)]

@@ -5,13 +5,14 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use dps_messages::request::RegisterBody;
-use dps_messages::topic::{RESPONSE_TOPIC_PREFIX, RequestTopic, ResponseTopic};
+use dps_messages::Operation;
+use dps_messages::response::ResponseTopic;
+use dps_messages::service::{RESPONSE_TOPIC_PREFIX, RegisterBody, response_topic};
 use serde_json::{Value, json};
 
 use crate::clock::iso8601;
 use crate::issuance::{ChainFault, CheckedCsr, Issuance, check_csr};
-use crate::operations::{Operation, Operations};
+use crate::operations::{Operations, Pending};
 use crate::quota::{Kind, QuotaState, QuotaSummary, Quotas};
 use crate::script::{ConnectStep, Malformation, Script, Step};
 
@@ -133,14 +134,20 @@ impl Dps {
     }
 
     /// A 429 when `request` is over a quota, as DPS answers it.
-    fn throttle(&self, request: &RequestTopic, client_id: &str, now: SystemTime) -> Option<Reply> {
+    fn throttle(
+        &self,
+        operation: &Operation,
+        rid: &str,
+        client_id: &str,
+        now: SystemTime,
+    ) -> Option<Reply> {
         let quotas = &self.config.quotas;
         if !quotas.any() {
             return None;
         }
-        let (kind, rid) = match request {
-            RequestTopic::Register { rid } => (Kind::Register, rid),
-            RequestTopic::Poll { rid, .. } => (Kind::Poll, rid),
+        let kind = match operation {
+            Operation::Register => Kind::Register,
+            Operation::Poll { .. } => Kind::Poll,
         };
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let wait = state.quota.admit(quotas, kind, client_id, now).err()?;
@@ -178,7 +185,7 @@ impl Dps {
             id: client_id,
             api_version,
         } = client;
-        let Some(request) = RequestTopic::parse(topic) else {
+        let Some((operation, rid)) = Operation::from_topic(topic) else {
             tracing::debug!(
                 client_id,
                 topic,
@@ -186,7 +193,7 @@ impl Dps {
             );
             return Reply::Silent;
         };
-        if let Some(throttled) = self.throttle(&request, client_id, now) {
+        if let Some(throttled) = self.throttle(&operation, &rid, client_id, now) {
             return throttled;
         }
         self.with_device(client_id, |device, operations| {
@@ -199,7 +206,8 @@ impl Dps {
                 operations,
                 client_id,
                 api_version,
-                request: &request,
+                operation: &operation,
+                rid: &rid,
                 body,
                 now,
             };
@@ -252,7 +260,8 @@ struct Ctx<'a> {
     operations: &'a mut Operations,
     client_id: &'a str,
     api_version: &'a str,
-    request: &'a RequestTopic,
+    operation: &'a Operation,
+    rid: &'a str,
     body: &'a [u8],
     now: SystemTime,
 }
@@ -264,13 +273,12 @@ fn send(
     payload: Vec<u8>,
     delay_ms: u64,
 ) -> Reply {
-    let topic = ResponseTopic {
+    let topic = response_topic(&ResponseTopic {
         status,
         rid: rid.to_owned(),
         retry_after,
         params: vec![],
-    }
-    .to_topic();
+    });
     Reply::Send {
         topic,
         payload,
@@ -280,9 +288,7 @@ fn send(
 
 impl Ctx<'_> {
     fn rid(&self) -> &str {
-        match self.request {
-            RequestTopic::Register { rid } | RequestTopic::Poll { rid, .. } => rid,
-        }
+        self.rid
     }
 
     fn reply(&mut self, step: Step) -> Reply {
@@ -291,7 +297,7 @@ impl Ctx<'_> {
             Step::SpoilChain { fault } => self.default_reply(Some(fault), 0),
             Step::RefuseCsr { status, error_code } => {
                 let has_csr = read_register_body(self.body).is_ok_and(|b| b.csr.is_some());
-                if !matches!(self.request, RequestTopic::Register { .. }) || !has_csr {
+                if !self.operation.is_register() || !has_csr {
                     return self.default_reply(None, 0);
                 }
                 let mut body = self.error_body(status, "the CSR was refused (scripted)");
@@ -384,11 +390,10 @@ impl Ctx<'_> {
         if let Value::Object(map) = body
             && !map.contains_key("operationId")
         {
-            let id = match self.request {
-                RequestTopic::Poll {
-                    operation_id: Some(id),
-                    ..
-                } => id.clone(),
+            let id = match self.operation {
+                Operation::Poll { operation_id } if !operation_id.is_empty() => {
+                    operation_id.clone()
+                }
                 _ => self.new_operation(None),
             };
             map.insert("operationId".into(), Value::String(id));
@@ -407,7 +412,7 @@ impl Ctx<'_> {
         );
         self.operations.insert(
             id.clone(),
-            Operation {
+            Pending {
                 registration_id: self.client_id.to_owned(),
                 payload,
                 csr,
@@ -435,8 +440,8 @@ impl Ctx<'_> {
 
     /// [`default_response`](Self::default_response), an issued chain spoiled as `fault` says.
     fn default_response_with(&mut self, fault: Option<ChainFault>) -> (u16, Value, Option<String>) {
-        match self.request.clone() {
-            RequestTopic::Register { .. } => {
+        match self.operation.clone() {
+            Operation::Register => {
                 let body = match read_register_body(self.body) {
                     Ok(body) => body,
                     Err(why) => return (400, self.error_body(400, &why), None),
@@ -466,13 +471,10 @@ impl Ctx<'_> {
                     retry_after,
                 )
             }
-            RequestTopic::Poll {
-                operation_id: None, ..
-            } => (400, self.error_body(400, "no operationId"), None),
-            RequestTopic::Poll {
-                operation_id: Some(id),
-                ..
-            } => {
+            Operation::Poll { operation_id } if operation_id.is_empty() => {
+                (400, self.error_body(400, "no operationId"), None)
+            }
+            Operation::Poll { operation_id: id } => {
                 let now = self.now;
                 match self.operations.get_mut(&id, now) {
                     Some(op) if op.registration_id == self.client_id => {
@@ -495,7 +497,7 @@ impl Ctx<'_> {
         Ok(checked)
     }
 
-    fn assignment(&self, operation_id: &str, op: &Operation, fault: Option<ChainFault>) -> Value {
+    fn assignment(&self, operation_id: &str, op: &Pending, fault: Option<ChainFault>) -> Value {
         let mut state = json!({
             "registrationId": op.registration_id,
             "createdDateTimeUtc": iso8601(op.created),
@@ -522,7 +524,14 @@ impl Ctx<'_> {
 mod tests {
     use super::*;
     use crate::script::DeviceScript;
-    use dps_messages::topic::{poll_topic, register_topic};
+
+    fn register_topic(rid: &str) -> String {
+        Operation::Register.topic(rid)
+    }
+
+    fn poll_topic(rid: &str, operation_id: &str) -> String {
+        Operation::poll(operation_id).topic(rid)
+    }
 
     fn dps(script: Script) -> Dps {
         Dps::new(

@@ -157,7 +157,7 @@ impl HostileServer {
             .map_err(io::Error::other)?;
         let key = PrivateKeyDer::from_pem_slice(pki.server.key_pem.as_bytes())
             .map_err(io::Error::other)?;
-        let config = ServerConfig::builder_with_provider(dps_messages::x509::shared_provider())
+        let config = ServerConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(io::Error::other)?
             .with_no_client_auth()

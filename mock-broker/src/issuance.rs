@@ -170,7 +170,7 @@ pub(crate) fn check_csr(
     registration_id: &str,
     api_version: &str,
 ) -> Result<CheckedCsr, String> {
-    if !dps_messages::api_version::can_carry_csr(api_version) {
+    if !dps_messages::ApiVersion::from(api_version).can_carry_csr() {
         return Err(format!(
             "api-version `{api_version}` cannot carry a CSR; use 2025-07-01-preview or later"
         ));

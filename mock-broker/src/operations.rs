@@ -21,9 +21,9 @@ pub(crate) const UNFINISHED_OPERATION_TTL: Duration = Duration::from_secs(60 * 6
 /// The most operations kept at once.
 pub(crate) const MAX_OPERATIONS: usize = 100_000;
 
-/// One registration operation.
+/// One registration operation the service keeps until its device polls it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Operation {
+pub(crate) struct Pending {
     pub(crate) registration_id: String,
     pub(crate) payload: Option<Value>,
     /// The CSR the register carried, checked: the assignment issues a certificate for it.
@@ -32,7 +32,7 @@ pub(crate) struct Operation {
     pub(crate) finished: Option<SystemTime>,
 }
 
-impl Operation {
+impl Pending {
     fn expired(&self, now: SystemTime) -> bool {
         let (since, ttl) = match self.finished {
             Some(at) => (at, FINISHED_OPERATION_TTL),
@@ -45,7 +45,7 @@ impl Operation {
 /// The open operations, oldest first.
 #[derive(Debug)]
 pub(crate) struct Operations {
-    entries: HashMap<String, Operation>,
+    entries: HashMap<String, Pending>,
     /// Ids in the order they were made; ids whose operation has gone are skipped.
     order: VecDeque<String>,
     max: usize,
@@ -68,7 +68,7 @@ impl Operations {
     }
 
     /// Adds operation `id`, making room first.
-    pub(crate) fn insert(&mut self, id: String, operation: Operation, now: SystemTime) {
+    pub(crate) fn insert(&mut self, id: String, operation: Pending, now: SystemTime) {
         self.prune(now);
         while self.entries.len() >= self.max {
             let Some(oldest) = self.order.pop_front() else {
@@ -80,8 +80,8 @@ impl Operations {
         self.entries.insert(id, operation);
     }
 
-    /// Operation `id`, unless it has expired.
-    pub(crate) fn get_mut(&mut self, id: &str, now: SystemTime) -> Option<&mut Operation> {
+    /// Pending `id`, unless it has expired.
+    pub(crate) fn get_mut(&mut self, id: &str, now: SystemTime) -> Option<&mut Pending> {
         if self.entries.get(id).is_some_and(|op| op.expired(now)) {
             self.entries.remove(id);
             return None;
@@ -115,8 +115,8 @@ impl Operations {
 mod tests {
     use super::*;
 
-    fn op(created: SystemTime) -> Operation {
-        Operation {
+    fn op(created: SystemTime) -> Pending {
+        Pending {
             registration_id: "dev".into(),
             payload: None,
             csr: None,

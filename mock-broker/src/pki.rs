@@ -203,7 +203,7 @@ mod tests {
                 .unwrap();
             rustls::server::WebPkiClientVerifier::builder_with_provider(
                 std::sync::Arc::new(roots),
-                dps_messages::x509::shared_provider(),
+                crate::tls::provider(),
             )
             .build()
             .unwrap()

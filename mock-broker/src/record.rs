@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use dps_messages::topic::{RequestTopic, ResponseTopic};
+use dps_messages::Operation;
+use dps_messages::response::ResponseTopic;
 use serde::Serialize;
 
 use crate::limits::ConnectionLimits;
@@ -111,8 +112,8 @@ pub struct RequestRecord {
     pub at: Duration,
     /// The topic as published.
     pub topic: String,
-    /// What the topic asked for; `None` for a publish that is not a DPS request.
-    pub request: Option<RequestTopic>,
+    /// What the topic asked for and its `$rid`; `None` for a publish that is not a DPS request.
+    request: Option<(Operation, String)>,
     /// The body (cut as the record cuts payloads).
     pub body: String,
     /// The body's whole length in bytes.
@@ -120,28 +121,32 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// What the topic asked for; `None` for a publish that is not a DPS request.
+    pub fn operation(&self) -> Option<&Operation> {
+        self.request.as_ref().map(|(operation, _)| operation)
+    }
+
     /// Whether it is a register.
     pub fn is_register(&self) -> bool {
-        matches!(self.request, Some(RequestTopic::Register { .. }))
+        matches!(self.operation(), Some(Operation::Register))
     }
 
     /// Whether it is a poll.
     pub fn is_poll(&self) -> bool {
-        matches!(self.request, Some(RequestTopic::Poll { .. }))
+        matches!(self.operation(), Some(Operation::Poll { .. }))
     }
 
     /// Its `$rid`.
     pub fn rid(&self) -> Option<&str> {
-        match &self.request {
-            Some(RequestTopic::Register { rid } | RequestTopic::Poll { rid, .. }) => Some(rid),
-            None => None,
-        }
+        self.request.as_ref().map(|(_, rid)| rid.as_str())
     }
 
-    /// The operation a poll asked about.
+    /// The operation a poll asked about; `None` for a register, or a poll that named none.
     pub fn operation_id(&self) -> Option<&str> {
-        match &self.request {
-            Some(RequestTopic::Poll { operation_id, .. }) => operation_id.as_deref(),
+        match self.operation() {
+            Some(Operation::Poll { operation_id }) if !operation_id.is_empty() => {
+                Some(operation_id)
+            }
             _ => None,
         }
     }
@@ -267,7 +272,7 @@ impl ConnectionRecord {
                 } => Some(RequestRecord {
                     at: timed.at,
                     topic: topic.clone(),
-                    request: RequestTopic::parse(topic),
+                    request: Operation::from_topic(topic),
                     body: payload.clone(),
                     body_len: *payload_len,
                 }),

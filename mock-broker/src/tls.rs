@@ -61,6 +61,12 @@ impl std::str::FromStr for TlsVersions {
     }
 }
 
+/// The broker's crypto provider: ring's, so that no C toolchain beyond a compiler is needed.
+/// The client's preference picks the cipher suite, as rustls servers do by default.
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// The server configuration: `server_cert_pem` (chain) and `server_key_pem`, verifying client
 /// certificates against `device_ca_pem` when given, speaking `versions` of TLS.
 pub fn server_config(
@@ -69,7 +75,7 @@ pub fn server_config(
     device_ca_pem: Option<&str>,
     versions: TlsVersions,
 ) -> Result<Arc<ServerConfig>, BrokerError> {
-    let provider = dps_messages::x509::shared_provider();
+    let provider = provider();
     let chain = certs(server_cert_pem, "server certificate")?;
     let key = PrivateKeyDer::from_pem_slice(server_key_pem.as_bytes())
         .map_err(|e| BrokerError::Tls(format!("server key: {e}")))?;

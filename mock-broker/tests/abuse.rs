@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use dps_messages::topic::register_topic;
 use dps_mock_broker::record::Connack;
 use dps_mock_broker::{BrokerHandle, ConnectionLimits, MockBroker, TestPki, TlsVersions};
 use ntex::util::{ByteString, Bytes};
@@ -126,7 +125,9 @@ fn an_empty_register_body_registers_the_client() {
         ] {
             client.publish(&register_topic("1"), body).await;
             let (topic, answer) = client.next(LONG).await.unwrap();
-            let got = dps_messages::ResponseTopic::parse(&topic).unwrap().status;
+            let got = dps_messages::response::ResponseTopic::parse(&topic)
+                .unwrap()
+                .status;
             assert_eq!(got, status, "{:?}: {answer}", String::from_utf8_lossy(body));
             if status == 400 {
                 assert!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use dps_messages::SymmetricKey;
-use dps_messages::topic::{ResponseTopic, poll_topic, register_topic};
+use dps_messages::response::ResponseTopic;
 use dps_mock_broker::record::Connack;
 use dps_mock_broker::script::{ConnectStep, DeviceScript, Malformation, Step};
 use dps_mock_broker::{BrokerHandle, MockBroker, Script, TestPki};

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use base64::Engine;
 use common::*;
-use dps_messages::topic::{ResponseTopic, poll_topic, register_topic};
-use dps_messages::{ApiVersion, CertificateRequest, KeyCurve};
+use dps_messages::certificate::KeyCurve;
+use dps_messages::response::ResponseTopic;
+use dps_messages::{ApiVersion, CertificateRequest};
 use dps_mock_broker::record::Connack;
 use dps_mock_broker::script::{ChainFault, DeviceScript, Step};
 use dps_mock_broker::{BrokerHandle, CertifiedPem, IssuingCa, MockBroker, Script, TestPki};

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use dps_messages::topic::{ResponseTopic, poll_topic, register_topic};
+use dps_messages::response::ResponseTopic;
 use dps_mock_broker::{MockBroker, QuotaSummary, Quotas, TestPki};
 
 #[test]

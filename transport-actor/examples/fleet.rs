@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use dps_messages::{Protocol, RegistrationRequest, X509Identity};
 use dps_mock_broker::{MockBroker, Quotas, TestPki};
-use dps_transport_actor::{ClientOptions, Fleet, FleetDevice, FleetOptions, TransportConfig};
+use dps_transport_actor::fleet::{Fleet, FleetDevice, FleetOptions};
+use dps_transport_actor::{ClientOptions, TransportConfig};
 
 /// How many devices the gateway provisions.
 const DEVICES: usize = 200;

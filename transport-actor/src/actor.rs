@@ -5,21 +5,22 @@
 //! the actor's mailbox while a request is in flight.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use actix::{
     Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture, SpawnHandle, Supervised,
 };
-use dps_messages::commands::RequestResult;
+use dps_messages::error::{TransportError, TransportErrorKind};
 use dps_messages::{
-    Authentication, Cancel, Disconnect, ProvisioningError, QueryStatus, Register,
-    SetAuthentication, TransportError, TransportErrorKind,
+    Authentication, Cancel, Disconnect, Operation, ProvisioningError, QueryStatus, Register,
+    RegistrationRequest, SetAuthentication,
 };
 use tokio::sync::oneshot;
 
+use crate::RequestResult;
 use crate::config::TransportConfig;
-use crate::link::{Link, LinkCommand, LinkEventMsg, LinkSpec, Publish};
-use crate::session::{Action, Command, LinkEvent, LinkId, Reply, Session, State, Token};
+use crate::link::{Link, LinkCommand, LinkEventMsg, Publish};
+use crate::session::{Action, Command, LinkEvent, Reply, Session, State, Token};
 
 /// The mailbox size of a transport started with
 /// [`ProvisioningTransportActor::start_on_runtime`], as actix's own default.
@@ -55,8 +56,8 @@ pub struct GetState;
 /// ```
 pub struct ProvisioningTransportActor {
     config: TransportConfig,
+    /// The protocol's state, the credentials among it.
     session: Session,
-    auth: Option<Authentication>,
     /// The link the session has open, if any: an IO handle, never consulted for protocol state.
     link: Option<Link>,
     waiters: HashMap<Token, oneshot::Sender<Reply>>,
@@ -65,13 +66,14 @@ pub struct ProvisioningTransportActor {
 }
 
 impl ProvisioningTransportActor {
-    /// A disconnected transport with `config`.
+    /// A disconnected transport with `config` and no credentials yet: send it
+    /// [`SetAuthentication`] before any request, or build it
+    /// [`with_authentication`](Self::with_authentication).
     pub fn new(config: TransportConfig) -> Self {
         let session = Session::new(config.inner.session.clone());
         Self {
             config,
             session,
-            auth: None,
             link: None,
             waiters: HashMap::new(),
             next_token: 0,
@@ -79,8 +81,27 @@ impl ProvisioningTransportActor {
         }
     }
 
-    /// Starts a transport with `config` on its MQTT runtime thread, beside its connections, and
-    /// returns its address, usable from any thread.
+    /// The same transport with `auth` as its credentials, as [`SetAuthentication`] would set
+    /// them (SRS 18_001).
+    ///
+    /// ```no_run
+    /// use actix::Actor;
+    /// use dps_messages::{Protocol, SymmetricKey};
+    /// use dps_transport_actor::{ProvisioningTransportActor, TransportConfig};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let key = SymmetricKey::new("O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=")?;
+    /// let config = TransportConfig::builder(Protocol::Mqtt).build()?;
+    /// let transport = ProvisioningTransportActor::new(config).with_authentication(key).start();
+    /// # let _ = transport; Ok(()) }
+    /// ```
+    pub fn with_authentication(mut self, auth: impl Into<Authentication>) -> Self {
+        self.session.set_authentication(auth.into());
+        self
+    }
+
+    /// Starts this transport on its MQTT runtime thread, beside its connections, and returns
+    /// its address, usable from any thread: no actix system is needed.
     ///
     /// The actor and its connection exchange about a dozen messages per registration; on one
     /// thread none of them has to wake another thread, which cuts the process's context
@@ -88,11 +109,11 @@ impl ProvisioningTransportActor {
     /// actor stops when its last address is dropped, not with the caller's actix system, and
     /// is not supervised: use [`Actor::start`] or [`actix::Supervisor`] on your own arbiter for
     /// that.
-    pub fn start_on_runtime(config: TransportConfig) -> Result<Addr<Self>, ProvisioningError> {
+    pub fn start_on_runtime(self) -> Result<Addr<Self>, ProvisioningError> {
         let (tx, rx) = actix::dev::channel::channel(MAILBOX_CAPACITY);
-        let runtime = config.inner.runtime.clone();
+        let runtime = self.config.inner.runtime.clone();
         runtime.run(move || {
-            Context::with_receiver(rx).run(ProvisioningTransportActor::new(config));
+            Context::with_receiver(rx).run(self);
         })?;
         Ok(Addr::new(tx))
     }
@@ -125,14 +146,18 @@ impl ProvisioningTransportActor {
     fn drive(&mut self, ctx: &mut Context<Self>) {
         while let Some(action) = self.session.poll_action() {
             match action {
-                Action::Open { link, params } => {
-                    tracing::debug!(?link, client_id = params.client_id, endpoint = %params.endpoint, "connecting");
-                    if let Err(error) = self.open_link(ctx, link, *params) {
-                        self.session.handle_link_event(
+                Action::Open { link, connect } => {
+                    tracing::debug!(?link, client_id = connect.client_id, endpoint = %connect.endpoint, "connecting");
+                    let inner = &self.config.inner;
+                    let events = ctx.address().recipient().downgrade();
+                    // Replacing a link closes the old one (dropping its handle).
+                    match Link::open(&inner.runtime, link, *connect, &inner.link, events) {
+                        Ok(opened) => self.link = Some(opened),
+                        Err(error) => self.session.handle_link_event(
                             link,
                             LinkEvent::ConnectFailed(error),
                             Instant::now(),
-                        );
+                        ),
                     }
                 }
                 Action::Subscribe { link } => self.send(link, LinkCommand::Subscribe),
@@ -177,48 +202,7 @@ impl ProvisioningTransportActor {
         }
     }
 
-    fn open_link(
-        &mut self,
-        ctx: &mut Context<Self>,
-        id: LinkId,
-        params: dps_messages::ConnectParams,
-    ) -> Result<(), ProvisioningError> {
-        let inner = &self.config.inner;
-        let (identity, password) = match &self.auth {
-            Some(Authentication::X509(identity)) => (Some(identity), None),
-            Some(Authentication::SymmetricKey(key)) => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or(Duration::ZERO);
-                let expiry = (now + inner.sas_token_ttl).as_secs();
-                let token = key.sas_token(&params.id_scope, &params.client_id, expiry);
-                (None, Some(token.to_string()))
-            }
-            None => return Err(dps_messages::AuthError::Missing.into()),
-        };
-        let (tls, tls_errors) = inner.tls.client_config(identity)?;
-        let keep_alive = u16::try_from(inner.keep_alive.as_secs()).unwrap_or(u16::MAX);
-        let presents_certificate = identity.is_some();
-        let spec = LinkSpec {
-            id,
-            params,
-            password,
-            tls,
-            tls_errors,
-            keep_alive,
-            presents_certificate,
-            proxy: inner.proxy.clone(),
-        };
-        // Replacing a link closes the old one (dropping its handle).
-        self.link = Some(Link::open(
-            &inner.runtime,
-            spec,
-            ctx.address().recipient().downgrade(),
-        )?);
-        Ok(())
-    }
-
-    fn send(&self, link: LinkId, command: LinkCommand) {
+    fn send(&self, link: crate::session::LinkId, command: LinkCommand) {
         match &self.link {
             Some(current) if current.id == link => current.send(command),
             _ => tracing::trace!(?link, ?command, "no such link"),
@@ -230,8 +214,24 @@ impl ProvisioningTransportActor {
     fn restart(&mut self, ctx: &mut Context<Self>) {
         tracing::info!("transport actor restarting");
         self.abort(ctx, restarted());
-        self.session = Session::new(self.config.inner.session.clone());
-        self.session.set_authenticated(self.auth.is_some());
+    }
+
+    /// Hands the session a register or a poll, and returns its answer.
+    fn request(
+        &mut self,
+        ctx: &mut Context<Self>,
+        operation: Operation,
+        request: RegistrationRequest,
+    ) -> ResponseFuture<RequestResult> {
+        let rid = uuid::Uuid::new_v4().to_string();
+        let reply = self.command(ctx, |token| Command::Request {
+            token,
+            operation,
+            request,
+            rid,
+            made_at: SystemTime::now(),
+        });
+        Box::pin(async move { response(reply.await) })
     }
 
     /// Answers everything pending with `error` and drops the connection.
@@ -306,8 +306,7 @@ impl Handler<SetAuthentication> for ProvisioningTransportActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetAuthentication, _: &mut Context<Self>) {
-        self.auth = Some(msg.0);
-        self.session.set_authenticated(true);
+        self.session.set_authentication(msg.0);
     }
 }
 
@@ -315,13 +314,7 @@ impl Handler<Register> for ProvisioningTransportActor {
     type Result = ResponseFuture<RequestResult>;
 
     fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
-        let rid = uuid::Uuid::new_v4().to_string();
-        let reply = self.command(ctx, |token| Command::Register {
-            token,
-            request: msg.request,
-            rid,
-        });
-        Box::pin(async move { response(reply.await) })
+        self.request(ctx, Operation::Register, msg.request)
     }
 }
 
@@ -329,14 +322,7 @@ impl Handler<QueryStatus> for ProvisioningTransportActor {
     type Result = ResponseFuture<RequestResult>;
 
     fn handle(&mut self, msg: QueryStatus, ctx: &mut Context<Self>) -> Self::Result {
-        let rid = uuid::Uuid::new_v4().to_string();
-        let reply = self.command(ctx, |token| Command::QueryStatus {
-            token,
-            request: msg.request,
-            operation_id: msg.operation_id,
-            rid,
-        });
-        Box::pin(async move { response(reply.await) })
+        self.request(ctx, Operation::poll(msg.operation_id), msg.request)
     }
 }
 

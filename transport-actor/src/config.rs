@@ -3,13 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dps_messages::{DEFAULT_POLLING_INTERVAL, Protocol, ProvisioningError};
+use dps_messages::connect::ConnectOptions;
+use dps_messages::{Protocol, ProvisioningError, RegistrationResponse};
 
+use crate::TrustRoots;
+use crate::link::LinkSetup;
 use crate::link::tunnel::ProxyHop;
 use crate::proxy::ProxyConfig;
 use crate::runtime::MqttRuntime;
 use crate::session::{SessionConfig, Timeouts};
-use crate::tls::{TlsSetup, TrustRoots};
+use crate::tls::TlsSetup;
 
 /// Settings of a [`crate::ProvisioningTransportActor`]; cheap to clone.
 ///
@@ -24,12 +27,11 @@ pub struct TransportConfig {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
+    /// What each actor's session is made with.
     pub(crate) session: SessionConfig,
-    pub(crate) tls: TlsSetup,
-    pub(crate) keep_alive: Duration,
-    pub(crate) sas_token_ttl: Duration,
+    /// What each connection shares: TLS, the proxy.
+    pub(crate) link: LinkSetup,
     pub(crate) runtime: MqttRuntime,
-    pub(crate) proxy: Option<ProxyHop>,
 }
 
 impl TransportConfig {
@@ -41,7 +43,7 @@ impl TransportConfig {
             protocol,
             trust: TrustRoots::public_web(),
             timeouts: Timeouts::default(),
-            default_polling_interval: DEFAULT_POLLING_INTERVAL,
+            default_polling_interval: RegistrationResponse::DEFAULT_POLLING_INTERVAL,
             keep_alive: Duration::from_secs(60),
             sas_token_ttl: Duration::from_secs(3600),
             runtime: None,
@@ -51,7 +53,7 @@ impl TransportConfig {
 
     /// The protocol.
     pub fn protocol(&self) -> Protocol {
-        self.inner.session.protocol
+        self.inner.session.connect.protocol
     }
 }
 
@@ -157,18 +159,22 @@ impl TransportConfigBuilder {
         Ok(TransportConfig {
             inner: Arc::new(Inner {
                 session: SessionConfig {
-                    protocol: self.protocol,
+                    connect: ConnectOptions {
+                        protocol: self.protocol,
+                        keep_alive: self.keep_alive,
+                        sas_token_ttl: self.sas_token_ttl,
+                    },
                     timeouts: self.timeouts,
                     default_polling_interval: self.default_polling_interval,
                 },
-                tls: TlsSetup::new(&self.trust)?,
-                keep_alive: self.keep_alive,
-                sas_token_ttl: self.sas_token_ttl,
+                link: LinkSetup {
+                    tls: TlsSetup::new(&self.trust)?,
+                    proxy: self.proxy.map(|proxy| ProxyHop {
+                        proxy,
+                        answer_timeout: self.timeouts.connect.mul_f64(0.8),
+                    }),
+                },
                 runtime,
-                proxy: self.proxy.map(|proxy| ProxyHop {
-                    proxy,
-                    answer_timeout: self.timeouts.connect.mul_f64(0.8),
-                }),
             }),
         })
     }

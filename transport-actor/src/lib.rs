@@ -63,21 +63,23 @@
 //! [`MqttRuntime::spawn_fn`], does all of this on one thread. `sim/` (tests only) runs steps
 //! 1 to 8 in memory with a virtual clock and injected faults, for thousands of seeds.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod actor;
 mod client;
 mod config;
-pub mod durable;
+mod durable;
 pub mod fleet;
 mod inbox;
 mod link;
 mod proxy;
 mod rng;
-pub mod runtime;
-pub mod session;
+mod runtime;
+mod session;
 #[cfg(test)]
 mod sim;
 mod tls;
+mod trust;
 mod verify_cache;
 
 pub use actor::{GetState, ProvisioningTransportActor, Restart};
@@ -86,13 +88,13 @@ pub use client::{
     TransportRecipients,
 };
 pub use config::{TransportConfig, TransportConfigBuilder};
-pub use fleet::{
-    Fleet, FleetDevice, FleetOptions, FleetOutcome, FleetProgress, FleetRun, PacerOptions,
-    ProgressSnapshot,
-};
 pub use proxy::ProxyConfig;
 pub use runtime::MqttRuntime;
 pub use session::{State, Timeouts};
-pub use tls::TrustRoots;
+pub use trust::TrustRoots;
 
 pub use dps_messages;
+
+/// What a register or a poll answers: the response, or why there is none.
+pub(crate) type RequestResult =
+    Result<dps_messages::RegistrationResponse, dps_messages::ProvisioningError>;

@@ -11,7 +11,8 @@ use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use dps_messages::{ProvisioningError, TransportError, TransportErrorKind};
+use dps_messages::ProvisioningError;
+use dps_messages::error::{TransportError, TransportErrorKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// How many connections one runtime thread opens (TCP, TLS, WebSocket, CONNACK) at a time.
@@ -22,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 /// finish in order and hold a fraction of the memory. Against a distant service a connection
 /// takes a few round trips; at 300 ms each, 64 at a time still open about 200 connections a
 /// second per runtime thread. Start more runtimes for more.
-pub const MAX_OPENING: usize = 64;
+pub(crate) const MAX_OPENING: usize = 64;
 
 /// Turns to open a connection, `limit` at a time.
 #[derive(Debug, Clone)]

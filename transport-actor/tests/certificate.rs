@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::*;
-use dps_messages::{
-    ApiVersion, Authentication, CertificateError, Protocol, ProvisioningError, SymmetricKey,
-};
+use dps_messages::error::CertificateError;
+use dps_messages::{ApiVersion, Authentication, Protocol, ProvisioningError, SymmetricKey};
 use dps_mock_broker::script::{ChainFault, DeviceScript, Step};
 use dps_mock_broker::{IssuingCa, Script};
 use dps_transport_actor::{CertificateOptions, ClientOptions, CsrPolicy, ProvisioningClient};

@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use dps_messages::{Protocol, ProvisioningError, RegistrationStatus, Stage};
+use dps_messages::error::Stage;
+use dps_messages::{Protocol, ProvisioningError, RegistrationStatus};
 use dps_mock_broker::Script;
 use dps_mock_broker::script::{DeviceScript, Step};
 use dps_transport_actor::{ClientOptions, ProvisioningClient, RequestLimit};
@@ -364,7 +365,7 @@ async fn assigned_without_a_hub_is_a_protocol_error_and_is_not_cached() {
     assert!(
         matches!(
             err,
-            ProvisioningError::Protocol(dps_messages::ProtocolError::IncompleteAssignment {
+            ProvisioningError::Protocol(dps_messages::error::ProtocolError::IncompleteAssignment {
                 missing: "registrationState.assignedHub"
             })
         ),
@@ -509,7 +510,8 @@ async fn a_deadline_after_lost_connections_says_how_they_were_lost() {
 #[actix_rt::test]
 async fn the_client_works_through_any_actor_that_handles_its_messages() {
     use actix::{Actor, Addr, Context, Handler, ResponseFuture};
-    use dps_messages::commands::RequestResult;
+    type RequestResult =
+        Result<dps_messages::RegistrationResponse, dps_messages::ProvisioningError>;
     use dps_messages::{Disconnect, QueryStatus, Register};
     use dps_transport_actor::ProvisioningTransportActor;
 

@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use actix::Actor;
+use dps_messages::error::Stage;
 use dps_messages::{
-    Protocol, ProvisioningError, RegistrationRequest, SetAuthentication, Stage, SymmetricKey,
+    Protocol, ProvisioningError, RegistrationRequest, SetAuthentication, SymmetricKey,
 };
 use dps_mock_broker::script::{DeviceScript, Step};
 use dps_mock_broker::{BrokerHandle, MockBroker, Script};

@@ -10,7 +10,8 @@ use common::*;
 use dps_messages::{Protocol, RegistrationRequest, SymmetricKey};
 use dps_mock_broker::script::{DeviceScript, Step};
 use dps_mock_broker::{Quotas, Script};
-use dps_transport_actor::{ClientOptions, Fleet, FleetDevice, FleetOptions, PacerOptions};
+use dps_transport_actor::ClientOptions;
+use dps_transport_actor::fleet::{Fleet, FleetDevice, FleetOptions, PacerOptions};
 
 fn devices(f: &Fixture, n: usize) -> Vec<FleetDevice> {
     (0..n)

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
 use common::*;
+use dps_messages::error::{ProtocolError, Stage, TransportErrorKind};
 use dps_messages::{
-    Disconnect, ProtocolError, ProvisioningError, Register, RegistrationRequest, SetAuthentication,
-    Stage, TransportErrorKind,
+    Disconnect, ProvisioningError, Register, RegistrationRequest, SetAuthentication,
 };
 use dps_mock_broker::hostile::{HostileServer, Misbehaviour, Seen, packets};
 use dps_transport_actor::{

@@ -7,7 +7,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use common::*;
-use dps_messages::{Protocol, ProvisioningError, Stage, TransportErrorKind};
+use dps_messages::error::{Stage, TransportErrorKind};
+use dps_messages::{Protocol, ProvisioningError};
 use dps_mock_broker::{MockBroker, Script};
 use dps_transport_actor::ProvisioningClient;
 

@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use dps_messages::{Protocol, ProvisioningError, ProxyErrorKind, RegistrationStatus, Stage};
+use dps_messages::error::{ProxyErrorKind, Stage};
+use dps_messages::{Protocol, ProvisioningError, RegistrationStatus};
 use dps_mock_broker::Script;
 use dps_mock_broker::proxy::{ProxyMode, TestProxy};
 use dps_transport_actor::{ProvisioningClient, ProxyConfig};
@@ -32,7 +33,7 @@ async fn register_via(
         .await
 }
 
-fn proxy_error(error: &ProvisioningError) -> &dps_messages::ProxyError {
+fn proxy_error(error: &ProvisioningError) -> &dps_messages::error::ProxyError {
     match error {
         ProvisioningError::Proxy(proxy) => proxy,
         ProvisioningError::Timeout {

@@ -18,7 +18,12 @@ pub(super) fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
 
     let n = args.devices;
     let pki = TestPki::generate().map_err(|e| e.to_string())?;
-    let provider = dps_messages::x509::shared_provider();
+    // ring, AES-128-GCM first, as the transport's connections negotiate it.
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    let provider = Arc::new(provider);
     let ca = CertificateDer::from_pem_slice(pki.ca_pem().as_bytes()).map_err(|e| e.to_string())?;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca).map_err(|e| e.to_string())?;
@@ -73,7 +78,9 @@ pub(super) fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
                             .with_safe_default_protocol_versions()
                             .map_err(|e| e.to_string())?
                             .with_root_certificates(roots.clone())
-                            .with_client_cert_resolver(device.client_cert_resolver());
+                            .with_client_cert_resolver(Arc::new(
+                                rustls::sign::SingleCertAndKey::from(device.certified_key()),
+                            ));
                         let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
                         let mut c = rustls::ClientConnection::new(Arc::new(client), name)
                             .map_err(|e| e.to_string())?;

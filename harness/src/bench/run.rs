@@ -4,9 +4,8 @@
 use std::time::{Duration, Instant};
 
 use dps_messages::{Disconnect, ProvisioningError, Register, RegistrationRequest};
-use dps_transport_actor::{
-    ClientOptions, Fleet, FleetDevice, FleetOptions, MqttRuntime, PacerOptions,
-};
+use dps_transport_actor::fleet::{Fleet, FleetDevice, FleetOptions, PacerOptions};
+use dps_transport_actor::{ClientOptions, MqttRuntime};
 
 use super::probes::{cpu_seconds, peak_rss_mib, rss_mib};
 use super::report::{BenchReport, Held, Progress, percentile};
@@ -141,7 +140,7 @@ pub(super) async fn hold(args: &BenchArgs) -> Result<BenchReport, String> {
             );
             async move {
                 let t0 = Instant::now();
-                let transport = setup::transport(config, auth).await?;
+                let transport = setup::transport(config, auth)?;
                 let response = transport.send(Register { request }).await??;
                 Ok::<_, ProvisioningError>((transport, response, t0.elapsed()))
             }

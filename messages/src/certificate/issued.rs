@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::CertificateError;
+use crate::error::CertificateError;
 use crate::x509::X509Identity;
 
 /// What a device needs to know of its leaf certificate: who it names, who signed it, and when

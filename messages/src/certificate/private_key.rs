@@ -12,7 +12,7 @@ use rcgen::KeyPair;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::CertificateError;
+use crate::error::CertificateError;
 
 /// The forms tried, as an error names them.
 const FORMATS: &str = "PKCS#8 (`BEGIN PRIVATE KEY`), SEC1 (`BEGIN EC PRIVATE KEY`) and PKCS#1 \

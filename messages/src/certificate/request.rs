@@ -11,8 +11,8 @@ use std::time::SystemTime;
 use base64::Engine;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SignatureAlgorithm};
 
-use super::CertificateError;
 use super::issued::IssuedIdentity;
+use crate::error::CertificateError;
 
 /// The elliptic curve of the device's key. DPS documents P-384 and refuses RSA; the Embedded C
 /// preview sample uses P-256, which the service accepts too.
@@ -56,7 +56,7 @@ impl std::str::FromStr for KeyCurve {
 /// let request = RegistrationRequest::new("0ne00000001", "my-device").with_csr(&csr);
 /// // The service's `issuedCertificateChain` then becomes a TLS identity:
 /// // let identity = csr.accept(&chain, std::time::SystemTime::now())?;
-/// # Ok::<(), dps_messages::CertificateError>(())
+/// # Ok::<(), dps_messages::error::CertificateError>(())
 /// ```
 #[derive(Clone)]
 pub struct CertificateRequest {

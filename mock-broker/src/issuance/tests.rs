@@ -1,7 +1,9 @@
 use std::time::SystemTime;
 
 use base64::Engine;
-use dps_messages::{CertificateError, CertificateRequest, KeyCurve};
+use dps_messages::CertificateRequest;
+use dps_messages::certificate::KeyCurve;
+use dps_messages::error::CertificateError;
 
 use super::*;
 

@@ -31,6 +31,16 @@ pub fn username(scope: &str, id: &str) -> String {
     dps_messages::connect::username(scope, id, &Default::default())
 }
 
+/// The topic a device publishes a register to.
+pub fn register_topic(rid: &str) -> String {
+    dps_messages::Operation::Register.topic(rid)
+}
+
+/// The topic a device publishes a poll of `operation_id` to.
+pub fn poll_topic(rid: &str, operation_id: &str) -> String {
+    dps_messages::Operation::poll(operation_id).topic(rid)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Via {
     Tls,
@@ -84,11 +94,12 @@ impl Options {
         for cert in CertificateDer::pem_slice_iter(self.trust_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
-        let builder =
-            rustls::ClientConfig::builder_with_provider(dps_messages::x509::shared_provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots);
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
         let config = match &self.identity {
             Some(id) => {
                 let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
@@ -297,12 +308,13 @@ impl Raw {
         for cert in CertificateDer::pem_slice_iter(trust_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
-        let config =
-            rustls::ClientConfig::builder_with_provider(dps_messages::x509::shared_provider())
-                .with_protocol_versions(versions)
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let conn =
             rustls::ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;

@@ -14,9 +14,8 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use dps_messages::{
-    CertificateError, IssuedIdentity, RegistrationRequest, RegistrationResult, RegistrationStatus,
-};
+use dps_messages::error::CertificateError;
+use dps_messages::{IssuedIdentity, RegistrationRequest, RegistrationResult, RegistrationStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{self, Readers};

@@ -7,15 +7,19 @@
 //! client provisions again with a fresh key and CSR, and replaces the cache only after that
 //! succeeded, so a failed renewal leaves the device its old certificate.
 
+use std::io;
+use std::path::Path;
 use std::time::{Instant, SystemTime};
 
+use dps_messages::certificate::KeyCurve;
+use dps_messages::error::CertificateError;
 use dps_messages::{
-    CertificateError, CertificateRequest, IssuedIdentity, KeyCurve, ProvisioningError,
-    RegistrationRequest, RegistrationResult,
+    CertificateRequest, IssuedIdentity, ProvisioningError, RegistrationRequest, RegistrationResult,
 };
 
 use super::ProvisioningClient;
 use super::cache::Certificate;
+use crate::durable::{self, Readers};
 
 /// What a registration that sent a CSR does when no certificate comes back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,6 +68,36 @@ pub struct Provisioned {
     pub certificate: Option<IssuedIdentity>,
     /// Whether both came from the cache, without a registration.
     pub from_cache: bool,
+}
+
+impl Provisioned {
+    /// Writes the issued chain (PEM, leaf first) to `chain` and its private key (PEM) to `key`,
+    /// for the program that connects to the IoT hub with them. Each file is written durably (a
+    /// temporary file, synced, renamed over the old one), so a power cut leaves the old file
+    /// or the new one, never half of either; the key's file is readable by its owner only from
+    /// the moment it exists. Returns `false`, and writes nothing, when no certificate was
+    /// issued.
+    ///
+    /// ```no_run
+    /// # fn example(provisioned: dps_transport_actor::Provisioned) -> std::io::Result<()> {
+    /// if provisioned.write_pem("/var/lib/device/hub.pem".as_ref(), "/var/lib/device/hub.key".as_ref())? {
+    ///     println!("certificate written");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn write_pem(&self, chain: &Path, key: &Path) -> io::Result<bool> {
+        let Some(identity) = &self.certificate else {
+            return Ok(false);
+        };
+        // The key first: a chain on disk is never without its key.
+        durable::write(
+            key,
+            identity.private_key_pem().as_bytes(),
+            Readers::OwnerOnly,
+        )?;
+        durable::write(chain, identity.chain_pem().as_bytes(), Readers::Anyone)?;
+        Ok(true)
+    }
 }
 
 impl ProvisioningClient {
@@ -181,7 +215,7 @@ fn refuses_the_csr(error: &ProvisioningError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dps_messages::ServiceError;
+    use dps_messages::error::ServiceError;
 
     #[test]
     fn only_a_refusal_about_the_request_is_retried_without_the_csr() {

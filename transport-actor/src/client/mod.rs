@@ -13,6 +13,7 @@
 
 mod cache;
 mod certificate;
+pub(crate) mod hook;
 mod polling;
 pub(crate) mod registration;
 mod request_limit;
@@ -23,18 +24,19 @@ use std::time::{Duration, Instant};
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
-use dps_messages::commands::RequestResult;
 use dps_messages::{
-    Disconnect, ProvisioningError, QueryStatus, Register, RegistrationRequest, RegistrationResult,
+    Authentication, Disconnect, Operation, ProvisioningError, QueryStatus, Register,
+    RegistrationRequest, RegistrationResult,
 };
 use tokio::sync::oneshot;
 use tokio::time::sleep_until;
 
 pub use self::certificate::{CertificateOptions, CsrPolicy, Provisioned};
-use self::registration::{Registration, Request, Step};
+use self::hook::RequestHook;
+use self::registration::{Registration, Step};
 pub use self::request_limit::RequestLimit;
 pub(crate) use self::request_limit::RequestLog;
-use crate::fleet::FleetPace;
+use crate::RequestResult;
 use crate::rng::Rng;
 
 /// How a [`ProvisioningClient`] paces and bounds a registration.
@@ -179,8 +181,9 @@ pub struct ProvisioningClient {
     /// When the device's last requests were answered, so that a registration after another
     /// keeps the request limit too.
     log: Arc<Mutex<RequestLog>>,
-    /// The fleet's pace its requests go through, for a client of a [`Fleet`](crate::Fleet).
-    pace: Option<FleetPace>,
+    /// What its requests pass through on their way to the transport: a fleet's pace, for a
+    /// client of a [`Fleet`](crate::fleet::Fleet).
+    hook: Option<Arc<dyn RequestHook>>,
 }
 
 /// The running registration's claim on the client. Dropped, it frees the client for the next
@@ -216,22 +219,55 @@ impl Drop for Running<'_> {
 }
 
 impl ProvisioningClient {
+    /// A client over a transport of its own, made with `config` and the device's credentials
+    /// `auth`: the one step to provision a device.
+    ///
+    /// The transport runs on its MQTT runtime thread
+    /// ([`ProvisioningTransportActor::start_on_runtime`](crate::ProvisioningTransportActor::start_on_runtime)),
+    /// so no actix system is needed; the client's calls need a tokio runtime with timers (an
+    /// actix system has one). The transport stops when the last clone of the client is
+    /// dropped.
+    ///
+    /// ```no_run
+    /// use dps_messages::{Protocol, RegistrationRequest, SymmetricKey};
+    /// use dps_transport_actor::{ClientOptions, ProvisioningClient, TransportConfig};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let key = SymmetricKey::new("O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=")?;
+    /// let config = TransportConfig::builder(Protocol::Mqtt).build()?;
+    /// let client = ProvisioningClient::start(config, key, ClientOptions::default())?;
+    /// let result = client.register(RegistrationRequest::new("0ne00000A0A", "my-device")).await?;
+    /// # let _ = result; Ok(()) }
+    /// ```
+    pub fn start(
+        config: crate::TransportConfig,
+        auth: impl Into<Authentication>,
+        options: ClientOptions,
+    ) -> Result<Self, ProvisioningError> {
+        let transport = crate::ProvisioningTransportActor::new(config)
+            .with_authentication(auth)
+            .start_on_runtime()?;
+        Ok(Self::new(transport, options))
+    }
+
     /// A client using `transport` (an `Addr` of the transport actor, or [`TransportRecipients`]),
-    /// which must already have its credentials.
+    /// which must have its credentials before the first registration
+    /// ([`SetAuthentication`](dps_messages::SetAuthentication), or
+    /// [`ProvisioningTransportActor::with_authentication`](crate::ProvisioningTransportActor::with_authentication)).
     pub fn new(transport: impl Into<TransportRecipients>, options: ClientOptions) -> Self {
         Self {
             transport: transport.into(),
             options,
             running: Arc::new(Mutex::new(None)),
             log: Arc::default(),
-            pace: None,
+            hook: None,
         }
     }
 
-    /// The same client, its registers waiting for `pace`'s turn and its answers counted.
-    pub(crate) fn paced(self, pace: FleetPace) -> Self {
+    /// The same client, its requests passing through `hook`.
+    pub(crate) fn hooked(self, hook: Arc<dyn RequestHook>) -> Self {
         Self {
-            pace: Some(pace),
+            hook: Some(hook),
             ..self
         }
     }
@@ -363,36 +399,29 @@ impl ProvisioningClient {
         })
     }
 
-    /// Sends a register or a poll and waits for its answer.
-    async fn send(&self, request: &RegistrationRequest, what: Request) -> RequestResult {
+    /// Sends a register or a poll, through the hook if there is one, and waits for its answer.
+    async fn send(&self, request: &RegistrationRequest, operation: Operation) -> RequestResult {
         let request = request.clone();
-        match what {
-            Request::Register => {
-                let register = &self.transport.register;
-                let send = || async move {
-                    let sent = register.send(Register { request }).await;
-                    sent.unwrap_or_else(|e| Err(e.into()))
-                };
-                match &self.pace {
-                    Some(pace) => pace.register(send).await,
-                    None => send().await,
+        let (register, query_status) = (&self.transport.register, &self.transport.query_status);
+        // Nothing is sent before the future is first polled: a hook may hold it back.
+        let send = async {
+            let sent = match &operation {
+                Operation::Register => register.send(Register { request }).await,
+                Operation::Poll { operation_id } => {
+                    let operation_id = operation_id.clone();
+                    query_status
+                        .send(QueryStatus {
+                            request,
+                            operation_id,
+                        })
+                        .await
                 }
-            }
-            Request::Poll { operation_id } => {
-                let query_status = &self.transport.query_status;
-                let poll = QueryStatus {
-                    request,
-                    operation_id,
-                };
-                let send = || async move {
-                    let sent = query_status.send(poll).await;
-                    sent.unwrap_or_else(|e| Err(e.into()))
-                };
-                match &self.pace {
-                    Some(pace) => pace.poll(send).await,
-                    None => send().await,
-                }
-            }
+            };
+            sent.unwrap_or_else(|e| Err(e.into()))
+        };
+        match &self.hook {
+            Some(hook) => hook.send(&operation, Box::pin(send)).await,
+            None => send.await,
         }
     }
 

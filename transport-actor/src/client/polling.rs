@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use dps_messages::outcome::RETRY_STATUS;
+use dps_messages::error::ServiceError;
 use dps_messages::{
-    ProvisioningError, RegistrationResponse, RegistrationResult, RegistrationStatus, ServiceError,
+    ProvisioningError, RegistrationResponse, RegistrationResult, RegistrationStatus,
 };
 
 use super::ClientOptions;
@@ -81,6 +81,7 @@ impl Polling {
         };
         self.transient = 0;
         self.last_failure = None;
+        let retry_later = response.is_retry_later();
         let RegistrationResponse {
             status_code,
             result,
@@ -103,7 +104,7 @@ impl Polling {
             RegistrationStatus::Assigning | RegistrationStatus::Registering => {
                 // A poll answered without an operationId starts again from register.
                 self.operation_id = result.operation_id;
-                Next::Wait(if status_code >= RETRY_STATUS {
+                Next::Wait(if retry_later {
                     self.throttled += 1;
                     self.last_failure = Some(throttled(status_code, polling_interval));
                     backoff(retry_after, polling_interval, self.throttled, options, rng)
@@ -163,7 +164,7 @@ pub(super) fn backoff(
 
 #[cfg(test)]
 mod tests {
-    use dps_messages::{ProtocolError, TransportError, TransportErrorKind};
+    use dps_messages::error::{ProtocolError, TransportError, TransportErrorKind};
     use serde_json::json;
 
     use super::*;

@@ -9,31 +9,20 @@
 
 use std::time::{Duration, Instant};
 
-use dps_messages::{ProvisioningError, RegistrationResponse, RegistrationResult, Stage};
+use dps_messages::error::Stage;
+use dps_messages::{Operation, ProvisioningError, RegistrationResponse, RegistrationResult};
 
 use super::ClientOptions;
 use super::polling::{Next, Polling};
 use super::request_limit::RequestLog;
 use crate::rng::Rng;
 
-/// The request to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Request {
-    /// Register the device.
-    Register,
-    /// Poll this operation.
-    Poll {
-        /// The operation.
-        operation_id: String,
-    },
-}
-
 /// What the driver does now.
 #[derive(Debug)]
 pub(crate) enum Step {
-    /// Send this request, then report its answer with [`Registration::answered`] (or call
-    /// [`Registration::step`] again at the deadline, if it passes first).
-    Send(Request),
+    /// Send this register or poll, then report its answer with [`Registration::answered`] (or
+    /// call [`Registration::step`] again at the deadline, if it passes first).
+    Send(Operation),
     /// Nothing to do before this time (a wait, or a request in flight); then step again.
     Sleep(Instant),
     /// The outcome is known: disconnect within this grace, then call [`Registration::closed`].
@@ -129,10 +118,8 @@ impl Registration {
                 self.attempts += 1;
                 self.unanswered = true;
                 Step::Send(match self.polling.operation_id() {
-                    None => Request::Register,
-                    Some(id) => Request::Poll {
-                        operation_id: id.to_owned(),
-                    },
+                    None => Operation::Register,
+                    Some(id) => Operation::poll(id),
                 })
             }
             Course::InFlight => Step::Sleep(self.deadline),
@@ -185,7 +172,7 @@ impl Registration {
 
 #[cfg(test)]
 mod tests {
-    use dps_messages::{TransportError, TransportErrorKind};
+    use dps_messages::error::{TransportError, TransportErrorKind};
     use serde_json::json;
 
     use super::*;
@@ -223,7 +210,7 @@ mod tests {
     fn register_wait_poll_close_finish() {
         let t0 = Instant::now();
         let mut r = Registration::new(options(), t0, Rng::new(1), RequestLog::default());
-        assert!(matches!(r.step(t0), Step::Send(Request::Register)));
+        assert!(matches!(r.step(t0), Step::Send(Operation::Register)));
         assert!(matches!(r.step(t0), Step::Sleep(at) if at == r.deadline()));
         r.answered(
             Ok(response(
@@ -234,7 +221,7 @@ mod tests {
         );
         let at = t0 + Duration::from_secs(3);
         assert!(matches!(r.step(t0), Step::Sleep(until) if until == at));
-        let Step::Send(Request::Poll { operation_id }) = r.step(at) else {
+        let Step::Send(Operation::Poll { operation_id }) = r.step(at) else {
             panic!()
         };
         assert_eq!(operation_id, "op");
@@ -400,6 +387,6 @@ mod tests {
         assert_eq!(r.log().earliest(end, Some(&one)), end + s(10));
         // Four answers at t0 and one at `end`: the sixth goes a window after the first, passed.
         let mut next = Registration::new(options(), end, Rng::new(1), r.log().clone());
-        assert!(matches!(next.step(end), Step::Send(Request::Register)));
+        assert!(matches!(next.step(end), Step::Send(Operation::Register)));
     }
 }

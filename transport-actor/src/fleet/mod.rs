@@ -5,15 +5,16 @@
 //! minute per unit), not by this crate. [`Fleet::provision`] spreads the devices over several
 //! MQTT runtime threads, provisions a bounded number at once, each with its own transport and
 //! [`ProvisioningClient`], and spaces the registrations of all of them with one adaptive pace
-//! ([`pacer`]) that learns the quota and keeps to it. Each client passes its requests through
-//! the fleet's pace (`pace.rs`) on their way to its transport, so a register waiting for its
+//! ([`PacerOptions`]) that learns the quota and keeps to it. Each client passes its requests through
+//! the fleet's hook (`hook.rs`) on their way to its transport, so a register waiting for its
 //! turn is part of the client's request and ends with it. Each device's outcome comes back as
 //! soon as it is known, and [`FleetProgress`] counts as it goes. Read the outcomes on the
 //! fleet's runtime thread (with one runtime, [`MqttRuntime::spawn_fn`]) and no outcome wakes
 //! another thread; `dps bench` does.
 //!
 //! ```no_run
-//! # use dps_transport_actor::{Fleet, FleetDevice, FleetOptions, TransportConfig};
+//! # use dps_transport_actor::TransportConfig;
+//! # use dps_transport_actor::fleet::{Fleet, FleetDevice, FleetOptions};
 //! # async fn example(devices: Vec<FleetDevice>) -> Result<(), dps_messages::ProvisioningError> {
 //! let config = TransportConfig::builder(dps_messages::Protocol::Mqtt);
 //! let mut run = Fleet::provision(config, devices, FleetOptions::default())?;
@@ -24,20 +25,19 @@
 //! # Ok(()) }
 //! ```
 
-pub(crate) mod pace;
-pub mod pacer;
+mod hook;
+mod pacer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::Actor;
-use dps_messages::{
-    Authentication, ProvisioningError, RegistrationRequest, RegistrationResult, SetAuthentication,
-};
+use dps_messages::error::{TransportError, TransportErrorKind};
+use dps_messages::{Authentication, ProvisioningError, RegistrationRequest, RegistrationResult};
 use tokio::sync::mpsc;
 
-pub(crate) use self::pace::FleetPace;
+use self::hook::FleetHook;
 pub use self::pacer::PacerOptions;
 use crate::{
     ClientOptions, MqttRuntime, ProvisioningClient, ProvisioningTransportActor, TransportConfig,
@@ -182,7 +182,7 @@ impl Fleet {
         let runtimes = runtimes(options.runtimes, count)?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Box::new(devices)),
-            pace: FleetPace::new(options.pacing, progress.clone()),
+            hook: Arc::new(FleetHook::new(options.pacing, progress.clone())),
             progress: progress.clone(),
             client: options.client.clone(),
         });
@@ -209,10 +209,8 @@ fn runtimes(wanted: usize, devices: usize) -> Result<Vec<MqttRuntime>, Provision
     }
     (0..n)
         .map(|i| {
-            MqttRuntime::start(&format!("dps-fleet-{i}")).map_err(|e| {
-                dps_messages::TransportError::new(dps_messages::TransportErrorKind::Shutdown, e)
-                    .into()
-            })
+            MqttRuntime::start(&format!("dps-fleet-{i}"))
+                .map_err(|e| TransportError::new(TransportErrorKind::Shutdown, e).into())
         })
         .collect()
 }
@@ -221,7 +219,7 @@ fn runtimes(wanted: usize, devices: usize) -> Result<Vec<MqttRuntime>, Provision
 struct Shared {
     /// The devices not yet taken.
     queue: Mutex<Box<dyn Iterator<Item = FleetDevice> + Send>>,
-    pace: FleetPace,
+    hook: Arc<FleetHook>,
     progress: FleetProgress,
     client: ClientOptions,
 }
@@ -263,10 +261,11 @@ async fn provision_one(
     config: &TransportConfig,
     device: FleetDevice,
 ) -> Result<RegistrationResult, ProvisioningError> {
-    let transport = ProvisioningTransportActor::new(config.clone()).start();
-    transport.send(SetAuthentication(device.auth)).await?;
+    let transport = ProvisioningTransportActor::new(config.clone())
+        .with_authentication(device.auth)
+        .start();
     ProvisioningClient::new(transport, shared.client.clone())
-        .paced(shared.pace.clone())
+        .hooked(shared.hook.clone())
         .register(device.request)
         .await
 }

@@ -6,9 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use dps_messages::{
-    ConnackRefusal, Protocol, ProvisioningError, TransportError, TransportErrorKind,
-};
+use dps_messages::connect::{ConnectParams, Credential};
+use dps_messages::error::{ConnackRefusal, TransportError, TransportErrorKind};
+use dps_messages::{Protocol, ProvisioningError};
 use ntex::connect::{Address, Connect, ConnectError};
 use ntex::http::Uri;
 use ntex::io::{Filter, Io, IoBoxed, Layer};
@@ -73,13 +73,18 @@ fn mqtt_config() -> SharedCfg {
     CONFIG.with(SharedCfg::clone)
 }
 
-fn connect_packet(spec: &LinkSpec) -> codec::Connect {
+/// The session's CONNECT as ntex-mqtt writes it.
+fn connect_packet(connect: &ConnectParams) -> codec::Connect {
+    let password = match &connect.credential {
+        Credential::SasToken(token) => Some(Bytes::from(token.clone().into_bytes())),
+        Credential::Certificate(_) => None,
+    };
     codec::Connect {
-        clean_session: spec.params.clean_session,
-        keep_alive: spec.keep_alive,
-        client_id: ByteString::from(spec.params.client_id.clone()),
-        username: Some(ByteString::from(spec.params.username.clone())),
-        password: spec.password.clone().map(|p| Bytes::from(p.into_bytes())),
+        clean_session: connect.clean_session,
+        keep_alive: connect.keep_alive,
+        client_id: ByteString::from(connect.client_id.clone()),
+        username: Some(ByteString::from(connect.username.clone())),
+        password,
         ..codec::Connect::default()
     }
 }
@@ -87,12 +92,12 @@ fn connect_packet(spec: &LinkSpec) -> codec::Connect {
 /// Opens TCP, TLS, (WebSocket,) and MQTT; the error says why not, with the TLS reason when
 /// there is one.
 pub(super) async fn connect(spec: &LinkSpec) -> Result<client::Client, ProvisioningError> {
-    let endpoint = &spec.params.endpoint;
+    let endpoint = &spec.connect.endpoint;
     let target = Target {
         host: endpoint.host.clone(),
         port: endpoint.port,
     };
-    let packet = connect_packet(spec);
+    let packet = connect_packet(&spec.connect);
     let cfg = mqtt_config();
     let result = match (endpoint.protocol, &spec.proxy) {
         (Protocol::Mqtt, None) => {
@@ -278,18 +283,20 @@ fn connect_error(
         },
         client::ClientError::Connect(ConnectError::Resolver(e)) => unreachable(format!(
             "cannot resolve `{}`: {e}",
-            spec.params.endpoint.host
+            spec.connect.endpoint.host
         )),
         client::ClientError::Connect(ConnectError::NoRecords) => unreachable(format!(
             "`{}` has no address records",
-            spec.params.endpoint.host
+            spec.connect.endpoint.host
         )),
         client::ClientError::Connect(ConnectError::Io(e))
         | client::ClientError::Disconnected(Some(e)) => match rustls_error_in(&e) {
             Some(tls) => spec.tls_errors.failure(tls),
-            None if let Some(proxy) = error_in::<dps_messages::ProxyError>(&e) => proxy.into(),
+            None if let Some(proxy) = error_in::<dps_messages::error::ProxyError>(&e) => {
+                proxy.into()
+            }
             // The same rejection, when the service's close reset the connection.
-            None if spec.presents_certificate && is_reset(&e) => {
+            None if spec.presents_certificate() && is_reset(&e) => {
                 connect(format!("{e}: {MAY_HAVE_REJECTED_CERTIFICATE}"))
             }
             None if is_unreachable(&e) => unreachable(e.to_string()),
@@ -297,7 +304,7 @@ fn connect_error(
         },
         // With TLS 1.3 the server checks the client certificate after the client's handshake is
         // over, and ntex closes without passing on the alert: say what it most likely means.
-        client::ClientError::Disconnected(None) if spec.presents_certificate => connect(format!(
+        client::ClientError::Disconnected(None) if spec.presents_certificate() => connect(format!(
             "the service closed the connection before CONNACK: {MAY_HAVE_REJECTED_CERTIFICATE}"
         )),
         client::ClientError::Disconnected(None) => {
@@ -310,26 +317,41 @@ fn connect_error(
 
 #[cfg(test)]
 mod tests {
-    use dps_messages::{ConnectParams, RegistrationRequest};
+    use dps_messages::X509Identity;
+    use dps_messages::connect::Endpoint;
 
     use super::*;
+    use crate::TrustRoots;
     use crate::session::LinkId;
-    use crate::tls::{TlsSetup, TrustRoots};
+    use crate::tls::TlsSetup;
 
     fn spec(presents_certificate: bool) -> LinkSpec {
-        let request = RegistrationRequest::new("0ne00000001", "dev");
+        let credential = if presents_certificate {
+            let pki = dps_mock_broker::TestPki::generate().unwrap();
+            let device = pki.device("dev").unwrap();
+            let identity =
+                X509Identity::from_pem(device.cert_pem.as_bytes(), device.key_pem.as_bytes())
+                    .unwrap();
+            Credential::Certificate(identity)
+        } else {
+            Credential::SasToken("SharedAccessSignature sr=..".into())
+        };
         let (tls, tls_errors) = TlsSetup::new(&TrustRoots::public_web())
             .unwrap()
             .client_config(None)
             .unwrap();
         LinkSpec {
             id: LinkId(1),
-            params: ConnectParams::new(Protocol::Mqtt, &request).unwrap(),
-            password: None,
+            connect: ConnectParams {
+                endpoint: Endpoint::parse("mqtts://dps.example.net").unwrap(),
+                client_id: "dev".into(),
+                username: "0ne00000001/registrations/dev/api-version=2019-03-31".into(),
+                credential,
+                clean_session: true,
+                keep_alive: 60,
+            },
             tls,
             tls_errors,
-            keep_alive: 60,
-            presents_certificate,
             proxy: None,
         }
     }

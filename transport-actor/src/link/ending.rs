@@ -10,7 +10,8 @@ use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
 
-use dps_messages::{ProtocolError, ProvisioningError, TransportError, TransportErrorKind};
+use dps_messages::ProvisioningError;
+use dps_messages::error::{ProtocolError, TransportError, TransportErrorKind};
 use ntex_mqtt::error::ProtocolError as MqttProtocolError;
 use ntex_mqtt::{Control, Reason};
 

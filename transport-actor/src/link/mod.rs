@@ -12,7 +12,10 @@ pub(crate) mod tunnel;
 use std::sync::Arc;
 
 use actix::{Message, WeakRecipient};
-use dps_messages::{ConnectParams, ProvisioningError, TransportError, TransportErrorKind};
+use dps_messages::ProvisioningError;
+use dps_messages::connect::{ConnectParams, Credential};
+use dps_messages::error::{TransportError, TransportErrorKind};
+use dps_messages::response::ResponseTopic;
 use ntex::service::fn_service;
 use ntex::util::{ByteString, Bytes};
 use ntex_mqtt::Control;
@@ -25,7 +28,7 @@ use self::ending::{EndingSlot, Refused};
 use crate::inbox::{self, inbox};
 use crate::runtime::{self, MqttRuntime};
 use crate::session::{LinkEvent, LinkId};
-use crate::tls::TlsErrorSlot;
+use crate::tls::{TlsErrorSlot, TlsSetup};
 
 /// The largest MQTT packet (and WebSocket frame) the link reads. Above DPS's 96 KB limit, so an
 /// oversized response reaches the protocol layer and fails as a typed error there.
@@ -58,20 +61,32 @@ pub(crate) struct Publish {
     pub(crate) payload: Vec<u8>,
 }
 
-/// Everything a link needs to connect.
-pub(crate) struct LinkSpec {
-    pub(crate) id: LinkId,
-    pub(crate) params: ConnectParams,
-    /// A SAS token for symmetric-key devices. Never logged.
-    pub(crate) password: Option<String>,
-    pub(crate) tls: Arc<rustls::ClientConfig>,
-    pub(crate) tls_errors: TlsErrorSlot,
-    pub(crate) keep_alive: u16,
-    /// Whether the device presents a client certificate (for a better error when the service
-    /// hangs up during the handshake).
-    pub(crate) presents_certificate: bool,
+/// What every link of a transport shares: how it sets up TLS, and the proxy it goes through.
+#[derive(Debug)]
+pub(crate) struct LinkSetup {
+    pub(crate) tls: TlsSetup,
     /// The HTTP proxy to tunnel through, if any.
     pub(crate) proxy: Option<tunnel::ProxyHop>,
+}
+
+/// Everything one link needs to connect: the session's CONNECT and the TLS configuration made
+/// for it.
+pub(crate) struct LinkSpec {
+    pub(crate) id: LinkId,
+    /// The CONNECT, its SAS token included. Never logged.
+    pub(crate) connect: ConnectParams,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) tls_errors: TlsErrorSlot,
+    /// The HTTP proxy to tunnel through, if any.
+    pub(crate) proxy: Option<tunnel::ProxyHop>,
+}
+
+impl LinkSpec {
+    /// Whether the device presents a client certificate (for a better error when the service
+    /// hangs up during the handshake).
+    pub(crate) fn presents_certificate(&self) -> bool {
+        matches!(self.connect.credential, Credential::Certificate(_))
+    }
 }
 
 /// The actor's handle to a link. Dropping it closes the link.
@@ -81,14 +96,27 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// Starts connecting on `runtime`; events go to `events`.
+    /// Starts link `id` connecting with `connect` on `runtime`; events go to `events`.
     pub(crate) fn open(
         runtime: &MqttRuntime,
-        spec: LinkSpec,
+        id: LinkId,
+        connect: ConnectParams,
+        setup: &LinkSetup,
         events: WeakRecipient<LinkEventMsg>,
     ) -> Result<Link, ProvisioningError> {
+        let identity = match &connect.credential {
+            Credential::Certificate(identity) => Some(identity),
+            Credential::SasToken(_) => None,
+        };
+        let (tls, tls_errors) = setup.tls.client_config(identity)?;
+        let spec = LinkSpec {
+            id,
+            connect,
+            tls,
+            tls_errors,
+            proxy: setup.proxy.clone(),
+        };
         let (commands, rx) = inbox();
-        let id = spec.id;
         runtime.spawn(move || run(Box::new(spec), rx, events))?;
         Ok(Link { id, commands })
     }
@@ -238,7 +266,7 @@ async fn deliver(
 fn spawn_subscribe(sink: &v3::MqttSink, events: &Events) {
     let (sink, events) = (sink.clone(), events.clone());
     ntex::rt::spawn(async move {
-        let filter = ByteString::from_static(dps_messages::topic::RESPONSE_TOPIC_FILTER);
+        let filter = ByteString::from_static(ResponseTopic::FILTER);
         let result = sink
             .subscribe()
             .topic_filter(filter, codec::QoS::AtLeastOnce)
@@ -293,7 +321,7 @@ fn spawn_publish(sink: &v3::MqttSink, events: &Events, publish: Publish) {
 fn spawn_unsubscribe(sink: &v3::MqttSink, events: &Events) {
     let (sink, events) = (sink.clone(), events.clone());
     ntex::rt::spawn(async move {
-        let filter = ByteString::from_static(dps_messages::topic::RESPONSE_TOPIC_FILTER);
+        let filter = ByteString::from_static(ResponseTopic::FILTER);
         let result = sink.unsubscribe().topic_filter(filter).send().await;
         events.emit(LinkEvent::Unsubscribed(match result {
             Ok(()) => Ok(()),

@@ -9,7 +9,7 @@
 use std::io;
 use std::time::Duration;
 
-use dps_messages::{ProxyError, ProxyErrorKind};
+use dps_messages::error::{ProxyError, ProxyErrorKind};
 use ntex::SharedCfg;
 use ntex::codec::{BytesCodec, Decoder};
 use ntex::io::Io;

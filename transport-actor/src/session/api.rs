@@ -1,9 +1,10 @@
 //! What goes into the session and what comes out of it: the caller's [`Command`]s, the link's
 //! [`LinkEvent`]s, and the [`Action`]s the session asks for in return.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use dps_messages::{ConnectParams, ProvisioningError, RegistrationRequest, RegistrationResponse};
+use dps_messages::connect::ConnectParams;
+use dps_messages::{Operation, ProvisioningError, RegistrationRequest, RegistrationResponse};
 
 /// Identifies a caller waiting for a [`Reply`].
 pub type Token = u64;
@@ -14,26 +15,24 @@ pub struct LinkId(pub u64);
 
 /// What a caller asks for.
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a command is handled as it comes, never kept in a queue"
+)]
 pub enum Command {
-    /// Register a device (publish to the register topic with request id `rid`).
-    Register {
+    /// Send `operation` for `request`'s device: a register or a poll.
+    Request {
         /// Who to answer.
         token: Token,
+        /// What to send.
+        operation: Operation,
         /// The device.
         request: RegistrationRequest,
         /// A fresh request id.
         rid: String,
-    },
-    /// Poll an operation.
-    QueryStatus {
-        /// Who to answer.
-        token: Token,
-        /// The device.
-        request: RegistrationRequest,
-        /// The operation.
-        operation_id: String,
-        /// A fresh request id.
-        rid: String,
+        /// The wall-clock time the request was made: a SAS token made to connect for it is
+        /// valid from then.
+        made_at: SystemTime,
     },
     /// Cancel the request in flight.
     Cancel {
@@ -99,13 +98,14 @@ pub enum LinkEvent {
 /// [`Close`](Action::Close) comes before the abandon when the session waits for the close.
 #[derive(Debug, Clone)]
 pub enum Action {
-    /// Open a new connection with these parameters.
+    /// Open a new connection and send this CONNECT.
     Open {
         /// The new link.
         link: LinkId,
-        /// Endpoint, clientId, username, clean session. Boxed, as [`Reply::Response`] is: the
-        /// largest variant sets the size of every slot in the queue the session keeps.
-        params: Box<ConnectParams>,
+        /// The whole CONNECT: endpoint, clientId, username, credential, keep-alive. Boxed, as
+        /// [`Reply::Response`] is: the largest variant sets the size of every slot in the queue
+        /// the session keeps.
+        connect: Box<ConnectParams>,
     },
     /// Subscribe to the response topic at QoS 1.
     Subscribe {

@@ -19,6 +19,20 @@
 //! A request that arrives while disconnecting waits for the close, then connects again (as the
 //! Node transport defers it). A connection that closes or breaks is reported with what it
 //! interrupted ("before the PUBACK"); one that breaks while being closed fails the disconnect.
+//!
+//! # Driving a session
+//!
+//! A driver (the actor; the simulation in tests) owns one session and keeps three promises:
+//!
+//! 1. It hands the session every input with the current time: a caller's [`Command`]
+//!    ([`Session::handle_command`]), an event of a link ([`Session::handle_link_event`]), and
+//!    the passing of the deadline ([`Session::handle_timeout`]).
+//! 2. After each input it takes every [`Action`] with [`Session::poll_action`] until there is
+//!    none, and carries them out in order: it opens a link on [`Action::Open`] with the
+//!    CONNECT given, and drops it on [`Action::Abandon`], which comes exactly once per link.
+//! 3. It keeps one timer at [`Session::poll_timeout`], asked again after every input.
+//!
+//! Every request then gets exactly one [`Reply`], by its deadline.
 
 mod api;
 mod phase;
@@ -27,9 +41,10 @@ mod transitions;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use dps_messages::{Protocol, ProvisioningError};
+use dps_messages::connect::ConnectOptions;
+use dps_messages::{Authentication, ProvisioningError};
 
-pub use self::api::{Action, Command, LinkEvent, LinkId, Reply, Token};
+pub(crate) use self::api::{Action, Command, LinkEvent, LinkId, Reply, Token};
 use self::phase::Phase;
 use self::transitions::Effects;
 
@@ -64,13 +79,13 @@ impl Default for Timeouts {
 
 /// The session's settings.
 #[derive(Debug, Clone)]
-pub struct SessionConfig {
-    /// MQTT over TLS or over WebSocket.
-    pub protocol: Protocol,
+pub(crate) struct SessionConfig {
+    /// The protocol, keep-alive and SAS token lifetime of every CONNECT.
+    pub(crate) connect: ConnectOptions,
     /// Deadlines per stage.
-    pub timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
     /// The polling interval when the service gives no `retry-after`.
-    pub default_polling_interval: Duration,
+    pub(crate) default_polling_interval: Duration,
 }
 
 /// The state a caller can see.
@@ -92,7 +107,7 @@ pub enum State {
 ///
 /// The phase leaves the session only in `Session::step`, to be replaced by what a transition
 /// returns.
-pub struct Session {
+pub(crate) struct Session {
     phase: Phase,
     effects: Effects,
 }
@@ -107,8 +122,8 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    /// A disconnected session.
-    pub fn new(config: SessionConfig) -> Self {
+    /// A disconnected session, without credentials.
+    pub(crate) fn new(config: SessionConfig) -> Self {
         Self {
             phase: Phase::Disconnected,
             effects: Effects::new(config),
@@ -116,33 +131,35 @@ impl Session {
     }
 
     /// The current state.
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         self.phase.state()
     }
 
-    /// Whether credentials are set; without them a request that needs a connection fails with
-    /// [`dps_messages::AuthError::Missing`].
-    pub fn set_authenticated(&mut self, authenticated: bool) {
-        self.effects.authenticated = authenticated;
+    /// The credentials of every connection from the next on (SRS 18_001); without them a
+    /// request fails with [`AuthError::Missing`](dps_messages::error::AuthError::Missing).
+    pub(crate) fn set_authentication(&mut self, auth: Authentication) {
+        self.effects.auth = Some(auth);
     }
 
     /// The next action to carry out, in order.
-    pub fn poll_action(&mut self) -> Option<Action> {
+    #[must_use]
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.effects.actions.pop_front()
     }
 
     /// When [`Session::handle_timeout`] should next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    #[must_use]
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.phase.deadline().map(|deadline| deadline.at)
     }
 
     /// Takes a caller's command.
-    pub fn handle_command(&mut self, command: Command, now: Instant) {
+    pub(crate) fn handle_command(&mut self, command: Command, now: Instant) {
         self.step(|effects, phase| effects.command(phase, command, now));
     }
 
     /// Takes an event from link `link`; events from links the session has left are ignored.
-    pub fn handle_link_event(&mut self, link: LinkId, event: LinkEvent, now: Instant) {
+    pub(crate) fn handle_link_event(&mut self, link: LinkId, event: LinkEvent, now: Instant) {
         if self.phase.link() != Some(link) {
             tracing::trace!(
                 ?link,
@@ -155,7 +172,7 @@ impl Session {
     }
 
     /// Fails whatever waits whose deadline has passed at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.poll_timeout().is_some_and(|at| now >= at) {
             self.step(|effects, phase| effects.deadline_passed(phase, now));
         }
@@ -163,7 +180,7 @@ impl Session {
 
     /// Answers everything waiting with `error` and leaves the link: for an actor that stops or
     /// restarts. The session is then [`State::Disconnected`].
-    pub fn abort(&mut self, error: ProvisioningError) {
+    pub(crate) fn abort(&mut self, error: ProvisioningError) {
         self.step(|effects, phase| effects.abort(phase, error));
     }
 

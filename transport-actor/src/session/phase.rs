@@ -6,45 +6,22 @@
 
 use std::time::{Duration, Instant};
 
-use dps_messages::outcome::RequestKind;
-use dps_messages::topic::{poll_topic, register_topic};
-use dps_messages::{ConnectParams, ProvisioningError, Stage};
+use dps_messages::connect::ConnectParams;
+use dps_messages::error::{Stage, TransportErrorKind};
+use dps_messages::{Operation, ProvisioningError};
 
 use super::State;
 use super::api::{LinkId, Token};
-
-/// What a register or poll is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum OpKind {
-    Register,
-    Poll { operation_id: String },
-}
 
 /// A register or poll in flight.
 #[derive(Debug, Clone)]
 pub(super) struct Op {
     pub(super) token: Token,
-    pub(super) kind: OpKind,
+    pub(super) operation: Operation,
     pub(super) rid: String,
     pub(super) payload: Vec<u8>,
     /// Whether its PUBACK came.
     pub(super) acked: bool,
-}
-
-impl Op {
-    pub(super) fn topic(&self) -> String {
-        match &self.kind {
-            OpKind::Register => register_topic(&self.rid),
-            OpKind::Poll { operation_id } => poll_topic(&self.rid, operation_id),
-        }
-    }
-
-    pub(super) fn request_kind(&self) -> RequestKind<'_> {
-        match &self.kind {
-            OpKind::Register => RequestKind::Register,
-            OpKind::Poll { operation_id } => RequestKind::Poll { operation_id },
-        }
-    }
 }
 
 /// A point in time a phase waits for, and what it waits for then.
@@ -73,7 +50,7 @@ impl Deadline {
 /// A request waiting for a disconnect to end.
 #[derive(Debug)]
 pub(super) struct Deferred {
-    pub(super) params: Box<ConnectParams>,
+    pub(super) connect: Box<ConnectParams>,
     pub(super) op: Op,
 }
 
@@ -85,7 +62,7 @@ pub(super) enum Phase {
     /// Opening `link` and subscribing, for `op`.
     Connecting {
         link: LinkId,
-        params: Box<ConnectParams>,
+        connect: Box<ConnectParams>,
         op: Op,
         subscribing: bool,
         deadline: Deadline,
@@ -93,12 +70,12 @@ pub(super) enum Phase {
     /// Connected and subscribed, nothing in flight.
     Connected {
         link: LinkId,
-        params: Box<ConnectParams>,
+        connect: Box<ConnectParams>,
     },
     /// `op` was published; waiting for its PUBACK, then its response.
     InRequest {
         link: LinkId,
-        params: Box<ConnectParams>,
+        connect: Box<ConnectParams>,
         op: Op,
         deadline: Deadline,
     },
@@ -141,6 +118,15 @@ impl Phase {
             | Phase::InRequest { deadline, .. }
             | Phase::Disconnecting { deadline, .. } => Some(*deadline),
             Phase::Disconnected | Phase::Connected { .. } => None,
+        }
+    }
+
+    /// What a connection lost now interrupted: the publish, before its PUBACK (SRS 18_004,
+    /// 18_018), or the connection.
+    pub(super) fn loss_kind(&self) -> TransportErrorKind {
+        match self {
+            Phase::InRequest { op, .. } if !op.acked => TransportErrorKind::Publish,
+            _ => TransportErrorKind::ConnectionLost,
         }
     }
 

@@ -1,10 +1,12 @@
 //! The session driven through every state and input, with no sockets.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use dps_messages::connect::{ConnectOptions, Endpoint};
+use dps_messages::error::{AuthError, ProtocolError, Stage, TransportError, TransportErrorKind};
 use dps_messages::{
-    AuthError, Endpoint, Protocol, ProtocolError, ProvisioningError, RegistrationRequest,
-    RegistrationResponse, RegistrationStatus, Stage, TransportError, TransportErrorKind,
+    Operation, Protocol, ProvisioningError, RegistrationRequest, RegistrationResponse,
+    RegistrationStatus, SymmetricKey,
 };
 use serde_json::json;
 
@@ -18,7 +20,11 @@ const DISCONNECT: Duration = Duration::from_secs(5);
 
 fn config(protocol: Protocol) -> SessionConfig {
     SessionConfig {
-        protocol,
+        connect: ConnectOptions {
+            protocol,
+            keep_alive: Duration::from_secs(60),
+            sas_token_ttl: Duration::from_secs(3600),
+        },
         timeouts: Timeouts {
             connect: CONNECT,
             subscribe: SUBSCRIBE,
@@ -34,6 +40,25 @@ fn request() -> RegistrationRequest {
     RegistrationRequest::new("scope", "dev").with_host("dps.example.net")
 }
 
+/// The device's symmetric key.
+const KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
+
+/// The wall-clock time every request is made at.
+fn wall() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+/// A register of `request` as request `rid`, answered to `token`.
+fn register(token: Token, request: RegistrationRequest, rid: &str) -> Command {
+    Command::Request {
+        token,
+        operation: Operation::Register,
+        request,
+        rid: rid.into(),
+        made_at: wall(),
+    }
+}
+
 struct H {
     s: Session,
     now: Instant,
@@ -46,8 +71,14 @@ impl H {
     }
 
     fn with(protocol: Protocol) -> Self {
-        let mut s = Session::new(config(protocol));
-        s.set_authenticated(true);
+        let mut h = Self::unauthenticated(protocol);
+        h.s.set_authentication(SymmetricKey::new(KEY).unwrap().into());
+        h
+    }
+
+    /// A session given no credentials.
+    fn unauthenticated(protocol: Protocol) -> Self {
+        let s = Session::new(config(protocol));
         Self {
             s,
             now: Instant::now(),
@@ -70,19 +101,16 @@ impl H {
     }
 
     fn register(&mut self, token: Token, rid: &str) -> Vec<Action> {
-        self.command(Command::Register {
-            token,
-            request: request(),
-            rid: rid.into(),
-        })
+        self.command(register(token, request(), rid))
     }
 
     fn poll(&mut self, token: Token, rid: &str, operation_id: &str) -> Vec<Action> {
-        self.command(Command::QueryStatus {
+        self.command(Command::Request {
             token,
+            operation: Operation::poll(operation_id),
             request: request(),
-            operation_id: operation_id.into(),
             rid: rid.into(),
+            made_at: wall(),
         })
     }
 
@@ -229,18 +257,18 @@ fn srs_18_016_poll_connects_and_subscribes_first() {
 fn srs_18_040_connect_carries_the_dps_parameters() {
     let mut h = H::new();
     let actions = h.register(1, "r1");
-    let Action::Open { params, .. } = &actions[0] else {
+    let Action::Open { connect, .. } = &actions[0] else {
         panic!()
     };
-    assert_eq!(params.client_id, "dev");
-    assert!(params.clean_session);
+    assert_eq!(connect.client_id, "dev");
+    assert!(connect.clean_session);
     assert!(
-        params
+        connect
             .username
             .starts_with("scope/registrations/dev/api-version=2019-03-31&ClientVersion=")
     );
     assert_eq!(
-        params.endpoint,
+        connect.endpoint,
         Endpoint::parse("mqtts://dps.example.net:8883").unwrap()
     );
 }
@@ -250,11 +278,11 @@ fn srs_18_040_connect_carries_the_dps_parameters() {
 fn srs_18_049_websocket_session_connects_to_the_websocket_endpoint() {
     let mut h = H::with(Protocol::MqttWs);
     let actions = h.register(1, "r1");
-    let Action::Open { params, .. } = &actions[0] else {
+    let Action::Open { connect, .. } = &actions[0] else {
         panic!()
     };
     assert_eq!(
-        params.endpoint.uri(),
+        connect.endpoint.uri(),
         "wss://dps.example.net:443/$iothub/websocket"
     );
 }
@@ -264,16 +292,12 @@ fn srs_18_049_websocket_session_connects_to_the_websocket_endpoint() {
 fn srs_18_039_request_endpoint_is_used() {
     let mut h = H::new();
     let request = request().with_endpoint("mqtts://127.0.0.1:4000");
-    let actions = h.command(Command::Register {
-        token: 1,
-        request,
-        rid: "r".into(),
-    });
-    let Action::Open { params, .. } = &actions[0] else {
+    let actions = h.command(register(1, request, "r"));
+    let Action::Open { connect, .. } = &actions[0] else {
         panic!()
     };
     assert_eq!(
-        (params.endpoint.host.as_str(), params.endpoint.port),
+        (connect.endpoint.host.as_str(), connect.endpoint.port),
         ("127.0.0.1", 4000)
     );
 }
@@ -287,7 +311,8 @@ fn srs_18_041_and_18_051_connect_failure() {
         panic!()
     };
     h.link = link;
-    let refused = ProvisioningError::ConnectionRefused(dps_messages::ConnackRefusal::NotAuthorized);
+    let refused =
+        ProvisioningError::ConnectionRefused(dps_messages::error::ConnackRefusal::NotAuthorized);
     let actions = h.event(LinkEvent::ConnectFailed(refused));
     assert!(matches!(
         response_of(&actions, 1),
@@ -492,7 +517,7 @@ fn a_bad_body_with_the_right_rid_ends_the_request_with_a_protocol_error() {
     let err = response_of(&h.event(event), 1).unwrap_err();
     assert!(matches!(
         err,
-        ProvisioningError::Protocol(dps_messages::ProtocolError::BadJson { .. })
+        ProvisioningError::Protocol(dps_messages::error::ProtocolError::BadJson { .. })
     ));
     assert_eq!(h.s.state(), State::Connected);
 }
@@ -806,11 +831,7 @@ fn a_second_request_in_flight_is_refused_and_the_first_untouched() {
 fn a_request_for_another_device_does_not_reuse_the_connection() {
     let mut h = H::connected();
     let other = RegistrationRequest::new("scope", "other").with_host("dps.example.net");
-    let actions = h.command(Command::Register {
-        token: 2,
-        request: other,
-        rid: "x".into(),
-    });
+    let actions = h.command(register(2, other, "x"));
     assert!(matches!(
         response_of(&actions, 2),
         Err(ProvisioningError::InvalidRequest(_))
@@ -822,11 +843,7 @@ fn a_request_for_another_device_does_not_reuse_the_connection() {
 fn an_invalid_request_is_refused_before_any_connection() {
     let mut h = H::new();
     let bad = RegistrationRequest::new("scope", "has space");
-    let actions = h.command(Command::Register {
-        token: 1,
-        request: bad,
-        rid: "r".into(),
-    });
+    let actions = h.command(register(1, bad, "r"));
     assert!(matches!(
         response_of(&actions, 1),
         Err(ProvisioningError::InvalidRequest(_))
@@ -836,8 +853,7 @@ fn an_invalid_request_is_refused_before_any_connection() {
 
 #[test]
 fn without_credentials_a_request_fails_before_connecting() {
-    let mut h = H::new();
-    h.s.set_authenticated(false);
+    let mut h = H::unauthenticated(Protocol::Mqtt);
     let actions = h.register(1, "r1");
     assert!(matches!(
         response_of(&actions, 1),

@@ -3,29 +3,29 @@
 //! the way (MQTT operations, answers to callers) goes into [`Effects`].
 //!
 //! Every ordering, cancel and disconnect rule of the spec is one arm here, named by its
-//! requirement.
+//! requirement. A link event is matched on exhaustively, event first and then phase, so a new
+//! event or phase does not compile until each transition says what it does with it.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use dps_messages::outcome::classify_with_default;
-use dps_messages::request::POLL_BODY;
-use dps_messages::topic::ResponseTopic;
+use dps_messages::connect::ConnectParams;
+use dps_messages::error::{AuthError, Stage, TransportError, TransportErrorKind};
+use dps_messages::response::ResponseTopic;
 use dps_messages::{
-    AuthError, ConnectParams, ProvisioningError, RegistrationRequest, RegistrationResponse, Stage,
-    TransportError, TransportErrorKind,
+    Authentication, Operation, ProvisioningError, RegistrationRequest, RegistrationResponse,
 };
 
 use super::SessionConfig;
 use super::api::{Action, Command, LinkEvent, LinkId, Reply, Token};
-use super::phase::{Deadline, Deferred, Op, OpKind, Phase};
+use super::phase::{Deadline, Deferred, Op, Phase};
 
-/// What the transitions read and write besides the phase: the settings, and the actions they
-/// ask for, in order.
+/// What the transitions read and write besides the phase: the settings, the credentials, and
+/// the actions they ask for, in order.
 #[derive(Debug)]
 pub(super) struct Effects {
     pub(super) config: SessionConfig,
-    pub(super) authenticated: bool,
+    pub(super) auth: Option<Authentication>,
     pub(super) actions: VecDeque<Action>,
     next_link: u64,
 }
@@ -34,7 +34,7 @@ impl Effects {
     pub(super) fn new(config: SessionConfig) -> Self {
         Self {
             config,
-            authenticated: false,
+            auth: None,
             actions: VecDeque::new(),
             next_link: 0,
         }
@@ -43,23 +43,13 @@ impl Effects {
     /// A caller's command.
     pub(super) fn command(&mut self, phase: Phase, command: Command, now: Instant) -> Phase {
         match command {
-            Command::Register {
+            Command::Request {
                 token,
+                operation,
                 request,
                 rid,
-            } => {
-                let body = request.register_body();
-                self.request(phase, token, &request, OpKind::Register, rid, body, now)
-            }
-            Command::QueryStatus {
-                token,
-                request,
-                operation_id,
-                rid,
-            } => {
-                let kind = OpKind::Poll { operation_id };
-                self.request(phase, token, &request, kind, rid, POLL_BODY.to_vec(), now)
-            }
+                made_at,
+            } => self.request(phase, token, operation, &request, rid, made_at, now),
             Command::Cancel { token } => {
                 let next = self.cancel(phase);
                 self.reply(token, Reply::Done(Ok(())));
@@ -71,94 +61,192 @@ impl Effects {
 
     /// An event of the phase's own link.
     pub(super) fn event(&mut self, phase: Phase, event: LinkEvent, now: Instant) -> Phase {
-        let timeouts = self.config.timeouts;
-        match (phase, event) {
-            // SRS 18_042: after connecting, subscribe to the response topic.
-            (
-                Phase::Connecting {
-                    link,
-                    params,
-                    op,
-                    subscribing: false,
-                    ..
-                },
-                LinkEvent::Connected,
-            ) => {
+        match event {
+            LinkEvent::Connected => self.connected(phase, now),
+            LinkEvent::Subscribed => self.subscribed(phase, now),
+            LinkEvent::ConnectFailed(error) | LinkEvent::SubscribeFailed(error) => {
+                self.connect_failed(phase, error)
+            }
+            LinkEvent::PublishAcked { rid } => self.publish_acked(phase, &rid, now),
+            LinkEvent::PublishFailed { rid, error } => self.publish_failed(phase, &rid, error),
+            LinkEvent::Message { topic, payload } => self.message(phase, &topic, &payload),
+            LinkEvent::Unsubscribed(result) => self.unsubscribed(phase, result),
+            LinkEvent::Closed(result) => self.closed(phase, result, now),
+            LinkEvent::ClosedByService => self.ended(phase, None, now),
+            LinkEvent::ConnectionLost(error) => self.ended(phase, Some(error), now),
+        }
+    }
+
+    /// SRS 18_042: after connecting, subscribe to the response topic.
+    fn connected(&mut self, phase: Phase, now: Instant) -> Phase {
+        match phase {
+            Phase::Connecting {
+                link,
+                connect,
+                op,
+                subscribing: false,
+                ..
+            } => {
                 self.actions.push_back(Action::Subscribe { link });
+                let subscribe = self.config.timeouts.subscribe;
                 Phase::Connecting {
                     link,
-                    params,
+                    connect,
                     op,
                     subscribing: true,
-                    deadline: Deadline::new(now, Stage::Subscribe, timeouts.subscribe),
+                    deadline: Deadline::new(now, Stage::Subscribe, subscribe),
                 }
             }
-            (
-                Phase::Connecting {
-                    link,
-                    params,
-                    op,
-                    subscribing: true,
-                    ..
-                },
-                LinkEvent::Subscribed,
-            ) => self.publish(link, params, op, now),
-            // SRS 18_041, 18_043: a failed connect or subscribe fails the request;
-            // SRS 18_051: and disconnects the transport.
-            (
-                Phase::Connecting { link, op, .. },
-                LinkEvent::ConnectFailed(error) | LinkEvent::SubscribeFailed(error),
-            ) => {
+            phase @ (Phase::Disconnected
+            | Phase::Connecting { .. }
+            | Phase::Connected { .. }
+            | Phase::InRequest { .. }
+            | Phase::Disconnecting { .. }) => unexpected(phase, "a CONNACK"),
+        }
+    }
+
+    /// Subscribed: publish the request the connection was opened for.
+    fn subscribed(&mut self, phase: Phase, now: Instant) -> Phase {
+        match phase {
+            Phase::Connecting {
+                link,
+                connect,
+                op,
+                subscribing: true,
+                ..
+            } => self.publish(link, connect, op, now),
+            phase @ (Phase::Disconnected
+            | Phase::Connecting { .. }
+            | Phase::Connected { .. }
+            | Phase::InRequest { .. }
+            | Phase::Disconnecting { .. }) => unexpected(phase, "a SUBACK"),
+        }
+    }
+
+    /// SRS 18_041, 18_043: a failed connect or subscribe fails the request; SRS 18_051: and
+    /// disconnects the transport.
+    fn connect_failed(&mut self, phase: Phase, error: ProvisioningError) -> Phase {
+        match phase {
+            Phase::Connecting { link, op, .. } => {
                 self.respond(op.token, Err(error));
                 self.abandon(link)
             }
-            (
-                Phase::InRequest {
-                    link,
-                    params,
-                    mut op,
-                    ..
-                },
-                LinkEvent::PublishAcked { rid },
-            ) if rid == op.rid && !op.acked => {
+            phase @ (Phase::Disconnected
+            | Phase::Connected { .. }
+            | Phase::InRequest { .. }
+            | Phase::Disconnecting { .. }) => unexpected(phase, "a failed connect or subscribe"),
+        }
+    }
+
+    /// The request's PUBACK: now wait for its response. A PUBACK of another request, or a
+    /// second one, changes nothing.
+    fn publish_acked(&mut self, phase: Phase, rid: &str, now: Instant) -> Phase {
+        match phase {
+            Phase::InRequest {
+                link,
+                connect,
+                mut op,
+                ..
+            } if rid == op.rid && !op.acked => {
                 op.acked = true;
+                let response = self.config.timeouts.response;
                 Phase::InRequest {
                     link,
-                    params,
+                    connect,
                     op,
-                    deadline: Deadline::new(now, Stage::Response, timeouts.response),
+                    deadline: Deadline::new(now, Stage::Response, response),
                 }
             }
-            // SRS 18_004, 18_018: a failed publish fails the request.
-            (
-                Phase::InRequest {
-                    link, params, op, ..
-                },
-                LinkEvent::PublishFailed { rid, error },
-            ) if rid == op.rid => {
+            phase @ (Phase::Disconnected
+            | Phase::Connecting { .. }
+            | Phase::Connected { .. }
+            | Phase::InRequest { .. }
+            | Phase::Disconnecting { .. }) => unexpected(phase, "a PUBACK"),
+        }
+    }
+
+    /// SRS 18_004, 18_018: a failed publish fails the request.
+    fn publish_failed(&mut self, phase: Phase, rid: &str, error: ProvisioningError) -> Phase {
+        match phase {
+            Phase::InRequest {
+                link, connect, op, ..
+            } if rid == op.rid => {
                 self.respond(op.token, Err(error));
-                Phase::Connected { link, params }
+                Phase::Connected { link, connect }
             }
-            (
-                Phase::InRequest {
+            phase @ (Phase::Disconnected
+            | Phase::Connecting { .. }
+            | Phase::Connected { .. }
+            | Phase::InRequest { .. }
+            | Phase::Disconnecting { .. }) => unexpected(phase, "a failed publish"),
+        }
+    }
+
+    /// SRS 18_010, 18_024: only `$dps/registrations/res/<status>/?$rid=<rid>` answers the
+    /// request; anything else is logged and ignored.
+    fn message(&mut self, phase: Phase, topic: &str, payload: &[u8]) -> Phase {
+        let Phase::InRequest {
+            link,
+            connect,
+            op,
+            deadline,
+        } = phase
+        else {
+            tracing::warn!(
+                state = ?phase.state(),
+                topic,
+                "ignoring a message with no request in flight"
+            );
+            return phase;
+        };
+        let parsed = match ResponseTopic::parse(topic) {
+            Ok(parsed) if parsed.rid == op.rid => parsed,
+            Ok(parsed) => {
+                tracing::warn!(
+                    rid = parsed.rid,
+                    expected = op.rid,
+                    "ignoring a response to another request"
+                );
+                return Phase::InRequest {
                     link,
-                    params,
+                    connect,
                     op,
                     deadline,
-                },
-                LinkEvent::Message { topic, payload },
-            ) => self.message(link, params, op, deadline, &topic, &payload),
-            // SRS 18_045: after unsubscribing, disconnect.
-            (
-                Phase::Disconnecting {
+                };
+            }
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "ignoring a message on an unexpected topic");
+                return Phase::InRequest {
                     link,
-                    waiters,
-                    unsubscribed: None,
-                    next,
+                    connect,
+                    op,
                     deadline,
-                },
-                LinkEvent::Unsubscribed(result),
-            ) => {
+                };
+            }
+        };
+        // SRS 18_012 .. 18_015, 18_026 .. 18_029, 06_003 .. 06_006.
+        let result =
+            op.operation
+                .read_response(&parsed, payload, self.config.default_polling_interval);
+        if let Ok(response) = &result
+            && let Some(raw) = &response.invalid_retry_after
+        {
+            tracing::warn!(retry_after = raw, interval = ?response.polling_interval, "retry-after is not a whole number of seconds; using the default interval");
+        }
+        self.respond(op.token, result);
+        Phase::Connected { link, connect }
+    }
+
+    /// SRS 18_045: after unsubscribing, disconnect.
+    fn unsubscribed(&mut self, phase: Phase, result: Result<(), ProvisioningError>) -> Phase {
+        match phase {
+            Phase::Disconnecting {
+                link,
+                waiters,
+                unsubscribed: None,
+                next,
+                deadline,
+            } => {
                 self.actions.push_back(Action::Close { link });
                 Phase::Disconnecting {
                     link,
@@ -168,69 +256,84 @@ impl Effects {
                     deadline,
                 }
             }
-            // SRS 18_048: report a failure of either, preferring the disconnect's.
-            (
-                Phase::Disconnecting {
-                    link,
-                    waiters,
-                    unsubscribed,
-                    next,
-                    ..
-                },
-                LinkEvent::Closed(closed),
-            ) => {
+            phase @ (Phase::Disconnected
+            | Phase::Connecting { .. }
+            | Phase::Connected { .. }
+            | Phase::InRequest { .. }
+            | Phase::Disconnecting { .. }) => unexpected(phase, "an UNSUBACK"),
+        }
+    }
+
+    /// SRS 18_048: the close the session asked for is done; report a failure of either the
+    /// unsubscribe or the close, preferring the close's.
+    fn closed(
+        &mut self,
+        phase: Phase,
+        closed: Result<(), ProvisioningError>,
+        now: Instant,
+    ) -> Phase {
+        match phase {
+            Phase::Disconnecting {
+                link,
+                waiters,
+                unsubscribed,
+                next,
+                ..
+            } => {
                 let result = closed.and(unsubscribed.unwrap_or(Ok(())));
                 self.end_disconnect(link, waiters, result, next, now)
             }
-            // The goal of a disconnect is reached: the service closed first.
-            (
-                Phase::Disconnecting {
-                    link,
-                    waiters,
-                    unsubscribed,
-                    next,
-                    ..
-                },
-                LinkEvent::ClosedByService,
-            ) => self.end_disconnect(link, waiters, unsubscribed.unwrap_or(Ok(())), next, now),
-            // SRS 18_048: the connection broke while it was being closed: the disconnect failed.
-            (
-                Phase::Disconnecting {
-                    link,
-                    waiters,
-                    next,
-                    ..
-                },
-                LinkEvent::ConnectionLost(error),
-            ) => {
-                tracing::debug!(%error, "connection lost during the disconnect");
-                self.end_disconnect(link, waiters, Err(disconnect_error(error)), next, now)
+            // Only a disconnect asks for a close.
+            phase @ (Phase::Disconnected
+            | Phase::Connecting { .. }
+            | Phase::Connected { .. }
+            | Phase::InRequest { .. }) => unexpected(phase, "the end of a close"),
+        }
+    }
+
+    /// The connection ended without the session asking: the service closed it (`lost` is
+    /// `None`), or it broke.
+    fn ended(&mut self, phase: Phase, lost: Option<ProvisioningError>, now: Instant) -> Phase {
+        let (kind, waiting_for) = (phase.loss_kind(), phase.waiting_for());
+        match phase {
+            Phase::Disconnecting {
+                link,
+                waiters,
+                unsubscribed,
+                next,
+                ..
+            } => {
+                let result = match lost {
+                    // The goal of a disconnect is reached: the service closed first.
+                    None => unsubscribed.unwrap_or(Ok(())),
+                    // SRS 18_048: the connection broke while it was being closed: the
+                    // disconnect failed.
+                    Some(error) => {
+                        tracing::debug!(%error, "connection lost during the disconnect");
+                        Err(disconnect_error(error))
+                    }
+                };
+                self.end_disconnect(link, waiters, result, next, now)
             }
-            (
-                Phase::Connected { link, .. },
-                LinkEvent::ClosedByService | LinkEvent::ConnectionLost(_),
-            ) => {
+            Phase::Connected { link, .. } => {
                 tracing::debug!("the connection closed while idle");
                 self.abandon(link)
             }
-            (
-                phase @ (Phase::Connecting { .. } | Phase::InRequest { .. }),
-                event @ (LinkEvent::ClosedByService | LinkEvent::ConnectionLost(_)),
-            ) => {
-                let error = lost(&phase, event);
-                tracing::debug!(state = ?phase.state(), %error, "connection lost");
-                match phase {
-                    Phase::Connecting { link, op, .. } | Phase::InRequest { link, op, .. } => {
-                        self.respond(op.token, Err(error));
-                        self.abandon(link)
-                    }
-                    other => other,
-                }
+            Phase::Connecting { link, op, .. } | Phase::InRequest { link, op, .. } => {
+                let error = match lost {
+                    Some(ProvisioningError::Transport(TransportError {
+                        kind: TransportErrorKind::ConnectionLost,
+                        detail,
+                    })) => interrupted(kind, &detail, waiting_for),
+                    // A protocol violation, say, already says all there is to say.
+                    Some(other) => other,
+                    None => interrupted(kind, "the service closed the connection", waiting_for),
+                };
+                tracing::debug!(%error, "connection lost");
+                self.respond(op.token, Err(error));
+                self.abandon(link)
             }
-            (phase, event) => {
-                tracing::debug!(state = ?phase.state(), ?event, "ignoring an event the session does not expect now");
-                phase
-            }
+            Phase::Disconnected => unexpected(phase, "the end of a connection"),
         }
     }
 
@@ -252,10 +355,10 @@ impl Effects {
                 self.abandon(link)
             }
             Phase::InRequest {
-                link, params, op, ..
+                link, connect, op, ..
             } => {
                 self.respond(op.token, Err(error));
-                Phase::Connected { link, params }
+                Phase::Connected { link, connect }
             }
             Phase::Disconnecting {
                 link,
@@ -301,15 +404,20 @@ impl Effects {
         &mut self,
         phase: Phase,
         token: Token,
+        operation: Operation,
         request: &RegistrationRequest,
-        kind: OpKind,
         rid: String,
-        payload: Vec<u8>,
+        made_at: SystemTime,
         now: Instant,
     ) -> Phase {
-        // SRS 18_035, 18_036, 18_038, 18_039, 18_049, 18_050: the connect parameters.
-        let params = match ConnectParams::new(self.config.protocol, request) {
-            Ok(params) => Box::new(params),
+        // SRS 18_001, 18_035, 18_036, 18_038, 18_039, 18_049, 18_050: the whole CONNECT. A
+        // request the service would refuse is refused first, then one without credentials.
+        let connect = match &self.auth {
+            Some(auth) => ConnectParams::new(&self.config.connect, request, auth, made_at),
+            None => request.validate().and(Err(AuthError::Missing.into())),
+        };
+        let connect = match connect {
+            Ok(connect) => Box::new(connect),
             Err(error) => {
                 self.respond(token, Err(error));
                 return phase;
@@ -317,57 +425,56 @@ impl Effects {
         };
         let op = Op {
             token,
-            kind,
+            payload: operation.body(request),
+            operation,
             rid,
-            payload,
             acked: false,
         };
-        self.start(phase, params, op, now)
+        self.start(phase, connect, op, now)
     }
 
     /// Starts `op`, connecting for it first when needed.
-    fn start(&mut self, phase: Phase, params: Box<ConnectParams>, op: Op, now: Instant) -> Phase {
+    fn start(&mut self, phase: Phase, connect: Box<ConnectParams>, op: Op, now: Instant) -> Phase {
         match phase {
             // SRS 18_002, 18_016: connect and subscribe when disconnected.
-            Phase::Disconnected if !self.authenticated => {
-                self.respond(op.token, Err(AuthError::Missing.into()));
-                Phase::Disconnected
-            }
             Phase::Disconnected => {
                 self.next_link += 1;
                 let link = LinkId(self.next_link);
                 self.actions.push_back(Action::Open {
                     link,
-                    params: params.clone(),
+                    connect: connect.clone(),
                 });
-                let connect = self.config.timeouts.connect;
+                let timeout = self.config.timeouts.connect;
                 Phase::Connecting {
                     link,
-                    params,
+                    connect,
                     op,
                     subscribing: false,
-                    deadline: Deadline::new(now, Stage::Connect, connect),
+                    deadline: Deadline::new(now, Stage::Connect, timeout),
                 }
             }
             // A connection is for one device at one endpoint.
             Phase::Connected {
                 link,
-                params: current,
-            } if current != params => {
+                connect: current,
+            } if !current.same_connection(&connect) => {
                 let error = ProvisioningError::InvalidRequest(format!(
                     "the transport is connected as `{}` to {}; disconnect before using it for `{}` at {}",
                     current.client_id,
                     current.endpoint.uri(),
-                    params.client_id,
-                    params.endpoint.uri(),
+                    connect.client_id,
+                    connect.endpoint.uri(),
                 ));
                 self.respond(op.token, Err(error));
                 Phase::Connected {
                     link,
-                    params: current,
+                    connect: current,
                 }
             }
-            Phase::Connected { link, params } => self.publish(link, params, op, now),
+            Phase::Connected {
+                link,
+                connect: current,
+            } => self.publish(link, current, op, now),
             // A request during a disconnect waits for it to end, then connects again.
             Phase::Disconnecting {
                 link,
@@ -379,11 +486,13 @@ impl Effects {
                 link,
                 waiters,
                 unsubscribed,
-                next: Some(Box::new(Deferred { params, op })),
+                next: Some(Box::new(Deferred { connect, op })),
                 deadline,
             },
             // One request at a time: the one in flight is left untouched.
-            phase => {
+            phase @ (Phase::Connecting { .. }
+            | Phase::InRequest { .. }
+            | Phase::Disconnecting { .. }) => {
                 self.respond(op.token, Err(ProvisioningError::OperationInProgress));
                 phase
             }
@@ -391,70 +500,26 @@ impl Effects {
     }
 
     /// SRS 18_003, 18_017: publish the request at QoS 1 and wait for its PUBACK.
-    fn publish(&mut self, link: LinkId, params: Box<ConnectParams>, op: Op, now: Instant) -> Phase {
+    fn publish(
+        &mut self,
+        link: LinkId,
+        connect: Box<ConnectParams>,
+        op: Op,
+        now: Instant,
+    ) -> Phase {
         self.actions.push_back(Action::Publish {
             link,
             rid: op.rid.clone(),
-            topic: op.topic(),
+            topic: op.operation.topic(&op.rid),
             payload: op.payload.clone(),
         });
         let publish_ack = self.config.timeouts.publish_ack;
         Phase::InRequest {
             link,
-            params,
+            connect,
             op,
             deadline: Deadline::new(now, Stage::PublishAck, publish_ack),
         }
-    }
-
-    /// SRS 18_010, 18_024: only `$dps/registrations/res/<status>/?$rid=<rid>` answers the
-    /// request; anything else is logged and ignored.
-    fn message(
-        &mut self,
-        link: LinkId,
-        params: Box<ConnectParams>,
-        op: Op,
-        deadline: Deadline,
-        topic: &str,
-        payload: &[u8],
-    ) -> Phase {
-        let parsed = match ResponseTopic::parse(topic) {
-            Ok(parsed) if parsed.rid == op.rid => Some(parsed),
-            Ok(parsed) => {
-                tracing::warn!(
-                    rid = parsed.rid,
-                    expected = op.rid,
-                    "ignoring a response to another request"
-                );
-                None
-            }
-            Err(e) => {
-                tracing::warn!(topic, error = %e, "ignoring a message on an unexpected topic");
-                None
-            }
-        };
-        let Some(parsed) = parsed else {
-            return Phase::InRequest {
-                link,
-                params,
-                op,
-                deadline,
-            };
-        };
-        // SRS 18_012 .. 18_015, 18_026 .. 18_029, 06_003 .. 06_006.
-        let result = classify_with_default(
-            op.request_kind(),
-            &parsed,
-            payload,
-            self.config.default_polling_interval,
-        );
-        if let Ok(response) = &result
-            && let Some(raw) = &response.invalid_retry_after
-        {
-            tracing::warn!(retry_after = raw, interval = ?response.polling_interval, "retry-after is not a whole number of seconds; using the default interval");
-        }
-        self.respond(op.token, result);
-        Phase::Connected { link, params }
     }
 
     fn cancel(&mut self, phase: Phase) -> Phase {
@@ -466,10 +531,10 @@ impl Effects {
             }
             // SRS 18_033, 18_034: stop listening and cancel the request.
             Phase::InRequest {
-                link, params, op, ..
+                link, connect, op, ..
             } => {
                 self.respond(op.token, Err(ProvisioningError::OperationCancelled));
-                Phase::Connected { link, params }
+                Phase::Connected { link, connect }
             }
             // The request waiting for a disconnect is the one in flight: it is cancelled.
             Phase::Disconnecting {
@@ -492,7 +557,9 @@ impl Effects {
                 }
             }
             // SRS 18_030, 18_032: nothing to cancel.
-            phase => phase,
+            phase @ (Phase::Disconnected
+            | Phase::Connected { .. }
+            | Phase::Disconnecting { next: None, .. }) => phase,
         }
     }
 
@@ -540,14 +607,13 @@ impl Effects {
                         Err(ProvisioningError::OperationCancelled),
                     );
                 }
-                let next = None;
                 waiters.push(token);
                 let sooner = Deadline::new(now, Stage::Disconnect, within);
                 Phase::Disconnecting {
                     link,
                     waiters,
                     unsubscribed,
-                    next,
+                    next: None,
                     deadline: if sooner.at < deadline.at {
                         sooner
                     } else {
@@ -591,8 +657,8 @@ impl Effects {
         }
         match next {
             Some(deferred) => {
-                let Deferred { params, op } = *deferred;
-                self.start(disconnected, params, op, now)
+                let Deferred { connect, op } = *deferred;
+                self.start(disconnected, connect, op, now)
             }
             None => disconnected,
         }
@@ -613,23 +679,10 @@ impl Effects {
     }
 }
 
-/// The error for a connection that closed or broke in `phase`, naming what it was waiting for.
-/// A loss before the PUBACK is the publish failing (SRS 18_004, 18_018).
-fn lost(phase: &Phase, event: LinkEvent) -> ProvisioningError {
-    let detail = match event {
-        LinkEvent::ConnectionLost(ProvisioningError::Transport(TransportError {
-            kind: TransportErrorKind::ConnectionLost,
-            detail,
-        })) => detail,
-        // A protocol violation, say, already says all there is to say.
-        LinkEvent::ConnectionLost(other) => return other,
-        _ => "the service closed the connection".to_owned(),
-    };
-    let kind = match phase {
-        Phase::InRequest { op, .. } if !op.acked => TransportErrorKind::Publish,
-        _ => TransportErrorKind::ConnectionLost,
-    };
-    TransportError::new(kind, format!("{detail} {}", phase.waiting_for())).into()
+/// The error for a connection that closed or broke, naming what it interrupted ("before the
+/// PUBACK").
+fn interrupted(kind: TransportErrorKind, detail: &str, waiting_for: &str) -> ProvisioningError {
+    TransportError::new(kind, format!("{detail} {waiting_for}")).into()
 }
 
 /// A broken connection, reported as the disconnect's failure (SRS 18_048).
@@ -642,4 +695,11 @@ fn disconnect_error(error: ProvisioningError) -> ProvisioningError {
         .into(),
         other => other,
     }
+}
+
+/// An event the phase does not expect now (a late PUBACK, a second SUBACK): logged, and the
+/// phase is kept.
+fn unexpected(phase: Phase, what: &str) -> Phase {
+    tracing::debug!(state = ?phase.state(), "ignoring {what}, which the session does not expect now");
+    phase
 }

@@ -13,16 +13,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
+use dps_messages::connect::ConnectOptions;
+use dps_messages::error::{ConnackRefusal, TransportError, TransportErrorKind};
 use dps_messages::{
-    ConnackRefusal, Protocol, ProvisioningError, RegistrationRequest, RegistrationResult,
-    TransportError, TransportErrorKind,
+    Protocol, ProvisioningError, RegistrationRequest, RegistrationResponse, RegistrationResult,
+    SymmetricKey,
 };
 use dps_mock_broker::dps::{Dps, DpsConfig, Reply as DpsReply};
 use dps_mock_broker::script::{ConnectStep, Script};
 
 use crate::client::ClientOptions;
 use crate::client::RequestLog;
-use crate::client::registration::{Registration, Request, Step};
+use crate::client::registration::{Registration, Step};
 use crate::rng::Rng;
 use crate::session::{
     Action, Command, LinkEvent, LinkId, Reply, Session, SessionConfig, State, Timeouts, Token,
@@ -36,6 +38,9 @@ const DEVICE_CLIENT: dps_mock_broker::dps::Client<'static> = dps_mock_broker::dp
     id: DEVICE,
     api_version: "2019-03-31",
 };
+
+/// The simulated device's symmetric key (the simulated service checks no credentials).
+const SIM_KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
 
 /// How the network and the people around the device misbehave in one run.
 #[derive(Debug, Clone)]
@@ -130,11 +135,15 @@ impl World {
     ) -> Self {
         let now = Instant::now();
         let mut session = Session::new(SessionConfig {
-            protocol: Protocol::Mqtt,
+            connect: ConnectOptions {
+                protocol: Protocol::Mqtt,
+                keep_alive: Duration::from_secs(60),
+                sas_token_ttl: Duration::from_secs(3600),
+            },
             timeouts,
-            default_polling_interval: dps_messages::DEFAULT_POLLING_INTERVAL,
+            default_polling_interval: RegistrationResponse::DEFAULT_POLLING_INTERVAL,
         });
-        session.set_authenticated(true);
+        session.set_authentication(SymmetricKey::new(SIM_KEY).expect("a valid key").into());
         let dps = Dps::new(DpsConfig::new("sim-hub.azure-devices.net", 1), script);
         let mut jitter = rng.clone();
         jitter.next_u64();
@@ -270,23 +279,18 @@ impl World {
             return;
         }
         match self.course.step(self.now) {
-            Step::Send(what) => {
+            Step::Send(operation) => {
                 let token = self.token();
                 self.in_flight = Some(token);
                 let rid = format!("rid-{}", self.rng.next_u64());
                 let request = self.request.clone();
-                self.command(match what {
-                    Request::Register => Command::Register {
-                        token,
-                        request,
-                        rid,
-                    },
-                    Request::Poll { operation_id } => Command::QueryStatus {
-                        token,
-                        request,
-                        operation_id,
-                        rid,
-                    },
+                let made_at = self.epoch + (self.now - self.out.started);
+                self.command(Command::Request {
+                    token,
+                    operation,
+                    request,
+                    rid,
+                    made_at,
                 });
                 // The client races the answer with the deadline.
                 let deadline = self.course.deadline();
@@ -328,9 +332,9 @@ impl World {
                 .push(format!("{:>12}   -> {}", "", describe(&action)));
         }
         match action {
-            Action::Open { link, params } => {
+            Action::Open { link, connect } => {
                 self.out.opened += 1;
-                let step = self.dps.next_connect_step(&params.client_id);
+                let step = self.dps.next_connect_step(&connect.client_id);
                 let latency = Duration::from_millis(1 + self.rng.below(80));
                 self.links.insert(
                     link.0,

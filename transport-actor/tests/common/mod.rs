@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
-use dps_messages::commands::RequestResult;
+/// What a register or a poll answers.
+type RequestResult = Result<dps_messages::RegistrationResponse, dps_messages::ProvisioningError>;
 use dps_messages::{
     Authentication, Protocol, Register, RegistrationRequest, SetAuthentication, SymmetricKey,
     X509Identity,

@@ -8,8 +8,10 @@ use super::*;
 #[actix_rt::test]
 async fn an_actor_on_the_runtime_thread_registers_and_disconnects() {
     let f = Fixture::start(Script::new());
-    let t = ProvisioningTransportActor::start_on_runtime(f.config(MQTT)).unwrap();
-    t.send(SetAuthentication(f.x509("dev"))).await.unwrap();
+    let t = ProvisioningTransportActor::new(f.config(MQTT))
+        .with_authentication(f.x509("dev"))
+        .start_on_runtime()
+        .unwrap();
     let response = f.register(&t, MQTT, "dev").await.unwrap();
     assert_eq!(response.status_code, 202);
     assert_eq!(t.send(GetState).await.unwrap(), State::Connected);

@@ -33,8 +33,8 @@ async fn srs_18_050_connects_to_mqtts_host() {
     let host = format!("localhost:{}", f.broker.addr().port());
     let request = dps_messages::RegistrationRequest::new(SCOPE, "dev").with_host(host.clone());
     assert!(request.endpoint.is_none());
-    let params = dps_messages::ConnectParams::new(MQTT, &request).unwrap();
-    assert_eq!(params.endpoint.uri(), format!("mqtts://{host}"));
+    let endpoint = dps_messages::connect::Endpoint::for_host(MQTT, &host).unwrap();
+    assert_eq!(endpoint.uri(), format!("mqtts://{host}"));
     t.send(Register { request }).await.unwrap().unwrap();
     let record = &f.broker.records()[0];
     assert_eq!(record.transport, Transport::Tls);
@@ -50,6 +50,25 @@ async fn srs_18_039_the_request_endpoint_is_used() {
     let request = f.request(MQTT, "dev").with_host("unreachable.invalid");
     t.send(Register { request }).await.unwrap().unwrap();
     assert_eq!(f.broker.records().len(), 1);
+}
+
+/// Where to connect has one source: an endpoint of the other protocol is refused before any
+/// connection, not silently followed.
+#[actix_rt::test]
+async fn an_endpoint_of_the_other_protocol_is_refused_before_connecting() {
+    let f = Fixture::start(Script::new());
+    let t = f.transport(MQTT, "dev").await;
+    let request = f.request(WS, "dev");
+    let err = t.send(Register { request }).await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ProvisioningError::EndpointMismatch { configured, .. } if *configured == MQTT
+        ),
+        "{err:?}"
+    );
+    assert_eq!(t.send(GetState).await.unwrap(), State::Disconnected);
+    assert!(f.broker.records().is_empty());
 }
 
 // SRS_NODE_PROVISIONING_MQTT_18_049: MqttWs connects over WebSocket to /$iothub/websocket.
@@ -175,7 +194,10 @@ async fn next_accept(accepted: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
 /// waiting.)
 #[actix_rt::test]
 async fn a_herd_opens_a_limited_number_of_connections_at_a_time() {
-    use dps_transport_actor::runtime::{MAX_OPENING, MqttRuntime};
+    use dps_transport_actor::MqttRuntime;
+    /// The runtime's opening turns (`runtime::MAX_OPENING`): should they grow, the last
+    /// device below connects at once and the test says so.
+    const MAX_OPENING: usize = 64;
 
     let f = Fixture::start(Script::new());
     let (addr, mut accepted) = black_hole();

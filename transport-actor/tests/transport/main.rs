@@ -18,17 +18,24 @@ use std::time::Duration;
 
 use actix::{Actor, Supervisor};
 use common::*;
-use dps_messages::topic::{POLL_TOPIC_PREFIX, REGISTER_TOPIC_PREFIX};
+use dps_messages::error::{
+    AuthError, ConnackRefusal, ProtocolError, Stage, TransportError, TransportErrorKind,
+};
 use dps_messages::{
-    AuthError, Cancel, ConnackRefusal, Disconnect, Protocol, ProtocolError, ProvisioningError,
-    QueryStatus, Register, RegistrationStatus, SetAuthentication, Stage, TransportError,
-    TransportErrorKind,
+    Cancel, Disconnect, Protocol, ProvisioningError, QueryStatus, Register, RegistrationStatus,
+    SetAuthentication,
 };
 use dps_mock_broker::record::{Connack, Event};
 use dps_mock_broker::script::{ConnectStep, DeviceScript, Malformation, Step};
 use dps_mock_broker::{Script, Transport};
 use dps_transport_actor::{GetState, ProvisioningTransportActor, Restart, State};
 use serde_json::json;
+
+/// The register topic up to the request id, as the wire has it (SRS 18_003).
+const REGISTER_TOPIC_PREFIX: &str = "$dps/registrations/PUT/iotdps-register/?$rid=";
+
+/// The poll topic up to the request id, as the wire has it (SRS 18_017).
+const POLL_TOPIC_PREFIX: &str = "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=";
 
 const MQTT: Protocol = Protocol::Mqtt;
 

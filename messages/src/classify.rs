@@ -1,69 +1,26 @@
-//! Turning a response into what the caller gets: a result with a polling interval, or a typed
-//! error.
-//!
-//! The rules, from the Node transport and the service docs:
-//! * status `< 300`: success; the body is a [`RegistrationResult`] (SRS 18_013, 18_027);
-//! * `300..=428`: failure, translated to a typed error (SRS 18_012, 18_026);
-//! * `>= 429` (throttling and every 5xx): not an error; the caller retries after the polling
-//!   interval, with status `registering` for a register (SRS 06_003) and `assigning` plus the
-//!   caller's operation id for a poll (SRS 06_004).
+//! Classifying the service's answer to an operation: a result with a polling interval, a
+//! retry, or a typed error. The rules are listed in [`crate::response`]; the entry point is
+//! [`Operation::read_response`](crate::Operation::read_response).
 
 use std::time::Duration;
 
 use crate::error::{ProtocolError, ProvisioningError, ServiceError};
-use crate::response::{RegistrationResult, RegistrationStatus};
-use crate::topic::ResponseTopic;
-
-/// The polling interval when the service gives no `retry-after` (SRS 06_005, 06_006).
-pub const DEFAULT_POLLING_INTERVAL: Duration = Duration::from_millis(2_000);
+use crate::operation::Operation;
+use crate::response::{
+    RegistrationResponse, RegistrationResult, RegistrationStatus, ResponseTopic,
+};
 
 /// The largest response body read. DPS caps a message at 96 KB; a little headroom keeps a
 /// well-formed response from ever being refused.
-pub const MAX_RESPONSE_BYTES: usize = 128 * 1024;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 128 * 1024;
 
 /// The first status treated as "retry later" rather than failure.
-pub const RETRY_STATUS: u16 = 429;
+pub(crate) const RETRY_STATUS: u16 = 429;
 
-/// Which request a response answers; decides what a throttled response becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestKind<'a> {
-    /// A register request.
-    Register,
-    /// An operation status poll for `operation_id`.
-    Poll {
-        /// The operation polled for.
-        operation_id: &'a str,
-    },
-}
-
-/// A response the caller can act on: the result and when to ask again.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RegistrationResponse {
-    /// The status from the response topic.
-    pub status_code: u16,
-    /// The result: the service's body, or the transport's `registering`/`assigning` stand-in
-    /// for a throttled response.
-    pub result: RegistrationResult,
-    /// How long to wait before the next poll or register: the service's `retry-after`, or the
-    /// default when it gave none (SRS 06_005, 06_006).
-    pub polling_interval: Duration,
-    /// The service's `retry-after`, when it gave a usable one: a wait the service asked for,
-    /// which a client must not shorten. `None` when `polling_interval` is the default.
-    pub retry_after: Option<Duration>,
-    /// A `retry-after` value that was not a whole number of seconds and was replaced by
-    /// [`DEFAULT_POLLING_INTERVAL`]; kept so the transport can report it.
-    pub invalid_retry_after: Option<String>,
-}
-
-/// The polling interval a `retry-after` value asks for: its seconds times 1000 ms, or
-/// [`DEFAULT_POLLING_INTERVAL`] when absent (SRS 06_005, 06_006).
-///
-/// A value that is not a non-negative whole number of seconds is an error carrying the value;
-/// the caller falls back to the default rather than to zero.
-pub fn polling_interval(retry_after: Option<&str>) -> Result<Duration, InvalidRetryAfter> {
-    let Some(raw) = retry_after else {
-        return Ok(DEFAULT_POLLING_INTERVAL);
-    };
+/// The wait a `retry-after` value asks for: its seconds (SRS 06_005, 06_006). A value that is
+/// not a non-negative whole number of seconds is an error carrying the value, so that the
+/// caller falls back to its default interval rather than to zero.
+fn parse_retry_after(raw: &str) -> Result<Duration, InvalidRetryAfter> {
     let digits = raw.trim();
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(InvalidRetryAfter(raw.to_owned()));
@@ -75,23 +32,13 @@ pub fn polling_interval(retry_after: Option<&str>) -> Result<Duration, InvalidRe
 }
 
 /// A `retry-after` that is not a non-negative whole number of seconds.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("retry-after `{0}` is not a whole number of seconds")]
-pub struct InvalidRetryAfter(pub String);
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InvalidRetryAfter(String);
 
-/// Classifies the response `topic` + `body` to a request of `kind`, with
-/// [`DEFAULT_POLLING_INTERVAL`] where the service gives no `retry-after`.
-pub fn classify(
-    kind: RequestKind<'_>,
-    topic: &ResponseTopic,
-    body: &[u8],
-) -> Result<RegistrationResponse, ProvisioningError> {
-    classify_with_default(kind, topic, body, DEFAULT_POLLING_INTERVAL)
-}
-
-/// [`classify`], with `default_interval` where the service gives no (usable) `retry-after`.
-pub fn classify_with_default(
-    kind: RequestKind<'_>,
+/// Classifies the response `topic` + `body` to `operation`, with `default_interval` where the
+/// service gives no (usable) `retry-after`.
+pub(crate) fn classify(
+    operation: &Operation,
     topic: &ResponseTopic,
     body: &[u8],
     default_interval: Duration,
@@ -112,20 +59,20 @@ pub fn classify_with_default(
 
     let (retry_after, invalid_retry_after) = match topic.retry_after.as_deref() {
         None => (None, None),
-        Some(raw) => match polling_interval(Some(raw)) {
+        Some(raw) => match parse_retry_after(raw) {
             Ok(interval) => (Some(interval), None),
             Err(InvalidRetryAfter(raw)) => (None, Some(raw)),
         },
     };
     let polling_interval = retry_after.unwrap_or(default_interval);
     let result = if status >= RETRY_STATUS {
-        match kind {
-            RequestKind::Register => {
+        match operation {
+            Operation::Register => {
                 RegistrationResult::pending(RegistrationStatus::Registering, None)
             }
-            RequestKind::Poll { operation_id } => RegistrationResult::pending(
+            Operation::Poll { operation_id } => RegistrationResult::pending(
                 RegistrationStatus::Assigning,
-                Some(operation_id.to_owned()),
+                Some(operation_id.clone()),
             ),
         }
     } else {
@@ -149,6 +96,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const DEFAULT: Duration = RegistrationResponse::DEFAULT_POLLING_INTERVAL;
+
     fn topic(status: u16, retry_after: Option<&str>) -> ResponseTopic {
         ResponseTopic {
             status,
@@ -164,43 +113,46 @@ mod tests {
     // interval, otherwise the default.
     #[test]
     fn srs_06_006_register_polling_interval_from_retry_after() {
-        let r = classify(RequestKind::Register, &topic(202, Some("3")), ASSIGNING).unwrap();
+        let r = classify(
+            &Operation::Register,
+            &topic(202, Some("3")),
+            ASSIGNING,
+            DEFAULT,
+        )
+        .unwrap();
         assert_eq!(r.polling_interval, Duration::from_millis(3_000));
         assert_eq!(r.retry_after, Some(Duration::from_secs(3)));
-        let r = classify(RequestKind::Register, &topic(202, None), ASSIGNING).unwrap();
-        assert_eq!(r.polling_interval, DEFAULT_POLLING_INTERVAL);
+        let r = classify(&Operation::Register, &topic(202, None), ASSIGNING, DEFAULT).unwrap();
+        assert_eq!(r.polling_interval, DEFAULT);
         assert_eq!(r.retry_after, None, "the default is not the service's ask");
-        assert_eq!(DEFAULT_POLLING_INTERVAL, Duration::from_millis(2_000));
+        assert_eq!(DEFAULT, Duration::from_millis(2_000));
     }
 
     // SRS_NODE_PROVISIONING_MQTT_06_005: the same rule for a poll response.
     #[test]
     fn srs_06_005_poll_polling_interval_from_retry_after() {
-        let poll = RequestKind::Poll {
-            operation_id: "op-1",
-        };
-        let r = classify(poll, &topic(202, Some("0")), ASSIGNING).unwrap();
+        let poll = &Operation::poll("op-1");
+        let r = classify(poll, &topic(202, Some("0")), ASSIGNING, DEFAULT).unwrap();
         assert_eq!(r.polling_interval, Duration::ZERO);
-        let r = classify(poll, &topic(200, None), ASSIGNING).unwrap();
-        assert_eq!(r.polling_interval, DEFAULT_POLLING_INTERVAL);
+        let r = classify(poll, &topic(200, None), ASSIGNING, DEFAULT).unwrap();
+        assert_eq!(r.polling_interval, DEFAULT);
     }
 
     #[test]
     fn a_configured_default_replaces_the_2_second_one() {
         let five = Duration::from_secs(5);
-        let r = classify_with_default(RequestKind::Register, &topic(202, None), ASSIGNING, five)
-            .unwrap();
+        let r = classify(&Operation::Register, &topic(202, None), ASSIGNING, five).unwrap();
         assert_eq!(r.polling_interval, five);
-        let r = classify_with_default(
-            RequestKind::Register,
+        let r = classify(
+            &Operation::Register,
             &topic(202, Some("x")),
             ASSIGNING,
             five,
         )
         .unwrap();
         assert_eq!(r.polling_interval, five);
-        let r = classify_with_default(
-            RequestKind::Register,
+        let r = classify(
+            &Operation::Register,
             &topic(202, Some("1")),
             ASSIGNING,
             five,
@@ -221,12 +173,18 @@ mod tests {
             "0x10",
         ] {
             assert_eq!(
-                polling_interval(Some(raw)),
+                parse_retry_after(raw),
                 Err(InvalidRetryAfter(raw.into())),
                 "{raw}"
             );
-            let r = classify(RequestKind::Register, &topic(202, Some(raw)), ASSIGNING).unwrap();
-            assert_eq!(r.polling_interval, DEFAULT_POLLING_INTERVAL, "{raw}");
+            let r = classify(
+                &Operation::Register,
+                &topic(202, Some(raw)),
+                ASSIGNING,
+                DEFAULT,
+            )
+            .unwrap();
+            assert_eq!(r.polling_interval, DEFAULT, "{raw}");
             assert_eq!(r.retry_after, None, "{raw}");
             assert_eq!(r.invalid_retry_after.as_deref(), Some(raw));
         }
@@ -236,7 +194,7 @@ mod tests {
     #[test]
     fn srs_18_012_register_failure_statuses_are_translated() {
         let body = br#"{"errorCode":401002,"trackingId":"t-1","message":"bad creds","timestampUtc":"2026-11-24T00:00:00Z"}"#;
-        let err = classify(RequestKind::Register, &topic(401, None), body).unwrap_err();
+        let err = classify(&Operation::Register, &topic(401, None), body, DEFAULT).unwrap_err();
         let ProvisioningError::Unauthorized(e) = &err else {
             panic!("{err:?}")
         };
@@ -261,8 +219,13 @@ mod tests {
             ),
             (428, |e| matches!(e, ProvisioningError::Service(_))),
         ] {
-            let err =
-                classify(RequestKind::Register, &topic(status, None), b"not json").unwrap_err();
+            let err = classify(
+                &Operation::Register,
+                &topic(status, None),
+                b"not json",
+                DEFAULT,
+            )
+            .unwrap_err();
             assert!(check(&err), "{status}: {err:?}");
             assert_eq!(err.service_error().unwrap().body, "not json");
         }
@@ -271,10 +234,9 @@ mod tests {
     // SRS_NODE_PROVISIONING_MQTT_18_026: a poll answered with 300..429 fails, translated.
     #[test]
     fn srs_18_026_poll_failure_statuses_are_translated() {
-        let poll = RequestKind::Poll {
-            operation_id: "op-1",
-        };
-        let err = classify(poll, &topic(400, None), br#"{"errorCode":400004}"#).unwrap_err();
+        let poll = &Operation::poll("op-1");
+        let err =
+            classify(poll, &topic(400, None), br#"{"errorCode":400004}"#, DEFAULT).unwrap_err();
         assert!(matches!(&err, ProvisioningError::Argument(e) if e.error_code == Some(400004)));
         // On the wire 500 is a retry status; the translation still names it, for callers that
         // translate statuses themselves.
@@ -287,7 +249,13 @@ mod tests {
     #[test]
     fn srs_06_003_throttled_register_is_registering_without_operation_id() {
         for status in [429u16, 500, 503, 599] {
-            let r = classify(RequestKind::Register, &topic(status, Some("5")), b"garbage").unwrap();
+            let r = classify(
+                &Operation::Register,
+                &topic(status, Some("5")),
+                b"garbage",
+                DEFAULT,
+            )
+            .unwrap();
             assert_eq!(r.result.status, RegistrationStatus::Registering);
             assert_eq!(r.result.operation_id, None);
             assert_eq!(r.polling_interval, Duration::from_secs(5));
@@ -299,13 +267,11 @@ mod tests {
     // caller's operationId.
     #[test]
     fn srs_06_004_throttled_poll_is_assigning_with_callers_operation_id() {
-        let poll = RequestKind::Poll {
-            operation_id: "op-7",
-        };
-        let r = classify(poll, &topic(429, None), b"").unwrap();
+        let poll = &Operation::poll("op-7");
+        let r = classify(poll, &topic(429, None), b"", DEFAULT).unwrap();
         assert_eq!(r.result.status, RegistrationStatus::Assigning);
         assert_eq!(r.result.operation_id.as_deref(), Some("op-7"));
-        assert_eq!(r.polling_interval, DEFAULT_POLLING_INTERVAL);
+        assert_eq!(r.polling_interval, DEFAULT);
     }
 
     #[test]
@@ -313,9 +279,10 @@ mod tests {
         let body = json!({"operationId": "op", "status": "assigned",
             "registrationState": {"assignedHub": "h", "deviceId": "d"}});
         let r = classify(
-            RequestKind::Register,
+            &Operation::Register,
             &topic(200, None),
             body.to_string().as_bytes(),
+            DEFAULT,
         )
         .unwrap();
         assert_eq!(r.result.status, RegistrationStatus::Assigned);
@@ -334,7 +301,7 @@ mod tests {
             br#"{"operationId":"x"}"#,
             b"\xff\xfe",
         ] {
-            let err = classify(RequestKind::Register, &topic(200, None), body).unwrap_err();
+            let err = classify(&Operation::Register, &topic(200, None), body, DEFAULT).unwrap_err();
             assert!(
                 matches!(
                     err,
@@ -352,7 +319,7 @@ mod tests {
             let mut body = br#"{"status":"assigning","pad":""#.to_vec();
             body.resize(len - 2, b'x');
             body.extend_from_slice(br#""}"#);
-            let r = classify(RequestKind::Register, &topic(202, None), &body).unwrap();
+            let r = classify(&Operation::Register, &topic(202, None), &body, DEFAULT).unwrap();
             assert_eq!(r.result.status, RegistrationStatus::Assigning, "{len}");
         }
     }
@@ -361,7 +328,8 @@ mod tests {
     fn a_huge_body_is_refused_whatever_the_status() {
         let body = vec![b' '; MAX_RESPONSE_BYTES + 1];
         for status in [200, 401, 429] {
-            let err = classify(RequestKind::Register, &topic(status, None), &body).unwrap_err();
+            let err =
+                classify(&Operation::Register, &topic(status, None), &body, DEFAULT).unwrap_err();
             assert!(matches!(
                 err,
                 ProvisioningError::Protocol(ProtocolError::PayloadTooLarge { .. })
@@ -371,9 +339,9 @@ mod tests {
 
     #[test]
     fn unusual_success_statuses_are_successes() {
-        let r = classify(RequestKind::Register, &topic(0, None), ASSIGNING).unwrap();
+        let r = classify(&Operation::Register, &topic(0, None), ASSIGNING, DEFAULT).unwrap();
         assert_eq!(r.result.operation_id.as_deref(), Some("op-1"));
-        let r = classify(RequestKind::Register, &topic(299, None), ASSIGNING).unwrap();
+        let r = classify(&Operation::Register, &topic(299, None), ASSIGNING, DEFAULT).unwrap();
         assert_eq!(r.status_code, 299);
     }
 }
