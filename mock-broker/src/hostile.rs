@@ -25,6 +25,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
+use crate::WaitTimedOut;
 use crate::pki::TestPki;
 
 /// What the server does wrong.
@@ -230,13 +231,13 @@ impl HostileServer {
             .clone()
     }
 
-    /// Waits up to `timeout` for `done` to hold over the connections; returns them and
-    /// whether it held.
+    /// Waits up to `timeout`, blocking the thread, for `done` to hold over the connections,
+    /// and returns them; when `timeout` passes first, [`WaitTimedOut`] carries what was seen.
     pub fn wait_until(
         &self,
         timeout: Duration,
         mut done: impl FnMut(&[Seen]) -> bool,
-    ) -> (Vec<Seen>, bool) {
+    ) -> Result<Vec<Seen>, WaitTimedOut<Seen>> {
         let deadline = Instant::now() + timeout;
         let mut all = self
             .log
@@ -245,11 +246,11 @@ impl HostileServer {
             .unwrap_or_else(PoisonError::into_inner);
         loop {
             if done(&all) {
-                return (all.clone(), true);
+                return Ok(all.clone());
             }
             let now = Instant::now();
             if now >= deadline {
-                return (all.clone(), false);
+                return Err(WaitTimedOut::new(timeout, &all));
             }
             all = self
                 .log

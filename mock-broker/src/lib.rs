@@ -18,10 +18,9 @@
 //! println!("DPS at {} (trust {:?})", broker.mqtts_uri(), broker.ca_pem());
 //!
 //! // ... the device registers and polls ... then, in an async test, wait for what it did:
-//! let (records, done) = broker
+//! let records = broker
 //!     .wait_for(Duration::from_secs(10), |records| records.iter().any(|r| r.is_closed()))
-//!     .await;
-//! assert!(done);
+//!     .await?; // or a `WaitTimedOut` with what the broker saw
 //! for request in records[0].requests() {
 //!     println!("{:?} at {:?}: register? {}", request.rid(), request.at, request.is_register());
 //! }
@@ -34,26 +33,40 @@
 //! The broker runs on a thread of its own with its own ntex runtime, so any test runtime can
 //! drive clients against it: [`BrokerHandle::wait_for`] waits for its record without blocking
 //! (actix and tokio tests), [`BrokerHandle::wait_until`] by blocking (plain threads). It checks
-//! credentials as DPS does ([`auth`]), answers from a [`script::Script`] and then DPS's default
-//! behaviour ([`dps`]), stays bounded whatever a client does ([`limits`]), and records every
-//! connection ([`record`]). The crate's README has a guide to testing a device application
-//! with it, with three complete tests.
+//! credentials as DPS does (a device certificate from its CA whose CN is the clientId, or a
+//! SAS token from a listed or group key), answers from a [`script::Script`] and then DPS's
+//! default behaviour ([`dps`]), stays bounded whatever a client does ([`ConnectionLimits`]),
+//! and records every connection ([`record`]). The crate's README has a guide to testing a
+//! device application with it, with three complete tests.
+//!
+//! # Features
+//!
+//! * `cli` (default): the `dps-mock-broker` command line (clap, tracing-subscriber). A test
+//!   that uses the broker as a library leaves it out.
+//! * `test-servers`: servers for tests that are not DPS: a [`hostile`] MQTT server that
+//!   misbehaves on purpose, an HTTP CONNECT [`proxy`], and [`system_tool`], which finds a tool
+//!   such as openssl or says SKIPPED.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod auth;
+mod auth;
 mod clock;
 pub mod dps;
 mod gate;
+#[cfg(feature = "test-servers")]
 pub mod hostile;
-pub mod issuance;
-pub mod limits;
+mod issuance;
+mod limits;
 mod operations;
-pub mod pki;
+mod pki;
+#[cfg(feature = "test-servers")]
 pub mod proxy;
-pub mod quota;
+mod quota;
 pub mod record;
+mod recorder;
 pub mod script;
 mod server;
+#[cfg(feature = "test-servers")]
 pub mod system_tool;
 mod tls;
 mod x509;
@@ -68,15 +81,17 @@ use ntex::service::chain_factory;
 
 pub use crate::issuance::IssuingCa;
 pub use crate::limits::ConnectionLimits;
-pub use crate::pki::{CertifiedPem, TestPki};
+pub use crate::pki::{CertifiedPem, PkiError, TestPki};
 pub use crate::quota::{QuotaSummary, Quotas};
-pub use crate::record::{ConnectionRecord, Event, Recorder, Transport};
+pub use crate::record::ConnectionRecord;
+pub use crate::recorder::WaitTimedOut;
 pub use crate::script::Script;
 pub use crate::tls::TlsVersions;
-pub use crate::x509::subject_common_name;
 
 use crate::auth::AuthConfig;
 use crate::dps::{Dps, DpsConfig};
+use crate::record::Transport;
+use crate::recorder::Recorder;
 use crate::server::{Shared, mqtt_config, mqtt_server, websocket_server};
 
 /// The id scope the broker expects unless told otherwise.
@@ -583,29 +598,24 @@ impl BrokerHandle {
         self.recorder.snapshot()
     }
 
-    /// The recorder, for waiting on what the broker sees.
-    pub fn recorder(&self) -> &Arc<Recorder> {
-        &self.recorder
-    }
-
     /// Waits up to `timeout`, without blocking the thread, until `done` holds for the records:
-    /// for async tests, on actix or tokio alike; see [`Recorder::wait_for`].
+    /// for async tests, on actix or tokio alike; it wakes on every change.
     pub async fn wait_for(
         &self,
         timeout: Duration,
         done: impl FnMut(&[ConnectionRecord]) -> bool,
-    ) -> (Vec<ConnectionRecord>, bool) {
+    ) -> Result<Vec<ConnectionRecord>, WaitTimedOut> {
         self.recorder.wait_for(timeout, done).await
     }
 
     /// Waits up to `timeout`, blocking the thread, until `done` holds for the records: for plain
     /// `#[test]`s and threads, never inside an async test (it would stall the test's actors);
-    /// see [`Recorder::wait_until`].
+    /// it wakes on every change.
     pub fn wait_until(
         &self,
         timeout: Duration,
         done: impl FnMut(&[ConnectionRecord]) -> bool,
-    ) -> (Vec<ConnectionRecord>, bool) {
+    ) -> Result<Vec<ConnectionRecord>, WaitTimedOut> {
         self.recorder.wait_until(timeout, done)
     }
 

@@ -24,7 +24,8 @@ use crate::auth::{AuthConfig, ConnectAttempt, authorize};
 use crate::clock::unix_now;
 use crate::dps::{Dps, Reply};
 use crate::limits::{ConnectionLimits, Usage, prefix};
-use crate::record::{Connack, ConnectionRecord, Event, Recorder, Transport};
+use crate::record::{Connack, ConnectionRecord, Event, Transport};
+use crate::recorder::Recorder;
 use crate::script::ConnectStep;
 use crate::x509::subject_common_name;
 

@@ -103,10 +103,11 @@ fn default_script_over_tls_with_x509_registers_and_assigns() {
         client.sink.close();
         assert!(client.closed(LONG).await);
     });
-    let (records, ok) = broker.wait_until(LONG, |r| r.len() == 1 && r[0].is_closed());
-    assert!(ok, "{records:#?}");
+    let records = broker
+        .wait_until(LONG, |r| r.len() == 1 && r[0].is_closed())
+        .unwrap();
     let r = &records[0];
-    assert_eq!(r.transport, dps_mock_broker::Transport::Tls);
+    assert_eq!(r.transport, dps_mock_broker::record::Transport::Tls);
     assert_eq!(r.client_id, "dev-1");
     assert_eq!(
         r.username.as_deref(),
@@ -146,17 +147,20 @@ fn the_handle_gives_its_pki_and_waits_without_blocking() {
         client.subscribe().await;
         register(&client, "dev-1", "r1", None).await;
         assert!(client.next(LONG).await.is_some());
-        let (records, done) = broker
+        let records = broker
             .wait_for(LONG, |r| {
                 r.first().is_some_and(|c| !c.responses().is_empty())
             })
-            .await;
-        assert!(done);
+            .await
+            .unwrap();
         assert_eq!(records[0].responses()[0].status(), Some(202));
-        let (_, done) = broker
-            .wait_for(std::time::Duration::from_millis(50), |r| r.len() > 1)
-            .await;
-        assert!(!done, "no second connection: the wait ends at its timeout");
+        let short = std::time::Duration::from_millis(50);
+        let timed_out = broker
+            .wait_for(short, |r| r.len() > 1)
+            .await
+            .expect_err("no second connection: the wait ends at its timeout");
+        assert_eq!(timed_out.after, short);
+        assert_eq!(timed_out.seen.len(), 1, "it says what it saw");
     });
     // A broker given a server certificate of its own has no PKI to give.
     let pki = pki();
@@ -205,8 +209,9 @@ fn forget_ended_holds_live_connections_and_writes_ended_ones_out() {
         // dev-1 has left the broker's memory for the sink; dev-2, still connected, has not.
         // (The recorder notifies after writing, so the waiter sees both.)
         let written = || !sink.0.lock().unwrap().is_empty();
-        let (records, ok) = broker.wait_until(LONG, |r| r.len() == 1 && written());
-        assert!(ok, "{records:#?}");
+        let records = broker
+            .wait_until(LONG, |r| r.len() == 1 && written())
+            .unwrap();
         assert_eq!(records[0].client_id, "dev-2");
         assert_eq!(records[0].id, 1);
 
@@ -246,7 +251,10 @@ fn default_script_over_websocket_with_a_symmetric_key() {
         assert!(body["registrationState"].get("payload").is_none());
     });
     let records = broker.records();
-    assert_eq!(records[0].transport, dps_mock_broker::Transport::Wss);
+    assert_eq!(
+        records[0].transport,
+        dps_mock_broker::record::Transport::Wss
+    );
     assert!(records[0].password_present);
     assert_eq!(
         records[0].connack,
@@ -349,8 +357,9 @@ fn a_close_step_closes_the_connection() {
         register(&client, "dev", "r", None).await;
         assert!(client.closed(LONG).await);
     });
-    let (records, ok) = broker.wait_until(LONG, |r| r.first().is_some_and(|c| c.is_closed()));
-    assert!(ok);
+    let records = broker
+        .wait_until(LONG, |r| r.first().is_some_and(|c| c.is_closed()))
+        .unwrap();
     assert_eq!(
         records[0].ended.as_deref(),
         Some("closed by the broker (scripted)")
@@ -433,10 +442,11 @@ fn connection_faults_refuse_delay_drop_and_fail_suback() {
         after_suback.subscribe().await;
         assert!(after_suback.closed(LONG).await);
     });
-    let (records, ok) = broker.wait_until(LONG, |r| {
-        r.len() == 6 && r[4].is_closed() && r[5].is_closed()
-    });
-    assert!(ok, "{records:#?}");
+    let records = broker
+        .wait_until(LONG, |r| {
+            r.len() == 6 && r[4].is_closed() && r[5].is_closed()
+        })
+        .unwrap();
     assert_eq!(
         records[0].connack,
         Connack::Refused {

@@ -25,9 +25,10 @@ use dps_messages::{
     Cancel, Disconnect, Protocol, ProvisioningError, QueryStatus, Register, RegistrationStatus,
     SetAuthentication,
 };
+use dps_mock_broker::Script;
+use dps_mock_broker::record::Transport;
 use dps_mock_broker::record::{Connack, Event};
 use dps_mock_broker::script::{ConnectStep, DeviceScript, Malformation, Step};
-use dps_mock_broker::{Script, Transport};
 use dps_transport_actor::{GetState, ProvisioningTransportActor, Restart, State};
 use serde_json::json;
 
