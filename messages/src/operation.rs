@@ -112,7 +112,7 @@ impl Operation {
         };
         let mut rid = None;
         let mut operation_id = None;
-        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match key.as_ref() {
                 "$rid" => rid = Some(value.into_owned()),
                 "operationId" => operation_id = Some(value.into_owned()),

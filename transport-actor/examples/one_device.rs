@@ -12,15 +12,14 @@
 //!
 //! (`DPS_CERT_FILE` and `DPS_KEY_FILE` instead of `DPS_SYMMETRIC_KEY` for an X.509 device.)
 //! The `small` profile optimises for size, with LTO, one codegen unit, no symbols and
-//! `panic = "abort"`; BENCHMARKS.md measures it.
+//! `panic = "abort"`. A device that only speaks MQTT over TLS leaves out the WebSocket, proxy,
+//! certificate issuance and platform trust store code with `--no-default-features`;
+//! BENCHMARKS.md measures both builds.
 
-use actix::Actor;
 use dps_transport_actor::dps_messages::{
-    Authentication, Protocol, RegistrationRequest, SetAuthentication, SymmetricKey, X509Identity,
+    Authentication, Protocol, RegistrationRequest, SymmetricKey, X509Identity,
 };
-use dps_transport_actor::{
-    ClientOptions, ProvisioningClient, ProvisioningTransportActor, TransportConfig,
-};
+use dps_transport_actor::{ClientOptions, ProvisioningClient, TransportConfig};
 
 fn var(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("{name} is not set"))
@@ -46,13 +45,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?
         .into(),
     };
-    let transport = ProvisioningTransportActor::new(config.build()?).start();
-    transport.send(SetAuthentication(auth)).await?;
+    let client = ProvisioningClient::start(config.build()?, auth, ClientOptions::default())?;
     let request = RegistrationRequest::new(var("DPS_ID_SCOPE")?, var("DPS_REGISTRATION_ID")?)
         .with_endpoint(endpoint);
-    let result = ProvisioningClient::new(transport, ClientOptions::default())
-        .register(request)
-        .await?;
+    let result = client.register(request).await?;
     let state = result.registration_state.unwrap_or_default();
     println!(
         "assigned to {} as {}",

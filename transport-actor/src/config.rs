@@ -8,7 +8,9 @@ use dps_messages::{Protocol, ProvisioningError, RegistrationResponse};
 
 use crate::TrustRoots;
 use crate::link::LinkSetup;
+#[cfg(feature = "proxy")]
 use crate::link::tunnel::ProxyHop;
+#[cfg(feature = "proxy")]
 use crate::proxy::ProxyConfig;
 use crate::runtime::MqttRuntime;
 use crate::session::{SessionConfig, Timeouts};
@@ -47,6 +49,7 @@ impl TransportConfig {
             keep_alive: Duration::from_secs(60),
             sas_token_ttl: Duration::from_secs(3600),
             runtime: None,
+            #[cfg(feature = "proxy")]
             proxy: None,
         }
     }
@@ -67,6 +70,7 @@ pub struct TransportConfigBuilder {
     keep_alive: Duration,
     sas_token_ttl: Duration,
     runtime: Option<MqttRuntime>,
+    #[cfg(feature = "proxy")]
     proxy: Option<ProxyConfig>,
 }
 
@@ -138,6 +142,7 @@ impl TransportConfigBuilder {
 
     /// Connects through this HTTP proxy (a `CONNECT` tunnel, for MQTT and WebSocket alike).
     /// The proxy's answer is awaited for four fifths of the connect deadline.
+    #[cfg(feature = "proxy")]
     pub fn proxy(mut self, proxy: ProxyConfig) -> Self {
         self.proxy = Some(proxy);
         self
@@ -149,9 +154,13 @@ impl TransportConfigBuilder {
         self
     }
 
-    /// Checks the settings and builds them. Fails on unusable trust roots or when the MQTT
-    /// runtime cannot start.
+    /// Checks the settings and builds them. Fails on unusable trust roots, on MQTT over
+    /// WebSocket in a build without the `websocket` feature, or when the MQTT runtime cannot
+    /// start.
     pub fn build(self) -> Result<TransportConfig, ProvisioningError> {
+        if cfg!(not(feature = "websocket")) && self.protocol == Protocol::MqttWs {
+            return Err(no_websocket());
+        }
         let runtime = match self.runtime {
             Some(runtime) => runtime,
             None => MqttRuntime::shared()?,
@@ -169,13 +178,23 @@ impl TransportConfigBuilder {
                 },
                 link: LinkSetup {
                     tls: TlsSetup::new(&self.trust)?,
+                    #[cfg(feature = "proxy")]
                     proxy: self.proxy.map(|proxy| ProxyHop {
                         proxy,
                         answer_timeout: self.timeouts.connect.mul_f64(0.8),
                     }),
+                    #[cfg(not(feature = "proxy"))]
+                    proxy: None,
                 },
                 runtime,
             }),
         })
     }
+}
+
+/// The error of MQTT over WebSocket in a build without the `websocket` feature.
+pub(crate) fn no_websocket() -> ProvisioningError {
+    ProvisioningError::InvalidRequest(
+        "MQTT over WebSocket needs dps-transport-actor's `websocket` feature".into(),
+    )
 }

@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readers {
     /// Anyone the umask allows (a certificate chain, an assignment).
+    #[cfg_attr(
+        not(feature = "issuance"),
+        expect(dead_code, reason = "only an issued chain is written for anyone")
+    )]
     Anyone,
     /// The owner only: mode 0600 on Unix (a private key, a cache that holds one).
     OwnerOnly,

@@ -72,6 +72,7 @@ mod durable;
 pub mod fleet;
 mod inbox;
 mod link;
+#[cfg(feature = "proxy")]
 mod proxy;
 mod rng;
 mod runtime;
@@ -83,11 +84,11 @@ mod trust;
 mod verify_cache;
 
 pub use actor::{GetState, ProvisioningTransportActor, Restart};
-pub use client::{
-    CertificateOptions, ClientOptions, CsrPolicy, Provisioned, ProvisioningClient, RequestLimit,
-    TransportRecipients,
-};
+#[cfg(feature = "issuance")]
+pub use client::{CertificateOptions, CsrPolicy, Provisioned};
+pub use client::{ClientOptions, ProvisioningClient, RequestLimit, TransportRecipients};
 pub use config::{TransportConfig, TransportConfigBuilder};
+#[cfg(feature = "proxy")]
 pub use proxy::ProxyConfig;
 pub use runtime::MqttRuntime;
 pub use session::{State, Timeouts};

@@ -18,13 +18,16 @@ use dps_messages::ProvisioningError;
 /// # let corporate_root_pem = String::new();
 /// let inspected = TrustRoots::public_web().with_extra_pem(corporate_root_pem);
 /// // The roots the operating system trusts (where an IT department installs theirs).
+/// # #[cfg(feature = "platform-roots")]
 /// let platform = TrustRoots::platform();
 /// // A test broker: its CA and nothing else.
 /// # let test_ca_pem = String::new();
 /// let test = TrustRoots::only_pem(test_ca_pem);
 /// assert_eq!(public.to_string(), "the public web's roots");
 /// assert_eq!(inspected.to_string(), "the public web's roots and 1 extra CA file");
-/// # let _ = (platform, test);
+/// # #[cfg(feature = "platform-roots")]
+/// # let _ = platform;
+/// # let _ = test;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustRoots {
@@ -45,7 +48,9 @@ impl TrustRoots {
     }
 
     /// The operating system's trust store (read with `rustls-native-certs`: on Linux the
-    /// distribution's bundle, or the files `SSL_CERT_FILE` and `SSL_CERT_DIR` name).
+    /// distribution's bundle, or the files `SSL_CERT_FILE` and `SSL_CERT_DIR` name). Feature
+    /// `platform-roots`.
+    #[cfg(feature = "platform-roots")]
     pub fn platform() -> Self {
         Self {
             public_web: false,
@@ -69,7 +74,8 @@ impl TrustRoots {
         self
     }
 
-    /// These roots and the operating system's.
+    /// These roots and the operating system's. Feature `platform-roots`.
+    #[cfg(feature = "platform-roots")]
     pub fn with_platform(mut self) -> Self {
         self.platform = true;
         self
@@ -128,6 +134,7 @@ impl TrustRoots {
         if roots.public_web {
             store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
+        #[cfg(feature = "platform-roots")]
         if roots.platform {
             let found = rustls_native_certs::load_native_certs();
             let (added, _) = store.add_parsable_certificates(found.certs);

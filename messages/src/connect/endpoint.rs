@@ -1,6 +1,7 @@
 //! Where a device connects: [`Protocol`] and [`Endpoint`], host and port kept apart.
 
 use std::fmt;
+use std::net::Ipv6Addr;
 
 use crate::error::ProvisioningError;
 
@@ -60,44 +61,37 @@ impl Endpoint {
     }
 
     /// Parses an endpoint URI: `mqtts://host[:port]` (port 8883 by default) or
-    /// `wss://host[:port][/path]` (port 443 and path `/$iothub/websocket` by default).
+    /// `wss://host[:port][/path]` (port 443 and path `/$iothub/websocket` by default). The host
+    /// is a DNS name (ASCII, kept in lower case), an IPv4 address, or an IPv6 address in
+    /// brackets; credentials, a query and a fragment have no place in an endpoint.
     pub fn parse(uri: &str) -> Result<Self, ProvisioningError> {
         let bad = |why: &str| ProvisioningError::InvalidRequest(format!("endpoint `{uri}`: {why}"));
-        let url = url::Url::parse(uri).map_err(|e| bad(&e.to_string()))?;
-        let protocol = match url.scheme() {
+        let (scheme, rest) = uri
+            .split_once("://")
+            .ok_or_else(|| bad("not of the form <scheme>://<host>"))?;
+        let protocol = match scheme.to_ascii_lowercase().as_str() {
             "mqtts" => Protocol::Mqtt,
             "wss" => Protocol::MqttWs,
-            other => return Err(bad(&format!("scheme `{other}` is not mqtts or wss"))),
+            _ => return Err(bad(&format!("scheme `{scheme}` is not mqtts or wss"))),
         };
-        let host = match url.host() {
-            // `url` reports an empty host as missing, never as an empty domain.
-            Some(url::Host::Domain(d)) => d.to_owned(),
-            Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            _ => return Err(bad("no host")),
-        };
-        if !url.username().is_empty() || url.password().is_some() {
+        if rest.contains(['?', '#']) {
+            return Err(bad("an endpoint has no query or fragment"));
+        }
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if authority.contains('@') {
             return Err(bad("credentials do not belong in the endpoint"));
         }
-        let (default_port, path) = match protocol {
-            Protocol::Mqtt => {
-                if !matches!(url.path(), "" | "/") {
-                    return Err(bad("an mqtts endpoint has no path"));
-                }
-                (MQTTS_PORT, String::new())
-            }
-            Protocol::MqttWs => {
-                let path = match url.path() {
-                    "" | "/" => WEBSOCKET_PATH.to_owned(),
-                    p => p.to_owned(),
-                };
-                (WSS_PORT, path)
-            }
+        let (host, port) = split_host_port(authority).map_err(|why| bad(&why))?;
+        let (default_port, path) = match (protocol, path) {
+            (Protocol::Mqtt, "" | "/") => (MQTTS_PORT, String::new()),
+            (Protocol::Mqtt, _) => return Err(bad("an mqtts endpoint has no path")),
+            (Protocol::MqttWs, "" | "/") => (WSS_PORT, WEBSOCKET_PATH.to_owned()),
+            (Protocol::MqttWs, path) => (WSS_PORT, path.to_owned()),
         };
         Ok(Self {
             protocol,
             host,
-            port: url.port().unwrap_or(default_port),
+            port: port.unwrap_or(default_port),
             path,
         })
     }
@@ -117,4 +111,54 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.uri())
     }
+}
+
+/// Splits `host[:port]` (an IPv6 host in brackets): the host, without brackets and in lower
+/// case, and the port if one is given.
+fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (v6, after) = bracketed
+                .split_once(']')
+                .ok_or("an IPv6 address without its closing bracket")?;
+            let v6: Ipv6Addr = v6
+                .parse()
+                .map_err(|_| format!("`{v6}` is not an IPv6 address"))?;
+            let port = match after {
+                "" => None,
+                after => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or("text after the IPv6 address")?,
+                ),
+            };
+            (v6.to_string(), port)
+        }
+        None => {
+            let (host, port) = match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            // A DNS name or an IPv4 address (an IPv6 address comes in brackets).
+            let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+            if !host.chars().all(name_char) {
+                return Err(format!("`{host}` is not a host name or an IP address"));
+            }
+            (host.to_ascii_lowercase(), port)
+        }
+    };
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    let port = match port {
+        // `host:` names the default port, as URLs have it.
+        None | Some("") => None,
+        Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) => Some(
+            digits
+                .parse::<u16>()
+                .map_err(|_| format!("port `{digits}` is over 65535"))?,
+        ),
+        Some(other) => return Err(format!("port `{other}` is not a number")),
+    };
+    Ok((host, port))
 }

@@ -63,7 +63,7 @@ impl ResponseTopic {
         let mut rid = None;
         let mut retry_after = None;
         let mut params = Vec::new();
-        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match key.as_ref() {
                 "$rid" if rid.is_none() => rid = Some(value.into_owned()),
                 "retry-after" if retry_after.is_none() => retry_after = Some(value.into_owned()),

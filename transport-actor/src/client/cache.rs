@@ -14,8 +14,9 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+#[cfg(feature = "issuance")]
 use dps_messages::error::CertificateError;
-use dps_messages::{IssuedIdentity, RegistrationRequest, RegistrationResult, RegistrationStatus};
+use dps_messages::{RegistrationRequest, RegistrationResult, RegistrationStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{self, Readers};
@@ -36,24 +37,79 @@ struct CachedCertificate {
     key_pem: String,
 }
 
+/// A certificate the service issued, checked: none can be, in a build without the
+/// `issuance` feature, and the cache then reads and writes assignments alone.
+#[cfg(feature = "issuance")]
+pub(super) type Issued = dps_messages::IssuedIdentity;
+
+/// A certificate the service issued: none can be, in a build without the `issuance` feature.
+#[cfg(not(feature = "issuance"))]
+#[derive(Debug)]
+pub(super) enum Issued {}
+
+impl CachedCertificate {
+    #[cfg(feature = "issuance")]
+    fn of(identity: &Issued) -> Self {
+        Self {
+            chain_pem: identity.chain_pem(),
+            key_pem: identity.private_key_pem(),
+        }
+    }
+
+    #[cfg(not(feature = "issuance"))]
+    fn of(identity: &Issued) -> Self {
+        match *identity {}
+    }
+
+    /// The cached certificate for `request`'s device, checked at `now`; an error says why it
+    /// is corrupt.
+    #[cfg(feature = "issuance")]
+    fn read(&self, request: &RegistrationRequest, now: SystemTime) -> Result<Certificate, String> {
+        let id = &request.registration_id;
+        match Issued::from_pem(&self.chain_pem, &self.key_pem, id, now) {
+            Ok(identity) => Ok(Certificate::Valid(identity)),
+            // Lapsed, not corrupt: renewal replaces it.
+            Err(CertificateError::Expired { .. } | CertificateError::NotYetValid { .. }) => {
+                Ok(Certificate::Lapsed)
+            }
+            Err(e) => Err(format!("the cached certificate: {e}")),
+        }
+    }
+
+    /// A build without the `issuance` feature reads no certificate: the assignment is used
+    /// alone, as a plain registration would.
+    #[cfg(not(feature = "issuance"))]
+    fn read(&self, _: &RegistrationRequest, _: SystemTime) -> Result<Certificate, String> {
+        Ok(Certificate::Absent)
+    }
+}
+
 /// A usable cache entry.
 #[derive(Debug)]
 pub(super) struct Entry {
     /// The assignment.
     pub(super) result: RegistrationResult,
     /// The certificate cached with it.
+    #[cfg_attr(
+        not(feature = "issuance"),
+        expect(dead_code, reason = "only certificate issuance reads it")
+    )]
     pub(super) certificate: Certificate,
 }
 
 /// The certificate of a cache entry.
 #[derive(Debug)]
+#[cfg_attr(
+    not(feature = "issuance"),
+    expect(dead_code, reason = "without issuance, no certificate is read")
+)]
 pub(super) enum Certificate {
     /// None was cached: the device registered without a CSR.
     Absent,
     /// One was cached but its validity has ended (or not begun): renew it.
     Lapsed,
     /// One within its validity, checked against its key and the device.
-    Valid(IssuedIdentity),
+    Valid(Issued),
 }
 
 /// What the cache says for a device.
@@ -88,19 +144,10 @@ pub(super) fn load(path: &Path, request: &RegistrationRequest, now: SystemTime) 
     if let Err(e) = cached.result.validate_assignment() {
         return Lookup::Corrupt(format!("the cached result is not a usable assignment: {e}"));
     }
-    let certificate = match cached.certificate {
+    let certificate = match cached.certificate.map(|c| c.read(request, now)) {
         None => Certificate::Absent,
-        Some(c) => {
-            let id = &request.registration_id;
-            match IssuedIdentity::from_pem(&c.chain_pem, &c.key_pem, id, now) {
-                Ok(identity) => Certificate::Valid(identity),
-                // Lapsed, not corrupt: renewal replaces it.
-                Err(CertificateError::Expired { .. } | CertificateError::NotYetValid { .. }) => {
-                    Certificate::Lapsed
-                }
-                Err(e) => return Lookup::Corrupt(format!("the cached certificate: {e}")),
-            }
-        }
+        Some(Ok(certificate)) => certificate,
+        Some(Err(corrupt)) => return Lookup::Corrupt(corrupt),
     };
     Lookup::Found(Box::new(Entry {
         result: cached.result,
@@ -113,16 +160,13 @@ pub(super) fn save(
     path: &Path,
     request: &RegistrationRequest,
     result: &RegistrationResult,
-    certificate: Option<&IssuedIdentity>,
+    certificate: Option<&Issued>,
 ) -> std::io::Result<()> {
     let cached = Cached {
         id_scope: request.id_scope.clone(),
         registration_id: request.registration_id.clone(),
         result: result.clone(),
-        certificate: certificate.map(|c| CachedCertificate {
-            chain_pem: c.chain_pem(),
-            key_pem: c.private_key_pem(),
-        }),
+        certificate: certificate.map(CachedCertificate::of),
     };
     let text = serde_json::to_string_pretty(&cached).map_err(std::io::Error::other)?;
     durable::write(path, text.as_bytes(), Readers::OwnerOnly)

@@ -12,6 +12,7 @@
 //! time.
 
 mod cache;
+#[cfg(feature = "issuance")]
 mod certificate;
 pub(crate) mod hook;
 mod polling;
@@ -31,6 +32,7 @@ use dps_messages::{
 use tokio::sync::oneshot;
 use tokio::time::sleep_until;
 
+#[cfg(feature = "issuance")]
 pub use self::certificate::{CertificateOptions, CsrPolicy, Provisioned};
 use self::hook::RequestHook;
 use self::registration::{Registration, Step};
@@ -365,7 +367,7 @@ impl ProvisioningClient {
         &self,
         request: &RegistrationRequest,
         result: &RegistrationResult,
-        certificate: Option<&dps_messages::IssuedIdentity>,
+        certificate: Option<&cache::Issued>,
     ) {
         if let Some(path) = &self.options.cache_file
             && let Err(e) = cache::save(path, request, result, certificate)

@@ -3,23 +3,22 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
 use std::sync::Arc;
 
 use dps_messages::connect::{ConnectParams, Credential};
 use dps_messages::error::{ConnackRefusal, TransportError, TransportErrorKind};
 use dps_messages::{Protocol, ProvisioningError};
+use ntex::SharedCfg;
 use ntex::connect::{Address, Connect, ConnectError};
-use ntex::http::Uri;
 use ntex::io::{Filter, Io, IoBoxed, Layer};
 use ntex::service::{IntoServiceFactory, ServiceFactory};
 use ntex::tls::rustls::TlsClientFilter;
 use ntex::util::{ByteString, Bytes};
-use ntex::{SharedCfg, ws};
 use ntex_mqtt::v3::{client, codec};
 use rustls::pki_types::ServerName;
 
 use super::names;
+#[cfg(feature = "proxy")]
 use super::tunnel::{self, ProxyHop};
 use super::{LinkSpec, MAX_PACKET_BYTES};
 use crate::tls::{error_in, rustls_error_in};
@@ -55,7 +54,7 @@ impl Address for Target {
 /// The MQTT settings of every connection on this runtime thread. Built once: ntex keeps the
 /// defaults it fills in for a configuration in a thread-local map for as long as the thread
 /// lives, so a configuration per connection would grow that map with every connection.
-fn mqtt_config() -> SharedCfg {
+pub(super) fn mqtt_config() -> SharedCfg {
     thread_local! {
         static CONFIG: SharedCfg = SharedCfg::new("dps-transport")
             .add(ntex_mqtt::MqttServiceConfig::new().set_max_size(MAX_PACKET_BYTES as u32))
@@ -106,6 +105,9 @@ pub(super) async fn connect(spec: &LinkSpec) -> Result<client::Client, Provision
                 move |_: Connect<Target>| direct_then_tls(tls.clone(), direct_to.clone());
             mqtt_handshake(connector, cfg, target, packet).await?
         }
+        #[cfg(not(feature = "proxy"))]
+        (Protocol::Mqtt, Some(hop)) => match *hop {},
+        #[cfg(feature = "proxy")]
         (Protocol::Mqtt, Some(hop)) => {
             let (hop, tls, tunnel_to) = (hop.clone(), spec.tls.clone(), target.clone());
             let connector = move |_: Connect<Target>| {
@@ -113,40 +115,19 @@ pub(super) async fn connect(spec: &LinkSpec) -> Result<client::Client, Provision
             };
             mqtt_handshake(connector, cfg, target, packet).await?
         }
+        #[cfg(feature = "websocket")]
         (Protocol::MqttWs, proxy) => {
-            let host = if target.host.contains(':') {
-                format!("[{}]", target.host)
-            } else {
-                target.host.clone()
-            };
-            let uri = format!("https://{host}:{}{}", target.port, endpoint.path);
-            let mut builder = ws::WsClient::builder(uri.as_str());
-            builder
-                .protocols([dps_messages::connect::WEBSOCKET_SUBPROTOCOL])
-                .max_frame_size(MAX_PACKET_BYTES);
-            match proxy {
-                None => {
-                    let (tls, direct_to) = (spec.tls.clone(), target.clone());
-                    let connector = ntex::service::fn_service(move |_: Connect<Uri>| {
-                        direct_then_tls(tls.clone(), direct_to.clone())
-                    });
-                    websocket(builder.connector(connector), cfg, target, packet).await?
-                }
-                Some(hop) => {
-                    let (hop, tls, tunnel_to) = (hop.clone(), spec.tls.clone(), target.clone());
-                    let connector = ntex::service::fn_service(move |_: Connect<Uri>| {
-                        tunnel_then_tls(hop.clone(), tls.clone(), tunnel_to.clone())
-                    });
-                    websocket(builder.connector(connector), cfg, target, packet).await?
-                }
-            }
+            super::websocket::connect(spec, proxy.as_ref(), cfg, target, packet).await?
         }
+        // A configuration for WebSocket is refused when it is built.
+        #[cfg(not(feature = "websocket"))]
+        (Protocol::MqttWs, _) => return Err(crate::config::no_websocket()),
     };
     result.map_err(|e| connect_error(e, spec))
 }
 
 /// TCP to `target` (its name looked up once for a while: [`names`]), and TLS over it.
-async fn direct_then_tls(
+pub(super) async fn direct_then_tls(
     tls: Arc<rustls::ClientConfig>,
     target: Target,
 ) -> Result<Io<Layer<TlsClientFilter>>, ConnectError> {
@@ -166,7 +147,8 @@ async fn tls_over<F: Filter>(
 }
 
 /// A tunnel through the proxy to `target`, and TLS to the service inside it.
-async fn tunnel_then_tls(
+#[cfg(feature = "proxy")]
+pub(super) async fn tunnel_then_tls(
     hop: ProxyHop,
     tls: Arc<rustls::ClientConfig>,
     target: Target,
@@ -177,41 +159,8 @@ async fn tunnel_then_tls(
     tls_over(io, tls, target).await
 }
 
-/// The WebSocket upgrade over what `builder`'s connector opens, then CONNECT and CONNACK.
-async fn websocket<F, T>(
-    mut builder: ws::WsClientBuilder<F, T>,
-    cfg: SharedCfg,
-    target: Target,
-    packet: codec::Connect,
-) -> Result<Result<client::Client, client::ClientError<codec::ConnectAck>>, ProvisioningError>
-where
-    F: Filter,
-    T: ServiceFactory<Connect<Uri>, SharedCfg, Response = Io<F>, Error = ConnectError>,
-    T::InitError: std::fmt::Debug,
-{
-    let ws_client = builder.build(cfg.clone()).await.map_err(|e| {
-        TransportError::new(
-            TransportErrorKind::Connect,
-            format!("WebSocket client: {e:?}"),
-        )
-    })?;
-    let ws_client = Rc::new(ws_client);
-    let connector = move |_: Connect<Target>| {
-        let ws_client = ws_client.clone();
-        async move {
-            let connection = ws_client.connect().await.map_err(|e| match e {
-                // What the connector said (the proxy, TLS, TCP), as it said it.
-                ws::error::WsClientError::Connect(e) => e,
-                other => ConnectError::Io(io::Error::other(format!("WebSocket upgrade: {other}"))),
-            })?;
-            Ok(connection.into_transport())
-        }
-    };
-    mqtt_handshake(connector, cfg, target, packet).await
-}
-
 /// CONNECT and CONNACK over whatever `connector` opens (TLS, or WebSocket over TLS).
-async fn mqtt_handshake<F, U>(
+pub(super) async fn mqtt_handshake<F, U>(
     connector: F,
     cfg: SharedCfg,
     target: Target,

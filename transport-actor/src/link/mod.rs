@@ -7,7 +7,13 @@
 mod connect;
 mod ending;
 mod names;
+#[cfg(feature = "proxy")]
 pub(crate) mod tunnel;
+#[cfg(not(feature = "proxy"))]
+#[path = "no_tunnel.rs"]
+pub(crate) mod tunnel;
+#[cfg(feature = "websocket")]
+mod websocket;
 
 use std::sync::Arc;
 

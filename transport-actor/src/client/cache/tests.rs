@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dps_messages::CertificateRequest;
+use dps_messages::{CertificateRequest, IssuedIdentity};
 use dps_mock_broker::IssuingCa;
 use serde_json::json;
 
