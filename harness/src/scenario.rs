@@ -18,9 +18,9 @@ use crate::outcome::Outcome;
 use crate::setup;
 
 /// The individual enrollment key scenarios with `"auth": "symmetric_key"` use.
-pub const SCENARIO_KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
+pub const SCENARIO_KEY: &str = dps_mock_broker::TEST_SYMMETRIC_KEY;
 /// The group enrollment key scenarios with `"auth": "group_key"` use.
-pub const SCENARIO_GROUP_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const SCENARIO_GROUP_KEY: &str = dps_mock_broker::TEST_GROUP_KEY;
 
 /// One scenario file.
 #[derive(Debug, Clone, Deserialize)]

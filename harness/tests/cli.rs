@@ -10,7 +10,7 @@ use dps_mock_broker::script::{DeviceScript, Step};
 use dps_mock_broker::{BrokerHandle, MockBroker, Script, TestPki};
 use util::{Ran, run};
 
-const GROUP_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const GROUP_KEY: &str = dps_mock_broker::TEST_GROUP_KEY;
 
 /// Runs `dps args`, without the caller's environment.
 fn dps(args: &[&str]) -> Ran {

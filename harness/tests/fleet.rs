@@ -13,7 +13,7 @@ use dps_mock_broker::script::{DeviceScript, Step};
 use dps_mock_broker::{BrokerHandle, MockBroker, Quotas, Script, TestPki};
 use util::Ran;
 
-const GROUP_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const GROUP_KEY: &str = dps_mock_broker::TEST_GROUP_KEY;
 
 struct Setup {
     broker: BrokerHandle,

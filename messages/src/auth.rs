@@ -76,7 +76,7 @@ mod tests {
         assert_eq!(format!("{key:?}"), "SymmetricKey(<redacted>)");
     }
 
-    const KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
+    const KEY: &str = crate::sas::TEST_KEY;
 
     // SRS_NODE_PROVISIONING_MQTT_18_001 (symmetric-key half): the credentials a caller sets are
     // the ones the token is made from.

@@ -18,7 +18,7 @@ use dps_mock_broker::hostile::packets::{publish, remaining_length};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-const KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
+const KEY: &str = dps_mock_broker::TEST_SYMMETRIC_KEY;
 const ID: &str = "flood-dev";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -100,6 +100,13 @@ pub const DEFAULT_ID_SCOPE: &str = "0ne00000001";
 /// The hub the broker assigns unless told otherwise.
 pub const DEFAULT_ASSIGNED_HUB: &str = "mock-hub.azure-devices.net";
 
+/// A symmetric key for tests and demos: public (another Azure SDK's known answer uses it), so
+/// never a real device's.
+pub const TEST_SYMMETRIC_KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
+
+/// A group enrollment key for tests and demos: public, so never a real enrollment's.
+pub const TEST_GROUP_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 /// The broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

@@ -18,7 +18,7 @@ use dps_transport_actor::{
 };
 use serde_json::json;
 
-const KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
+const KEY: &str = dps_mock_broker::TEST_SYMMETRIC_KEY;
 
 /// The device application under test: it provisions with a symmetric key and returns the hub
 /// it was assigned to. Its settings are what a test changes.

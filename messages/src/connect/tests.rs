@@ -38,7 +38,7 @@ fn request() -> RegistrationRequest {
     RegistrationRequest::new("0ne00000001", "dev-1").with_host("dps.example.net")
 }
 
-const KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
+const KEY: &str = crate::sas::TEST_KEY;
 
 fn options(protocol: Protocol) -> ConnectOptions {
     ConnectOptions {

@@ -25,7 +25,7 @@ pub fn run<F: Future<Output = ()> + 'static>(f: F) {
         .block_on(f)
 }
 
-pub const KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
+pub const KEY: &str = dps_mock_broker::TEST_SYMMETRIC_KEY;
 
 pub fn username(scope: &str, id: &str) -> String {
     dps_messages::connect::username(scope, id, &Default::default())

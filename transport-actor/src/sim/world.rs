@@ -40,7 +40,7 @@ const DEVICE_CLIENT: dps_mock_broker::dps::Client<'static> = dps_mock_broker::dp
 };
 
 /// The simulated device's symmetric key (the simulated service checks no credentials).
-const SIM_KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
+const SIM_KEY: &str = dps_mock_broker::TEST_SYMMETRIC_KEY;
 
 /// How the network and the people around the device misbehave in one run.
 #[derive(Debug, Clone)]

@@ -17,8 +17,8 @@ use dps_transport_actor::{
     ClientOptions, ProvisioningTransportActor, TransportConfig, TransportConfigBuilder,
 };
 
-pub const KEY: &str = "O+H9VTcdJP0Tqkl7bh4nVG0OJNrAataMpuWB54D0VEc=";
-pub const GROUP_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const KEY: &str = dps_mock_broker::TEST_SYMMETRIC_KEY;
+pub const GROUP_KEY: &str = dps_mock_broker::TEST_GROUP_KEY;
 pub const SCOPE: &str = dps_mock_broker::DEFAULT_ID_SCOPE;
 /// Long enough never to fire in a passing test; short enough that a hang fails the test.
 pub const LONG: Duration = Duration::from_secs(20);
