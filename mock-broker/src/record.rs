@@ -59,10 +59,10 @@ pub enum Event {
     },
     /// A PUBLISH from the device.
     Publish {
-        /// Its topic (cut at [`ConnectionLimits::max_recorded_topic`]).
+        /// Its topic (cut at [`crate::ConnectionLimits::max_recorded_topic`]).
         topic: String,
         /// Its payload, lossily decoded as UTF-8 and cut at
-        /// [`ConnectionLimits::max_recorded_payload`].
+        /// [`crate::ConnectionLimits::max_recorded_payload`].
         payload: String,
         /// The payload's whole length in bytes.
         payload_len: usize,
@@ -74,7 +74,7 @@ pub enum Event {
         /// Its topic.
         topic: String,
         /// Its payload, lossily decoded as UTF-8 and cut at
-        /// [`ConnectionLimits::max_recorded_payload`].
+        /// [`crate::ConnectionLimits::max_recorded_payload`].
         payload: String,
         /// The payload's whole length in bytes.
         payload_len: usize,
@@ -211,7 +211,7 @@ pub struct ConnectionRecord {
     /// The broker's answer.
     pub connack: Connack,
     /// What happened afterwards, in order and timed, up to
-    /// [`ConnectionLimits::max_recorded_events`].
+    /// [`crate::ConnectionLimits::max_recorded_events`].
     pub events: Vec<Timed>,
     /// Events that happened after the record was full, counted only.
     pub events_dropped: u64,
