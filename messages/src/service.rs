@@ -3,7 +3,8 @@
 //!
 //! A device needs none of this. A stand-in reads a request's topic with
 //! [`Operation::from_topic`](crate::Operation::from_topic), its body with [`RegisterBody`], a
-//! symmetric-key device's password with [`SasToken`], and answers on [`response_topic`].
+//! symmetric-key device's password with [`SasToken`], and answers on [`response_topic`] (a
+//! [`ResponseTopic`] made text).
 //!
 //! ```
 //! use dps_messages::response::ResponseTopic;
@@ -21,7 +22,7 @@
 use serde_json::Value;
 
 use crate::encoding::{HexCase, percent_encode};
-pub use crate::response::ResponseTopic;
+use crate::response::ResponseTopic;
 pub use crate::sas::{SasRejection, SasToken, derive_device_key};
 
 /// The prefix of every response topic, for a stand-in that writes topics of its own (a

@@ -26,7 +26,17 @@ use crate::session::{Action, Command, LinkEvent, Reply, Session, State, Token};
 /// [`ProvisioningTransportActor::start_on_runtime`], as actix's own default.
 const MAILBOX_CAPACITY: usize = 16;
 
-/// Asks the actor for its [`State`].
+/// Asks the actor for its [`State`]: for a supervisor deciding whether a transport stuck in
+/// [`State::Connecting`] deserves a [`Restart`], or a health endpoint that reports it.
+///
+/// ```no_run
+/// # use dps_transport_actor::{GetState, ProvisioningTransportActor, State};
+/// # async fn example(transport: actix::Addr<ProvisioningTransportActor>) -> Result<(), actix::MailboxError> {
+/// if transport.send(GetState).await? == State::Disconnected {
+///     println!("idle");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "State")]
 pub struct GetState;

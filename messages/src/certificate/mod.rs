@@ -2,18 +2,18 @@
 //! signing request with its registration, and DPS answers the assignment with the certificate
 //! chain the device then uses for its IoT hub.
 //!
-//! * [`request`]: the device's new key pair and the PKCS#10 CSR it sends ([`CertificateRequest`]);
-//! * [`issued`]: the chain the service issued, checked against that key and made into a TLS
-//!   identity ([`IssuedIdentity`]);
+//! * [`CertificateRequest`]: the device's new key pair and the PKCS#10 CSR it sends;
+//! * [`IssuedIdentity`]: the chain the service issued, checked against that key and made into a
+//!   TLS identity;
 //! * [`key_pair_from_pem`]: a signing key in any form openssl writes (PKCS#8, SEC1, PKCS#1);
 //! * [`CertificateError`](crate::error::CertificateError): each way either can fail, named by
 //!   the check that failed.
 //!
 //! Everything here is pure: keys, CSRs and checks, with the time passed in.
 
-pub mod issued;
+mod issued;
 mod private_key;
-pub mod request;
+mod request;
 
 pub use issued::{IssuedIdentity, LeafCertificate};
 pub use private_key::key_pair_from_pem;

@@ -79,7 +79,7 @@ impl Default for FleetOptions {
     }
 }
 
-/// How one device's provisioning ended.
+/// How one device's provisioning ended, as it comes on [`FleetRun::outcomes`].
 #[derive(Debug)]
 pub struct FleetOutcome {
     /// The device.
@@ -90,7 +90,8 @@ pub struct FleetOutcome {
     pub elapsed: Duration,
 }
 
-/// Counts of a running fleet, readable from any thread.
+/// Counts of a running fleet, readable from any thread: a progress line, a dashboard, or a
+/// test that checks how many requests the service refused.
 #[derive(Debug, Clone, Default)]
 pub struct FleetProgress(Arc<Counters>);
 
@@ -106,7 +107,7 @@ struct Counters {
     rate: AtomicU64,
 }
 
-/// A fleet's counts at one moment.
+/// A fleet's counts at one moment, from [`FleetProgress::snapshot`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProgressSnapshot {
     /// Devices in the fleet.

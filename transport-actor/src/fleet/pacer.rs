@@ -30,7 +30,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// The pacer's bounds and start.
+/// How a fleet paces its registrations ([`FleetOptions::pacing`](super::FleetOptions::pacing)):
+/// the rate it starts at and the bounds it learns the service's quota within. The default
+/// suits DPS's quotas; [`PacerOptions::unpaced`] suits a service without one.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PacerOptions {
     /// Registrations per second at the start.

@@ -48,7 +48,10 @@ pub(crate) use self::api::{Action, Command, LinkEvent, LinkId, Reply, Token};
 use self::phase::Phase;
 use self::transitions::Effects;
 
-/// How long the session waits for each stage.
+/// How long the transport waits for each stage of a request; set all at once with
+/// [`TransportConfigBuilder::timeouts`](crate::TransportConfigBuilder::timeouts), or one by one
+/// with its `*_timeout` methods. Each that passes ends the request with a
+/// [`ProvisioningError::Timeout`] naming its stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// TCP, TLS, WebSocket and CONNACK.
@@ -88,7 +91,8 @@ pub(crate) struct SessionConfig {
     pub(crate) default_polling_interval: Duration,
 }
 
-/// The state a caller can see.
+/// Where a transport stands, as [`GetState`](crate::GetState) reports it; every change is also a
+/// `debug` tracing event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     /// No connection.
