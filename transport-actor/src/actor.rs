@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::RequestResult;
 use crate::config::TransportConfig;
-use crate::link::{Link, LinkCommand, LinkEventMsg, Publish};
+use crate::link::{Link, LinkEventMsg};
 use crate::session::{Action, Command, LinkEvent, Reply, Session, State, Token};
 
 /// The mailbox size of a transport started with
@@ -170,23 +170,10 @@ impl ProvisioningTransportActor {
                         ),
                     }
                 }
-                Action::Subscribe { link } => self.send(link, LinkCommand::Subscribe),
-                Action::Publish {
-                    link,
-                    rid,
-                    topic,
-                    payload,
-                } => {
-                    tracing::debug!(?link, topic, "publishing");
-                    let publish = Publish {
-                        rid,
-                        topic,
-                        payload,
-                    };
-                    self.send(link, LinkCommand::Publish(Box::new(publish)));
-                }
-                Action::Unsubscribe { link } => self.send(link, LinkCommand::Unsubscribe),
-                Action::Close { link } => self.send(link, LinkCommand::Close),
+                Action::Link(link, action) => match &self.link {
+                    Some(current) if current.id == link => current.send(action),
+                    _ => tracing::trace!(?link, ?action, "no such link"),
+                },
                 // Dropping the handle closes a link that is still open.
                 Action::Abandon { link } => {
                     if self.link.as_ref().is_some_and(|current| current.id == link) {
@@ -209,13 +196,6 @@ impl ProvisioningTransportActor {
                 actor.session.handle_timeout(Instant::now());
                 actor.drive(ctx);
             }));
-        }
-    }
-
-    fn send(&self, link: crate::session::LinkId, command: LinkCommand) {
-        match &self.link {
-            Some(current) if current.id == link => current.send(command),
-            _ => tracing::trace!(?link, ?command, "no such link"),
         }
     }
 

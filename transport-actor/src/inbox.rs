@@ -1,4 +1,5 @@
-//! A link's inbox: the actor's commands, in order, for the link's task on the runtime thread.
+//! A link's inbox: the session's actions for it, in order, for the link's task on the runtime
+//! thread.
 //!
 //! A link gets a handful of commands in its life (subscribe, a publish or two, unsubscribe,
 //! close), and a fleet holds thousands of links. tokio's mpsc channel allocates its slots 32 at a

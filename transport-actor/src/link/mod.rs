@@ -1,5 +1,5 @@
-//! The MQTT link: one connection, run on the MQTT runtime thread, taking [`LinkCommand`]s from
-//! the actor and reporting [`LinkEvent`]s back to it.
+//! The MQTT link: one connection, run on the MQTT runtime thread, taking the session's
+//! [`LinkAction`]s as the actor hands them on and reporting [`LinkEvent`]s back to it.
 //!
 //! The link holds no protocol state: it does what the session asks and says what happened.
 //! [`connect`] opens the connection; [`ending`] says how it ended.
@@ -33,7 +33,7 @@ use self::connect::connect;
 use self::ending::{EndingSlot, Refused};
 use crate::inbox::{self, inbox};
 use crate::runtime::{self, MqttRuntime};
-use crate::session::{LinkEvent, LinkId};
+use crate::session::{LinkAction, LinkEvent, LinkId};
 use crate::tls::{TlsErrorSlot, TlsSetup};
 
 /// The largest MQTT packet (and WebSocket frame) the link reads. Above DPS's 96 KB limit, so an
@@ -46,25 +46,6 @@ const MAX_PACKET_BYTES: usize = 1024 * 1024;
 pub(crate) struct LinkEventMsg {
     pub(crate) link: LinkId,
     pub(crate) event: LinkEvent,
-}
-
-/// What the actor asks of a link.
-#[derive(Debug)]
-pub(crate) enum LinkCommand {
-    Subscribe,
-    /// Boxed: the command channel allocates room for 32 commands at a time, each as large as
-    /// the largest.
-    Publish(Box<Publish>),
-    Unsubscribe,
-    Close,
-}
-
-/// A QoS 1 publish.
-#[derive(Debug)]
-pub(crate) struct Publish {
-    pub(crate) rid: String,
-    pub(crate) topic: String,
-    pub(crate) payload: Vec<u8>,
 }
 
 /// What every link of a transport shares: how it sets up TLS, and the proxy it goes through.
@@ -98,7 +79,7 @@ impl LinkSpec {
 /// The actor's handle to a link. Dropping it closes the link.
 pub(crate) struct Link {
     pub(crate) id: LinkId,
-    commands: inbox::Sender<LinkCommand>,
+    actions: inbox::Sender<LinkAction>,
 }
 
 impl Link {
@@ -122,14 +103,15 @@ impl Link {
             tls_errors,
             proxy: setup.proxy.clone(),
         };
-        let (commands, rx) = inbox();
+        let (actions, rx) = inbox();
         runtime.spawn(move || run(Box::new(spec), rx, events))?;
-        Ok(Link { id, commands })
+        Ok(Link { id, actions })
     }
 
-    /// Sends a command; a link that has ended has already reported why.
-    pub(crate) fn send(&self, command: LinkCommand) {
-        self.commands.send(command);
+    /// Hands the link an action of the session; a link that has ended has already reported
+    /// why.
+    pub(crate) fn send(&self, action: LinkAction) {
+        self.actions.send(action);
     }
 }
 
@@ -158,7 +140,7 @@ impl Events {
 /// any SAS token) is freed once connected.
 async fn run(
     spec: Box<LinkSpec>,
-    mut commands: inbox::Receiver<LinkCommand>,
+    mut actions: inbox::Receiver<LinkAction>,
     to: WeakRecipient<LinkEventMsg>,
 ) {
     let id = spec.id;
@@ -167,13 +149,13 @@ async fn run(
     // wait counts against the session's connect deadline.
     let turn = tokio::select! {
         turn = runtime::opening_turn() => turn,
-        _ = closed_while_connecting(&mut commands) => return,
+        _ = closed_while_connecting(&mut actions) => return,
     };
     let client = tokio::select! {
         // Boxed: connecting takes a large future (TCP, TLS, WebSocket, MQTT) that the task
         // would otherwise carry for the whole life of the connection.
         client = Box::pin(connect(&spec)) => client,
-        _ = closed_while_connecting(&mut commands) => return,
+        _ = closed_while_connecting(&mut actions) => return,
     };
     drop(turn);
     drop(spec);
@@ -209,11 +191,13 @@ async fn run(
 
     loop {
         tokio::select! {
-            command = commands.recv() => match command {
-                Some(LinkCommand::Subscribe) => spawn_subscribe(&sink, &events),
-                Some(LinkCommand::Publish(publish)) => spawn_publish(&sink, &events, *publish),
-                Some(LinkCommand::Unsubscribe) => spawn_unsubscribe(&sink, &events),
-                Some(LinkCommand::Close) | None => {
+            action = actions.recv() => match action {
+                Some(LinkAction::Subscribe) => spawn_subscribe(&sink, &events),
+                Some(LinkAction::Publish { rid, topic, payload }) => {
+                    spawn_publish(&sink, &events, rid, topic, payload)
+                }
+                Some(LinkAction::Unsubscribe) => spawn_unsubscribe(&sink, &events),
+                Some(LinkAction::Close) | None => {
                     // SRS 18_045: DISCONNECT, then close. ntex gives the close its disconnect
                     // timeout (1 s) before it cuts the connection.
                     sink.close();
@@ -226,10 +210,10 @@ async fn run(
     }
 }
 
-async fn closed_while_connecting(commands: &mut inbox::Receiver<LinkCommand>) {
+async fn closed_while_connecting(actions: &mut inbox::Receiver<LinkAction>) {
     loop {
-        match commands.recv().await {
-            Some(LinkCommand::Close) | None => return,
+        match actions.recv().await {
+            Some(LinkAction::Close) | None => return,
             // Nothing else is sent before Connected.
             Some(_) => {}
         }
@@ -301,13 +285,14 @@ fn spawn_subscribe(sink: &v3::MqttSink, events: &Events) {
     });
 }
 
-fn spawn_publish(sink: &v3::MqttSink, events: &Events, publish: Publish) {
+fn spawn_publish(
+    sink: &v3::MqttSink,
+    events: &Events,
+    rid: String,
+    topic: String,
+    payload: Vec<u8>,
+) {
     let (sink, events) = (sink.clone(), events.clone());
-    let Publish {
-        rid,
-        topic,
-        payload,
-    } = publish;
     ntex::rt::spawn(async move {
         let result = sink
             .publish(ByteString::from(topic))

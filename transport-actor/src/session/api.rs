@@ -95,7 +95,7 @@ pub enum LinkEvent {
 ///
 /// Links are owned explicitly: every link the session [`Open`](Action::Open)s, it later
 /// [`Abandon`](Action::Abandon)s exactly once, and nothing else ends a link's handle. A graceful
-/// [`Close`](Action::Close) comes before the abandon when the session waits for the close.
+/// [`Close`](LinkAction::Close) comes before the abandon when the session waits for the close.
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Open a new connection and send this CONNECT.
@@ -107,32 +107,8 @@ pub enum Action {
         /// the session keeps.
         connect: Box<ConnectParams>,
     },
-    /// Subscribe to the response topic at QoS 1.
-    Subscribe {
-        /// On this link.
-        link: LinkId,
-    },
-    /// Publish at QoS 1.
-    Publish {
-        /// On this link.
-        link: LinkId,
-        /// The request id.
-        rid: String,
-        /// The topic.
-        topic: String,
-        /// The body.
-        payload: Vec<u8>,
-    },
-    /// Unsubscribe from the response topic.
-    Unsubscribe {
-        /// On this link.
-        link: LinkId,
-    },
-    /// Send DISCONNECT and close the connection; the session waits for [`LinkEvent::Closed`].
-    Close {
-        /// This link.
-        link: LinkId,
-    },
+    /// Do this on `link`: the link carries it out as it is, in order.
+    Link(LinkId, LinkAction),
     /// The session has left this link: close it if it is still open, without waiting, and
     /// forget it. Its later events are ignored.
     Abandon {
@@ -146,6 +122,26 @@ pub enum Action {
         /// The answer.
         reply: Reply,
     },
+}
+
+/// What the session asks of an open link, handed to the link as it is.
+#[derive(Debug, Clone)]
+pub enum LinkAction {
+    /// Subscribe to the response topic at QoS 1.
+    Subscribe,
+    /// Publish at QoS 1.
+    Publish {
+        /// The request id.
+        rid: String,
+        /// The topic.
+        topic: String,
+        /// The body.
+        payload: Vec<u8>,
+    },
+    /// Unsubscribe from the response topic.
+    Unsubscribe,
+    /// Send DISCONNECT and close the connection; the session waits for [`LinkEvent::Closed`].
+    Close,
 }
 
 /// An answer to a caller.

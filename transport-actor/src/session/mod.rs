@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use dps_messages::connect::ConnectOptions;
 use dps_messages::{Authentication, ProvisioningError};
 
-pub(crate) use self::api::{Action, Command, LinkEvent, LinkId, Reply, Token};
+pub(crate) use self::api::{Action, Command, LinkAction, LinkEvent, LinkId, Reply, Token};
 use self::phase::Phase;
 use self::transitions::Effects;
 

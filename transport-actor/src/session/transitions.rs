@@ -17,7 +17,7 @@ use dps_messages::{
 };
 
 use super::SessionConfig;
-use super::api::{Action, Command, LinkEvent, LinkId, Reply, Token};
+use super::api::{Action, Command, LinkAction, LinkEvent, LinkId, Reply, Token};
 use super::phase::{Deadline, Deferred, Op, Phase};
 
 /// What the transitions read and write besides the phase: the settings, the credentials, and
@@ -87,7 +87,8 @@ impl Effects {
                 subscribing: false,
                 ..
             } => {
-                self.actions.push_back(Action::Subscribe { link });
+                self.actions
+                    .push_back(Action::Link(link, LinkAction::Subscribe));
                 let subscribe = self.config.timeouts.subscribe;
                 Phase::Connecting {
                     link,
@@ -247,7 +248,8 @@ impl Effects {
                 next,
                 deadline,
             } => {
-                self.actions.push_back(Action::Close { link });
+                self.actions
+                    .push_back(Action::Link(link, LinkAction::Close));
                 Phase::Disconnecting {
                     link,
                     waiters,
@@ -507,12 +509,12 @@ impl Effects {
         op: Op,
         now: Instant,
     ) -> Phase {
-        self.actions.push_back(Action::Publish {
-            link,
+        let publish = LinkAction::Publish {
             rid: op.rid.clone(),
             topic: op.operation.topic(&op.rid),
             payload: op.payload.clone(),
-        });
+        };
+        self.actions.push_back(Action::Link(link, publish));
         let publish_ack = self.config.timeouts.publish_ack;
         Phase::InRequest {
             link,
@@ -631,7 +633,8 @@ impl Effects {
         within: Duration,
         now: Instant,
     ) -> Phase {
-        self.actions.push_back(Action::Unsubscribe { link });
+        self.actions
+            .push_back(Action::Link(link, LinkAction::Unsubscribe));
         Phase::Disconnecting {
             link,
             waiters: vec![token],

@@ -27,7 +27,8 @@ use crate::client::RequestLog;
 use crate::client::registration::{Registration, Step};
 use crate::rng::Rng;
 use crate::session::{
-    Action, Command, LinkEvent, LinkId, Reply, Session, SessionConfig, State, Timeouts, Token,
+    Action, Command, LinkAction, LinkEvent, LinkId, Reply, Session, SessionConfig, State, Timeouts,
+    Token,
 };
 
 /// The registration id of the simulated device.
@@ -346,7 +347,7 @@ impl World {
                 );
                 self.open(link, step);
             }
-            Action::Subscribe { link } => {
+            Action::Link(link, LinkAction::Subscribe) => {
                 let step = self.links.get(&link.0).map(|m| m.step.clone());
                 match step {
                     Some(ConnectStep::FailSuback) => {
@@ -360,12 +361,14 @@ impl World {
                     _ => self.link_event(link, LinkEvent::Subscribed),
                 }
             }
-            Action::Publish {
+            Action::Link(
                 link,
-                rid,
-                topic,
-                payload,
-            } => {
+                LinkAction::Publish {
+                    rid,
+                    topic,
+                    payload,
+                },
+            ) => {
                 self.out.publishes.push(self.now);
                 let at = self.epoch + (self.now - self.out.started);
                 match self.dps.on_publish(DEVICE_CLIENT, &topic, &payload, at) {
@@ -393,12 +396,12 @@ impl World {
                     }
                 }
             }
-            Action::Unsubscribe { link } => {
+            Action::Link(link, LinkAction::Unsubscribe) => {
                 if !self.rng.chance(self.faults.silent_close) {
                     self.link_event(link, LinkEvent::Unsubscribed(Ok(())));
                 }
             }
-            Action::Close { link } => {
+            Action::Link(link, LinkAction::Close) => {
                 if !self.rng.chance(self.faults.silent_close) {
                     self.link_event(link, LinkEvent::Closed(Ok(())));
                 }
@@ -517,10 +520,12 @@ impl World {
 fn describe(action: &Action) -> String {
     match action {
         Action::Open { link, .. } => format!("open {link:?}"),
-        Action::Subscribe { link } => format!("subscribe on {link:?}"),
-        Action::Publish { link, topic, .. } => format!("publish {topic} on {link:?}"),
-        Action::Unsubscribe { link } => format!("unsubscribe on {link:?}"),
-        Action::Close { link } => format!("close {link:?}"),
+        Action::Link(link, LinkAction::Subscribe) => format!("subscribe on {link:?}"),
+        Action::Link(link, LinkAction::Publish { topic, .. }) => {
+            format!("publish {topic} on {link:?}")
+        }
+        Action::Link(link, LinkAction::Unsubscribe) => format!("unsubscribe on {link:?}"),
+        Action::Link(link, LinkAction::Close) => format!("close {link:?}"),
         Action::Abandon { link } => format!("abandon {link:?}"),
         Action::Reply { token, reply } => {
             let said = match reply {

@@ -17,16 +17,18 @@ fn srs_18_002_register_connects_and_subscribes_first() {
     // SRS_NODE_PROVISIONING_MQTT_18_042: subscribe after connecting.
     assert!(matches!(
         &h.event(LinkEvent::Connected)[..],
-        [Action::Subscribe { .. }]
+        [Action::Link(_, LinkAction::Subscribe)]
     ));
     let actions = h.event(LinkEvent::Subscribed);
     let [
-        Action::Publish {
-            topic,
-            payload,
-            rid,
-            ..
-        },
+        Action::Link(
+            _,
+            LinkAction::Publish {
+                topic,
+                payload,
+                rid,
+            },
+        ),
     ] = &actions[..]
     else {
         panic!("{actions:?}")
@@ -50,7 +52,7 @@ fn srs_18_016_poll_connects_and_subscribes_first() {
     h.link = link;
     h.event(LinkEvent::Connected);
     let actions = h.event(LinkEvent::Subscribed);
-    let [Action::Publish { topic, payload, .. }] = &actions[..] else {
+    let [Action::Link(_, LinkAction::Publish { topic, payload, .. })] = &actions[..] else {
         panic!("{actions:?}")
     };
     assert_eq!(

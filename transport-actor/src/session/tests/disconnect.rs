@@ -47,13 +47,13 @@ fn srs_18_054_18_044_18_045_disconnect_unsubscribes_then_disconnects() {
         grace: None,
     });
     assert!(
-        matches!(&actions[..], [Action::Unsubscribe { .. }]),
+        matches!(&actions[..], [Action::Link(_, LinkAction::Unsubscribe)]),
         "{actions:?}"
     );
     assert_eq!(h.s.state(), State::Disconnecting);
     let actions = h.event(LinkEvent::Unsubscribed(Ok(())));
     assert!(
-        matches!(&actions[..], [Action::Close { .. }]),
+        matches!(&actions[..], [Action::Link(_, LinkAction::Close)]),
         "{actions:?}"
     );
     // The close done, the link is left for good, then the caller answered.
@@ -120,7 +120,10 @@ fn srs_18_055_disconnect_during_register() {
         response_of(&actions, 1),
         Err(ProvisioningError::OperationCancelled)
     ));
-    assert!(matches!(actions.last(), Some(Action::Unsubscribe { .. })));
+    assert!(matches!(
+        actions.last(),
+        Some(Action::Link(_, LinkAction::Unsubscribe))
+    ));
     h.event(LinkEvent::Unsubscribed(Ok(())));
     assert!(done_of(&h.event(LinkEvent::Closed(Ok(()))), 2).is_ok());
 }
