@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device on a small gateway, side by side: this transport's `one_device` example built with
-# the size-optimised `small` profile, the `dps provision` command (release build), the official
-# Node SDK (bench/node, one device) and the
+# the size-optimised `small` profile and no default features (MQTT over TLS only), the `dps
+# provision` command (release build), the official Node SDK (bench/node, one device) and the
 # official Python SDK (bench/python, installed with pip into a local virtualenv), each
 # provisioning the same X.509 device against one mock broker process on 127.0.0.1:8883 (the
 # Python SDK only speaks to port 8883). Prints size, wall time, CPU and peak RSS of each.
@@ -14,7 +14,8 @@ runs="${RUNS:-3}"
 scope=0ne00000001
 id=bench-0001
 
-cargo build --profile small -q -p dps-transport-actor --example one_device
+# MQTT over TLS only: no WebSocket, proxy, issuance or platform trust store.
+cargo build --profile small -q -p dps-transport-actor --example one_device --no-default-features
 cargo build --release -q -p dps-mock-broker -p dps-harness
 [ -d bench/node/node_modules ] || bench/install-node-sdk.sh >/dev/null
 if [ ! -x bench/python/.venv/bin/python ]; then

@@ -187,6 +187,42 @@ fn rejects_unusable_endpoints() {
     }
 }
 
+/// The endpoint grammar, read without the url crate: what it takes and what it refuses.
+#[test]
+fn endpoints_are_read_as_scheme_host_port_and_path() {
+    let e = Endpoint::parse("MQTTS://DPS.Example.NET:8884").unwrap();
+    assert_eq!(
+        (e.protocol, e.host.as_str(), e.port),
+        (Protocol::Mqtt, "dps.example.net", 8884)
+    );
+    // `host:` is the default port, as in a URL.
+    assert_eq!(Endpoint::parse("mqtts://h:").unwrap().port, 8883);
+    let e = Endpoint::parse("wss://[::1]/custom/path").unwrap();
+    assert_eq!(
+        (e.host.as_str(), e.port, e.path.as_str()),
+        ("::1", 443, "/custom/path")
+    );
+    assert_eq!(Endpoint::parse("wss://h/").unwrap().path, "/$iothub/websocket");
+    for bad in [
+        "mqtts://h?x=1",
+        "wss://h/p#frag",
+        "mqtts://::1",
+        "mqtts://[::1",
+        "mqtts://[::1]x",
+        "mqtts://[not-v6]:1",
+        "mqtts://h:-1",
+        "mqtts://h:1x",
+        "mqtts://bad host",
+        "mqtts://h\u{e9}te",
+        "mqtts:/h",
+    ] {
+        assert!(
+            matches!(Endpoint::parse(bad), Err(ProvisioningError::InvalidRequest(_))),
+            "{bad}"
+        );
+    }
+}
+
 #[test]
 fn a_host_with_a_port_keeps_it() {
     let e = Endpoint::for_host(Protocol::Mqtt, "localhost:1883").unwrap();
