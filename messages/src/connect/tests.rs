@@ -202,7 +202,10 @@ fn endpoints_are_read_as_scheme_host_port_and_path() {
         (e.host.as_str(), e.port, e.path.as_str()),
         ("::1", 443, "/custom/path")
     );
-    assert_eq!(Endpoint::parse("wss://h/").unwrap().path, "/$iothub/websocket");
+    assert_eq!(
+        Endpoint::parse("wss://h/").unwrap().path,
+        "/$iothub/websocket"
+    );
     for bad in [
         "mqtts://h?x=1",
         "wss://h/p#frag",
@@ -212,12 +215,16 @@ fn endpoints_are_read_as_scheme_host_port_and_path() {
         "mqtts://[not-v6]:1",
         "mqtts://h:-1",
         "mqtts://h:1x",
+        "mqtts://h:+1",
         "mqtts://bad host",
         "mqtts://h\u{e9}te",
         "mqtts:/h",
     ] {
         assert!(
-            matches!(Endpoint::parse(bad), Err(ProvisioningError::InvalidRequest(_))),
+            matches!(
+                Endpoint::parse(bad),
+                Err(ProvisioningError::InvalidRequest(_))
+            ),
             "{bad}"
         );
     }

@@ -114,3 +114,6 @@ impl RegistrationResult {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
