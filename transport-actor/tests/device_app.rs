@@ -6,16 +6,11 @@
 // guide:start
 use std::time::Duration;
 
-use actix::Actor;
 use dps_messages::error::Stage;
-use dps_messages::{
-    Protocol, ProvisioningError, RegistrationRequest, SetAuthentication, SymmetricKey,
-};
+use dps_messages::{Protocol, ProvisioningError, RegistrationRequest, SymmetricKey};
 use dps_mock_broker::script::{DeviceScript, Step};
 use dps_mock_broker::{BrokerHandle, MockBroker, Script};
-use dps_transport_actor::{
-    ClientOptions, ProvisioningClient, ProvisioningTransportActor, TransportConfig,
-};
+use dps_transport_actor::{ClientOptions, ProvisioningClient, TransportConfig};
 use serde_json::json;
 
 const KEY: &str = dps_mock_broker::TEST_SYMMETRIC_KEY;
@@ -54,11 +49,8 @@ impl DeviceApp {
             .ca_pem(self.ca_pem.clone())
             .response_timeout(self.response_timeout)
             .build()?;
-        let transport = ProvisioningTransportActor::new(config).start();
-        transport
-            .send(SetAuthentication(SymmetricKey::new(KEY)?.into()))
-            .await?;
-        let client = ProvisioningClient::new(transport, self.options.clone());
+        let client =
+            ProvisioningClient::start(config, SymmetricKey::new(KEY)?, self.options.clone())?;
         let request = RegistrationRequest::new(dps_mock_broker::DEFAULT_ID_SCOPE, registration_id)
             .with_endpoint(&self.endpoint);
         let result = client.register(request).await?;
