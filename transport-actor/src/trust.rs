@@ -230,4 +230,38 @@ mod tests {
             );
         }
     }
+
+    /// Each source adds its roots: a CA file its certificate, the public web's Mozilla's list,
+    /// and both together both.
+    #[test]
+    fn each_source_adds_its_roots() {
+        let ca = dps_mock_broker::TestPki::generate()
+            .unwrap()
+            .ca_pem()
+            .to_owned();
+        assert_eq!(
+            TrustRoots::only_pem(ca.clone()).root_store().unwrap().len(),
+            1
+        );
+        let public = TrustRoots::public_web().root_store().unwrap().len();
+        assert!(public > 100, "{public}");
+        let both = TrustRoots::public_web()
+            .with_extra_pem(ca)
+            .root_store()
+            .unwrap();
+        assert_eq!(both.len(), public + 1);
+    }
+
+    /// The platform's store is usable exactly when it holds a certificate (this machine's
+    /// bundle, or the files `SSL_CERT_FILE` and `SSL_CERT_DIR` name).
+    #[cfg(feature = "platform-roots")]
+    #[test]
+    fn the_platform_store_is_used_when_it_holds_certificates() {
+        let found = rustls_native_certs::load_native_certs().certs.len();
+        let store = TrustRoots::platform().root_store();
+        assert_eq!(store.is_ok(), found > 0, "{found} certificates found");
+        if let Ok(store) = store {
+            assert!(!store.is_empty());
+        }
+    }
 }
