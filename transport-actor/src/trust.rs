@@ -129,13 +129,12 @@ impl TrustRoots {
     /// The roots as rustls takes them: every certificate of every source. Fails on a PEM with
     /// no certificate, an unreadable one, an empty platform store, or no roots at all.
     pub(crate) fn root_store(&self) -> Result<RootCertStore, ProvisioningError> {
-        let roots = self;
         let mut store = RootCertStore::empty();
-        if roots.public_web {
+        if self.public_web {
             store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
         #[cfg(feature = "platform-roots")]
-        if roots.platform {
+        if self.platform {
             let found = rustls_native_certs::load_native_certs();
             let (added, _) = store.add_parsable_certificates(found.certs);
             if added == 0 {
@@ -150,7 +149,7 @@ impl TrustRoots {
                 )));
             }
         }
-        for pem in &roots.pems {
+        for pem in &self.pems {
             let before = store.len();
             for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
                 let cert = cert.map_err(|e| bad_roots(e.to_string()))?;
