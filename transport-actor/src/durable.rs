@@ -81,10 +81,9 @@ fn folder_of(path: &Path) -> &Path {
 mod tests {
     use super::*;
 
+    /// A path of this process's own in the temporary folder; each test removes what it made.
     fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("dps-durable-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
+        std::env::temp_dir().join(format!("dps-durable-{}-{name}", std::process::id()))
     }
 
     #[test]
