@@ -287,10 +287,6 @@ fn send(
 }
 
 impl Ctx<'_> {
-    fn rid(&self) -> &str {
-        self.rid
-    }
-
     fn reply(&mut self, step: Step) -> Reply {
         match step {
             Step::Default { delay_ms } => self.default_reply(None, delay_ms),
@@ -304,7 +300,7 @@ impl Ctx<'_> {
                 if let Some(code) = error_code {
                     body["errorCode"] = code.into();
                 }
-                send(status, self.rid(), None, body.to_string().into_bytes(), 0)
+                send(status, self.rid, None, body.to_string().into_bytes(), 0)
             }
             Step::Respond {
                 status,
@@ -329,7 +325,7 @@ impl Ctx<'_> {
                         .to_string()
                         .into_bytes(),
                 };
-                send(status, self.rid(), retry_after, payload, delay_ms)
+                send(status, self.rid, retry_after, payload, delay_ms)
             }
             Step::Silent => Reply::Silent,
             Step::Close { delay_ms } => Reply::Close {
@@ -345,7 +341,7 @@ impl Ctx<'_> {
         let (status, body, retry_after) = self.default_response_with(fault);
         send(
             status,
-            self.rid(),
+            self.rid,
             retry_after,
             body.to_string().into_bytes(),
             delay_ms,
@@ -353,7 +349,7 @@ impl Ctx<'_> {
     }
 
     fn malformed(&mut self, what: Malformation) -> Reply {
-        let rid = self.rid().to_owned();
+        let rid = self.rid.to_owned();
         let (_, good_body, _) = self.default_response();
         let good = good_body.to_string().into_bytes();
         let reply = |topic: String, payload: Vec<u8>| Reply::Send {

@@ -292,6 +292,7 @@ fn spawn_publish(
     topic: String,
     payload: Vec<u8>,
 ) {
+    tracing::debug!(link = ?events.link, topic, "publishing");
     let (sink, events) = (sink.clone(), events.clone());
     ntex::rt::spawn(async move {
         let result = sink
