@@ -34,7 +34,7 @@ mod request;
 pub mod response;
 mod sas;
 pub mod service;
-mod x509;
+pub mod x509;
 
 pub use api_version::ApiVersion;
 pub use auth::{Authentication, SymmetricKey};

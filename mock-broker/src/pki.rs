@@ -132,6 +132,19 @@ impl TestPki {
         })
     }
 
+    /// A device certificate (PEM) whose subject CN is `registration_id`, signed by the CA, for
+    /// a key the test does not hold: `public_key` is its `SubjectPublicKeyInfo` (DER), e.g. of
+    /// a key in a PKCS#11 token.
+    pub fn certify(&self, registration_id: &str, public_key: &[u8]) -> Result<String, PkiError> {
+        let key = rcgen::SubjectPublicKeyInfo::from_der(public_key)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, registration_id);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        Ok(params.signed_by(&key, &self.issuer)?.pem())
+    }
+
     /// Writes `ca.pem`, `ca.key`, `server.pem`, `server.key`, and `<id>.pem` / `<id>.key` for
     /// each device into `dir` (created if missing).
     pub fn write_to(&self, dir: &Path, registration_ids: &[String]) -> Result<(), PkiError> {

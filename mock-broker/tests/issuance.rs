@@ -88,7 +88,7 @@ fn a_csr_gets_a_certificate_which_the_broker_then_accepts_as_the_devices() {
             // The issued certificate is a device certificate the broker accepts.
             let issued = CertifiedPem {
                 cert_pem: issued.chain_pem(),
-                key_pem: issued.private_key_pem(),
+                key_pem: issued.private_key_pem().unwrap(),
             };
             let options = device(broker, &pki, "dev-1", &ApiVersion::default())
                 .identity(issued)

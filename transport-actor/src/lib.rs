@@ -57,6 +57,9 @@ mod durable;
 pub mod fleet;
 mod inbox;
 mod link;
+#[cfg(feature = "pkcs11")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
+pub mod pkcs11;
 #[cfg(feature = "proxy")]
 mod proxy;
 mod rng;

@@ -6,7 +6,6 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use dps_messages::error::TlsFailure;
 use dps_messages::{ProvisioningError, X509Identity};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -43,7 +42,7 @@ impl TlsErrorSlot {
     /// `error` as the connection's TLS failure, naming the roots.
     pub(crate) fn failure(&self, error: rustls::Error) -> ProvisioningError {
         let trusted = Some(self.trusted.to_string()).filter(|t| !t.is_empty());
-        ProvisioningError::Tls(Box::new(TlsFailure::new(error, trusted)))
+        ProvisioningError::tls(error, trusted)
     }
 }
 

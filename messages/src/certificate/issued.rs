@@ -15,7 +15,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::error::CertificateError;
-use crate::x509::X509Identity;
+use crate::x509::{KeySigner, X509Identity};
+
+/// The key an issued chain certifies, as the request held it.
+pub(super) enum KeySource {
+    /// In memory, PKCS#8 DER.
+    Pkcs8(Vec<u8>),
+    /// Held elsewhere; it only signs.
+    Signer(Arc<dyn KeySigner>),
+}
 
 /// What a device needs to know of its leaf certificate: who it names, who signed it, and when
 /// it is valid.
@@ -59,27 +67,37 @@ impl LeafCertificate {
 #[derive(Clone)]
 pub struct IssuedIdentity {
     identity: X509Identity,
-    key_pkcs8: Arc<Vec<u8>>,
+    /// The key's bytes; `None` when it is held elsewhere (the identity has its signer).
+    key_pkcs8: Option<Arc<Vec<u8>>>,
     leaf: LeafCertificate,
 }
 
 impl IssuedIdentity {
-    /// Checks `chain` (leaf first) against the key (`key_pkcs8`, whose public half is
-    /// `public_key`), the registration id and `now`, in that order.
+    /// Checks `chain` (leaf first) against the key (whose public half is `public_key`), the
+    /// registration id and `now`, in that order.
     pub(super) fn new(
         chain: Vec<CertificateDer<'static>>,
-        key_pkcs8: Vec<u8>,
+        key: KeySource,
         public_key: &[u8],
         registration_id: &str,
         now: SystemTime,
     ) -> Result<Self, CertificateError> {
         let leaf = check_leaf(&chain, public_key, registration_id, now)?;
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.clone()));
-        let identity = X509Identity::from_der(chain, key)
-            .map_err(|e| CertificateError::Unusable(e.to_string()))?;
+        let unusable = |e: crate::error::AuthError| CertificateError::Unusable(e.to_string());
+        let (identity, key_pkcs8) = match key {
+            KeySource::Pkcs8(pkcs8) => {
+                let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.clone()));
+                let identity = X509Identity::from_der(chain, der).map_err(unusable)?;
+                (identity, Some(Arc::new(pkcs8)))
+            }
+            KeySource::Signer(signer) => (
+                X509Identity::from_signer(chain, signer).map_err(unusable)?,
+                None,
+            ),
+        };
         Ok(Self {
             identity,
-            key_pkcs8: Arc::new(key_pkcs8),
+            key_pkcs8,
             leaf,
         })
     }
@@ -94,20 +112,31 @@ impl IssuedIdentity {
         registration_id: &str,
         now: SystemTime,
     ) -> Result<Self, CertificateError> {
-        let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-            .enumerate()
-            .map(|(index, cert)| {
-                cert.map_err(|e| CertificateError::Undecodable {
-                    index,
-                    reason: e.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let chain = read_chain_pem(chain_pem)?;
         let key = super::key_pair_from_pem(key_pem)?;
         Self::new(
             chain,
-            key.serialize_der(),
+            KeySource::Pkcs8(key.serialize_der()),
             key.public_key_raw(),
+            registration_id,
+            now,
+        )
+    }
+
+    /// Reads a chain written earlier whose key is held elsewhere and signs through `signer`
+    /// (a key made in a token), with the same checks as when it was issued.
+    pub fn from_pem_and_signer(
+        chain_pem: &str,
+        signer: Arc<dyn KeySigner>,
+        registration_id: &str,
+        now: SystemTime,
+    ) -> Result<Self, CertificateError> {
+        let chain = read_chain_pem(chain_pem)?;
+        let public_key = signer.public_key().to_vec();
+        Self::new(
+            chain,
+            KeySource::Signer(signer),
+            &public_key,
             registration_id,
             now,
         )
@@ -133,9 +162,10 @@ impl IssuedIdentity {
     }
 
     /// The private key, PEM (PKCS#8). It is the device's secret: write it only to a file
-    /// readable by the device alone.
-    pub fn private_key_pem(&self) -> String {
-        pem("PRIVATE KEY", &self.key_pkcs8)
+    /// readable by the device alone. `None` when the key is held elsewhere (a token): the
+    /// [`identity`](Self::identity)'s signer then says where.
+    pub fn private_key_pem(&self) -> Option<String> {
+        self.key_pkcs8.as_ref().map(|der| pem("PRIVATE KEY", der))
     }
 }
 
@@ -147,6 +177,19 @@ impl fmt::Debug for IssuedIdentity {
             .field("key", &"<redacted>")
             .finish()
     }
+}
+
+/// The certificates of a PEM chain, each named by its position when it does not decode.
+fn read_chain_pem(chain_pem: &str) -> Result<Vec<CertificateDer<'static>>, CertificateError> {
+    CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .enumerate()
+        .map(|(index, cert)| {
+            cert.map_err(|e| CertificateError::Undecodable {
+                index,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Every entry of `chain` decodes, and its leaf certifies `public_key`, names

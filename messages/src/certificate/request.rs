@@ -10,9 +10,11 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SignatureAlgorithm};
+use rustls::SignatureScheme;
 
-use super::issued::IssuedIdentity;
+use super::issued::{IssuedIdentity, KeySource};
 use crate::error::CertificateError;
+use crate::x509::{KeySigner, SignError};
 
 /// The elliptic curve of the device's key. DPS documents P-384 and refuses RSA; the Embedded C
 /// preview sample uses P-256, which the service accepts too.
@@ -49,6 +51,9 @@ impl std::str::FromStr for KeyCurve {
 
 /// A key pair made for one registration, and the CSR that asks DPS to certify it.
 ///
+/// The key is made here ([`generate`](Self::generate)) or held elsewhere and only signs
+/// ([`with_signer`](Self::with_signer): a key made inside a TPM or an HSM).
+///
 /// ```
 /// use dps_messages::{CertificateRequest, RegistrationRequest};
 ///
@@ -62,8 +67,17 @@ impl std::str::FromStr for KeyCurve {
 pub struct CertificateRequest {
     registration_id: String,
     curve: KeyCurve,
-    key: Arc<KeyPair>,
+    key: RequestKey,
     csr_der: Vec<u8>,
+}
+
+/// The key a request certifies.
+#[derive(Clone)]
+enum RequestKey {
+    /// Made here, in memory: it goes with the issued chain.
+    Generated(Arc<KeyPair>),
+    /// Held elsewhere: only its signer goes with the issued chain.
+    External(Arc<dyn KeySigner>),
 }
 
 impl CertificateRequest {
@@ -86,7 +100,48 @@ impl CertificateRequest {
             registration_id: registration_id.to_owned(),
             curve,
             csr_der: csr.der().to_vec(),
-            key: Arc::new(key),
+            key: RequestKey::Generated(Arc::new(key)),
+        })
+    }
+
+    /// A CSR for `registration_id` signed by `signer`, for a key that never leaves where it
+    /// was made. DPS certifies ECDSA keys only: P-256 or P-384 ([`CertificateError::BadKey`]
+    /// otherwise), and any signing failure is [`CertificateError::Generate`].
+    pub fn with_signer(
+        registration_id: &str,
+        signer: Arc<dyn KeySigner>,
+    ) -> Result<Self, CertificateError> {
+        let curve = match signer.scheme() {
+            SignatureScheme::ECDSA_NISTP256_SHA256 => KeyCurve::P256,
+            SignatureScheme::ECDSA_NISTP384_SHA384 => KeyCurve::P384,
+            other => {
+                return Err(CertificateError::BadKey(format!(
+                    "DPS certifies ECDSA P-256 or P-384 keys; this key signs with {other:?}"
+                )));
+            }
+        };
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, registration_id);
+        let key = CsrSigner {
+            signer: signer.as_ref(),
+            algorithm: curve.algorithm(),
+            failure: std::cell::RefCell::new(None),
+        };
+        let csr = params.serialize_request(&key).map_err(|e| {
+            let why = match key.failure.take() {
+                Some(signing) => signing.to_string(),
+                None => e.to_string(),
+            };
+            CertificateError::Generate(why)
+        })?;
+        Ok(Self {
+            registration_id: registration_id.to_owned(),
+            curve,
+            csr_der: csr.der().to_vec(),
+            key: RequestKey::External(signer),
         })
     }
 
@@ -113,7 +168,10 @@ impl CertificateRequest {
 
     /// The key's public half, as it appears in a certificate's `subjectPublicKey`.
     pub fn public_key(&self) -> &[u8] {
-        self.key.public_key_raw()
+        match &self.key {
+            RequestKey::Generated(key) => key.public_key_raw(),
+            RequestKey::External(signer) => signer.public_key(),
+        }
     }
 
     /// Checks the chain the service issued for this CSR (`issuedCertificateChain`: base64 DER,
@@ -125,13 +183,38 @@ impl CertificateRequest {
         now: SystemTime,
     ) -> Result<IssuedIdentity, CertificateError> {
         let chain = super::issued::decode_chain(chain)?;
-        IssuedIdentity::new(
-            chain,
-            self.key.serialize_der(),
-            self.public_key(),
-            &self.registration_id,
-            now,
-        )
+        let key = match &self.key {
+            RequestKey::Generated(key) => KeySource::Pkcs8(key.serialize_der()),
+            RequestKey::External(signer) => KeySource::Signer(signer.clone()),
+        };
+        IssuedIdentity::new(chain, key, self.public_key(), &self.registration_id, now)
+    }
+}
+
+/// A [`KeySigner`] as rcgen signs a CSR with it; the signer's own error is kept, since rcgen
+/// has only a bare "remote key error" for it.
+struct CsrSigner<'a> {
+    signer: &'a dyn KeySigner,
+    algorithm: &'static SignatureAlgorithm,
+    failure: std::cell::RefCell<Option<SignError>>,
+}
+
+impl rcgen::PublicKeyData for CsrSigner<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.signer.public_key()
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.algorithm
+    }
+}
+
+impl rcgen::SigningKey for CsrSigner<'_> {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.signer.sign(message).map_err(|e| {
+            *self.failure.borrow_mut() = Some(e);
+            rcgen::Error::RemoteKeyError
+        })
     }
 }
 

@@ -59,6 +59,10 @@ pub enum AuthError {
     /// The private key does not belong to the certificate, or is of an unsupported kind.
     #[error("the private key does not match the certificate: {0}")]
     KeyMismatch(String),
+    /// A key held elsewhere ([`KeySigner`](crate::x509::KeySigner)) of an algorithm TLS here
+    /// cannot use, or whose public key is malformed.
+    #[error("the device key is not usable for TLS: {0}")]
+    UnsupportedKey(String),
     /// A symmetric key that is not valid base64.
     #[error("the symmetric key is not valid base64")]
     BadSymmetricKey,

@@ -102,6 +102,11 @@ pub enum ProvisioningError {
     /// service issued did not pass a check.
     #[error("certificate issuance: {0}")]
     Certificate(#[from] CertificateError),
+    /// A device key held elsewhere (a token, a secure element) failed: it could not be found,
+    /// made, or asked to sign, in a TLS handshake too. The key's own error is the source
+    /// (a `dps_transport_actor::pkcs11::Pkcs11Error`, say).
+    #[error("device key: {0}")]
+    Key(#[from] crate::x509::SignError),
 }
 
 fn attempts_suffix(attempts: u32) -> String {
@@ -168,6 +173,18 @@ impl ProvisioningError {
             last_failure: last_failure.map(Box::new),
             attempts,
         }
+    }
+
+    /// A failed TLS handshake: [`ProvisioningError::Key`] when the device's own key failed to
+    /// sign (its error is what went wrong, not the alert that followed), else
+    /// [`ProvisioningError::Tls`] naming the `trusted` roots.
+    pub fn tls(error: rustls::Error, trusted: Option<String>) -> Self {
+        if let rustls::Error::Other(other) = &error
+            && let Some(signing) = other.0.downcast_ref::<crate::x509::SignError>()
+        {
+            return Self::Key(signing.clone());
+        }
+        Self::Tls(Box::new(TlsFailure::new(error, trusted)))
     }
 
     /// The service's error details, when the service answered with a failure status.

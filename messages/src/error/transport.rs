@@ -197,6 +197,6 @@ impl std::error::Error for TlsFailure {
 
 impl From<rustls::Error> for ProvisioningError {
     fn from(error: rustls::Error) -> Self {
-        Self::Tls(Box::new(TlsFailure::new(error, None)))
+        Self::tls(error, None)
     }
 }

@@ -2,9 +2,10 @@
 //! and one that was issued a certificate keeps it until renewal is due.
 //!
 //! One JSON file per device holds the assignment and, when one was issued, the certificate
-//! chain and its private key (both PEM). One file, so one rename commits all three together:
-//! no crash leaves a new key beside an old chain. It is written durably and, since it can hold
-//! a key, readable by its owner only ([`crate::durable`]).
+//! chain and its private key (both PEM), or, for a key made in a token, the key's PKCS#11 URI
+//! instead of its bytes. One file, so one rename commits them together: no crash leaves a new
+//! key beside an old chain. It is written durably and, since it can hold a key, readable by
+//! its owner only ([`crate::durable`]).
 //!
 //! Only a complete assignment (a hub and a device id) is used, and only the cached device's:
 //! an entry for another device is no entry. A file that does not parse, an assignment without
@@ -12,6 +13,8 @@
 //! sets it aside (renames it) with a warning and provisions again, and never trusts it.
 
 use std::path::{Path, PathBuf};
+#[cfg(feature = "issuance")]
+use std::sync::Arc;
 use std::time::SystemTime;
 
 #[cfg(feature = "issuance")]
@@ -34,8 +37,24 @@ struct Cached {
 #[derive(Serialize, Deserialize)]
 struct CachedCertificate {
     chain_pem: String,
-    key_pem: String,
+    /// The key's bytes (PEM), for a key made in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_pem: Option<String>,
+    /// Where the key is, for a key held elsewhere ([`KeySigner::locator`]: a PKCS#11 URI).
+    ///
+    /// [`KeySigner::locator`]: dps_messages::x509::KeySigner::locator
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_uri: Option<String>,
 }
+
+/// Finds a key held elsewhere by the URI the cache recorded; an error says why it cannot.
+#[cfg(feature = "issuance")]
+pub(super) type KeyOpener<'a> =
+    &'a dyn Fn(&str) -> Result<Arc<dyn dps_messages::x509::KeySigner>, String>;
+
+/// A build without the `issuance` feature opens no key.
+#[cfg(not(feature = "issuance"))]
+pub(super) type KeyOpener<'a> = &'a ();
 
 /// A certificate the service issued, checked: none can be, in a build without the
 /// `issuance` feature, and the cache then reads and writes assignments alone.
@@ -48,25 +67,45 @@ pub(super) type Issued = dps_messages::IssuedIdentity;
 pub(super) enum Issued {}
 
 impl CachedCertificate {
+    /// What the cache keeps of `identity`; `None` for a key that is neither bytes nor
+    /// findable again (a signer without a locator).
     #[cfg(feature = "issuance")]
-    fn of(identity: &Issued) -> Self {
-        Self {
+    fn of(identity: &Issued) -> Option<Self> {
+        let key_pem = identity.private_key_pem();
+        let key_uri = identity.identity().signer().and_then(|s| s.locator());
+        (key_pem.is_some() || key_uri.is_some()).then(|| Self {
             chain_pem: identity.chain_pem(),
-            key_pem: identity.private_key_pem(),
-        }
+            key_pem,
+            key_uri,
+        })
     }
 
     #[cfg(not(feature = "issuance"))]
-    fn of(identity: &Issued) -> Self {
+    fn of(identity: &Issued) -> Option<Self> {
         match *identity {}
     }
 
     /// The cached certificate for `request`'s device, checked at `now`; an error says why it
     /// is corrupt.
     #[cfg(feature = "issuance")]
-    fn read(&self, request: &RegistrationRequest, now: SystemTime) -> Result<Certificate, String> {
+    fn read(
+        &self,
+        request: &RegistrationRequest,
+        now: SystemTime,
+        open: KeyOpener<'_>,
+    ) -> Result<Certificate, String> {
         let id = &request.registration_id;
-        match Issued::from_pem(&self.chain_pem, &self.key_pem, id, now) {
+        let read = match (&self.key_pem, &self.key_uri) {
+            (Some(key_pem), _) => Issued::from_pem(&self.chain_pem, key_pem, id, now),
+            (None, Some(uri)) => match open(uri) {
+                Ok(signer) => Issued::from_pem_and_signer(&self.chain_pem, signer, id, now),
+                // Not corrupt: this client cannot reach the token (none configured, the token
+                // is absent). The assignment stands; a certificate is made again.
+                Err(why) => return Ok(Certificate::Unopenable(why)),
+            },
+            (None, None) => return Err("the cached certificate has no key".into()),
+        };
+        match read {
             Ok(identity) => Ok(Certificate::Valid(identity)),
             // Lapsed, not corrupt: renewal replaces it.
             Err(CertificateError::Expired { .. } | CertificateError::NotYetValid { .. }) => {
@@ -79,7 +118,12 @@ impl CachedCertificate {
     /// A build without the `issuance` feature reads no certificate: the assignment is used
     /// alone, as a plain registration would.
     #[cfg(not(feature = "issuance"))]
-    fn read(&self, _: &RegistrationRequest, _: SystemTime) -> Result<Certificate, String> {
+    fn read(
+        &self,
+        _: &RegistrationRequest,
+        _: SystemTime,
+        _: KeyOpener<'_>,
+    ) -> Result<Certificate, String> {
         Ok(Certificate::Absent)
     }
 }
@@ -95,6 +139,13 @@ pub(super) struct Entry {
         expect(dead_code, reason = "only certificate issuance reads it")
     )]
     pub(super) certificate: Certificate,
+    /// Where the cached certificate's key is, when a token holds it: the key a renewal
+    /// destroys once its successor is stored.
+    #[cfg_attr(
+        not(feature = "issuance"),
+        expect(dead_code, reason = "only certificate issuance reads it")
+    )]
+    pub(super) key_uri: Option<String>,
 }
 
 /// The certificate of a cache entry.
@@ -110,6 +161,8 @@ pub(super) enum Certificate {
     Lapsed,
     /// One within its validity, checked against its key and the device.
     Valid(Issued),
+    /// One whose key is in a token this client cannot open now; why.
+    Unopenable(String),
 }
 
 /// What the cache says for a device.
@@ -125,8 +178,14 @@ pub(super) enum Lookup {
     Corrupt(String),
 }
 
-/// The cache at `path` for `request`'s device, its certificate checked at `now`.
-pub(super) fn load(path: &Path, request: &RegistrationRequest, now: SystemTime) -> Lookup {
+/// The cache at `path` for `request`'s device, its certificate checked at `now`, a key held
+/// elsewhere found with `open`.
+pub(super) fn load(
+    path: &Path,
+    request: &RegistrationRequest,
+    now: SystemTime,
+    open: KeyOpener<'_>,
+) -> Lookup {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Lookup::Missing,
@@ -144,7 +203,8 @@ pub(super) fn load(path: &Path, request: &RegistrationRequest, now: SystemTime) 
     if let Err(e) = cached.result.validate_assignment() {
         return Lookup::Corrupt(format!("the cached result is not a usable assignment: {e}"));
     }
-    let certificate = match cached.certificate.map(|c| c.read(request, now)) {
+    let key_uri = cached.certificate.as_ref().and_then(|c| c.key_uri.clone());
+    let certificate = match cached.certificate.map(|c| c.read(request, now, open)) {
         None => Certificate::Absent,
         Some(Ok(certificate)) => certificate,
         Some(Err(corrupt)) => return Lookup::Corrupt(corrupt),
@@ -152,6 +212,7 @@ pub(super) fn load(path: &Path, request: &RegistrationRequest, now: SystemTime) 
     Lookup::Found(Box::new(Entry {
         result: cached.result,
         certificate,
+        key_uri,
     }))
 }
 
@@ -166,7 +227,7 @@ pub(super) fn save(
         id_scope: request.id_scope.clone(),
         registration_id: request.registration_id.clone(),
         result: result.clone(),
-        certificate: certificate.map(CachedCertificate::of),
+        certificate: certificate.and_then(CachedCertificate::of),
     };
     let text = serde_json::to_string_pretty(&cached).map_err(std::io::Error::other)?;
     durable::write(path, text.as_bytes(), Readers::OwnerOnly)

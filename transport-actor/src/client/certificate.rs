@@ -46,6 +46,11 @@ pub struct CertificateOptions {
     /// as a fraction (1/3 by default: a 30-day certificate from its 20th day). 0 renews only
     /// expired certificates, 1 every time.
     pub renewal_window: f64,
+    /// Where each CSR's key is made: in memory (`None`, the default; the key is then cached
+    /// and written as PEM), or inside a PKCS#11 token, where it stays: the cache keeps its
+    /// URI, and a renewal destroys the old key once the new certificate is stored.
+    #[cfg(feature = "pkcs11")]
+    pub token_keys: Option<crate::pkcs11::TokenKeys>,
 }
 
 impl Default for CertificateOptions {
@@ -55,6 +60,8 @@ impl Default for CertificateOptions {
             curve: KeyCurve::P384,
             policy: CsrPolicy::Required,
             renewal_window: 1.0 / 3.0,
+            #[cfg(feature = "pkcs11")]
+            token_keys: None,
         }
     }
 }
@@ -75,8 +82,9 @@ impl Provisioned {
     /// for the program that connects to the IoT hub with them. Each file is written durably (a
     /// temporary file, synced, renamed over the old one), so a power cut leaves the old file
     /// or the new one, never half of either; the key's file is readable by its owner only from
-    /// the moment it exists. Returns `false`, and writes nothing, when no certificate was
-    /// issued.
+    /// the moment it exists. A key held in a token is not written (`key` is left alone): the
+    /// identity's signer names it. Returns `false`, and writes nothing, when no certificate
+    /// was issued.
     ///
     /// ```no_run
     /// # fn example(provisioned: dps_transport_actor::Provisioned) -> std::io::Result<()> {
@@ -90,11 +98,9 @@ impl Provisioned {
             return Ok(false);
         };
         // The key first: a chain on disk is never without its key.
-        durable::write(
-            key,
-            identity.private_key_pem().as_bytes(),
-            Readers::OwnerOnly,
-        )?;
+        if let Some(key_pem) = identity.private_key_pem() {
+            durable::write(key, key_pem.as_bytes(), Readers::OwnerOnly)?;
+        }
         durable::write(chain, identity.chain_pem().as_bytes(), Readers::Anyone)?;
         Ok(true)
     }
@@ -133,7 +139,10 @@ impl ProvisioningClient {
         request: RegistrationRequest,
         options: &CertificateOptions,
     ) -> Result<Provisioned, ProvisioningError> {
-        if let Some(entry) = self.cached(&request) {
+        let keys = TokenKeysOf(options);
+        let mut replaced_key = None;
+        if let Some(entry) = self.cached(&request, &|uri| keys.open(uri)) {
+            replaced_key = entry.key_uri;
             let renewal = match entry.certificate {
                 Certificate::Valid(identity) => {
                     let due = identity.leaf().renewal_starts(options.renewal_window);
@@ -151,6 +160,13 @@ impl ProvisioningClient {
                     "the cached certificate is due for renewal"
                 }
                 Certificate::Lapsed => "the cached certificate has lapsed",
+                Certificate::Unopenable(why) => {
+                    tracing::warn!(
+                        registration_id = request.registration_id,
+                        "the cached certificate's key cannot be used: {why}"
+                    );
+                    "its key is out of reach"
+                }
                 Certificate::Absent if options.policy == CsrPolicy::IfOffered => {
                     return Ok(Provisioned {
                         result: entry.result,
@@ -167,10 +183,11 @@ impl ProvisioningClient {
         }
 
         let started = Instant::now();
-        let csr = CertificateRequest::generate_with(&request.registration_id, options.curve)?;
+        let (csr, made) = keys.request(&request.registration_id, options.curve)?;
         let result = match self.run(&request.clone().with_csr(&csr)).await {
             Ok(result) => result,
             Err(e) if options.policy == CsrPolicy::IfOffered && refuses_the_csr(&e) => {
+                made.discard();
                 tracing::warn!(
                     registration_id = request.registration_id,
                     "the service refused the CSR ({e}); registering without it"
@@ -184,24 +201,138 @@ impl ProvisioningClient {
                     from_cache: false,
                 });
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                made.discard();
+                return Err(e);
+            }
         };
         let chain = result
             .registration_state
             .as_ref()
             .and_then(|state| state.issued_certificate_chain.as_deref());
         let certificate = match (chain, options.policy) {
-            (Some(chain), _) => Some(csr.accept(chain, SystemTime::now())?),
-            (None, CsrPolicy::Required) => return Err(CertificateError::NoChainIssued.into()),
-            (None, CsrPolicy::IfOffered) => None,
+            (Some(chain), _) => match csr.accept(chain, SystemTime::now()) {
+                Ok(certificate) => Some(certificate),
+                Err(e) => {
+                    made.discard();
+                    return Err(e.into());
+                }
+            },
+            (None, CsrPolicy::Required) => {
+                made.discard();
+                return Err(CertificateError::NoChainIssued.into());
+            }
+            (None, CsrPolicy::IfOffered) => {
+                made.discard();
+                None
+            }
         };
         self.save(&request, &result, certificate.as_ref());
+        // The old key goes only now that its successor's certificate is checked and stored.
+        let new_key = certificate
+            .as_ref()
+            .and_then(|c| c.identity().signer())
+            .and_then(|s| s.locator());
+        if let Some(old) = replaced_key.filter(|old| new_key.as_ref() != Some(old)) {
+            keys.destroy(&old);
+        }
         Ok(Provisioned {
             result,
             certificate,
             from_cache: false,
         })
     }
+}
+
+/// The key source of [`CertificateOptions`]: memory, or a token with the `pkcs11` feature.
+struct TokenKeysOf<'a>(
+    #[cfg_attr(
+        not(feature = "pkcs11"),
+        expect(dead_code, reason = "the options name a token only with `pkcs11`")
+    )]
+    &'a CertificateOptions,
+);
+
+impl TokenKeysOf<'_> {
+    /// A CSR for `registration_id`, its key made where the options say, and that key when a
+    /// token holds it.
+    fn request(
+        &self,
+        registration_id: &str,
+        curve: KeyCurve,
+    ) -> Result<(CertificateRequest, MadeKey), ProvisioningError> {
+        #[cfg(feature = "pkcs11")]
+        if let Some(keys) = &self.0.token_keys {
+            let key = std::sync::Arc::new(keys.make(curve).map_err(key_error)?);
+            let made = MadeKey {
+                key: Some(key.clone()),
+            };
+            return match CertificateRequest::with_signer(registration_id, key) {
+                Ok(csr) => Ok((csr, made)),
+                Err(e) => {
+                    made.discard();
+                    Err(e.into())
+                }
+            };
+        }
+        let csr = CertificateRequest::generate_with(registration_id, curve)?;
+        Ok((csr, MadeKey::default()))
+    }
+
+    /// The key a cache names by `uri`, in the options' token.
+    fn open(&self, uri: &str) -> Result<std::sync::Arc<dyn dps_messages::x509::KeySigner>, String> {
+        #[cfg(feature = "pkcs11")]
+        if let Some(keys) = &self.0.token_keys {
+            return match keys.find(uri) {
+                Ok(key) => Ok(std::sync::Arc::new(key)),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        Err(format!("{uri} is in a token, and no token is configured"))
+    }
+
+    /// Destroys the key at `uri` in the options' token, if there is one; a failure is logged.
+    fn destroy(&self, uri: &str) {
+        #[cfg(feature = "pkcs11")]
+        if let Some(keys) = &self.0.token_keys {
+            match keys.find(uri) {
+                Ok(key) => destroy(&key),
+                Err(e) => tracing::warn!(key = uri, "cannot remove the replaced key: {e}"),
+            }
+        }
+        #[cfg(not(feature = "pkcs11"))]
+        let _ = uri;
+    }
+}
+
+/// A key made in a token for one CSR: [`MadeKey::discard`] destroys it when no certificate
+/// comes of it, so that failed registrations leave no keys behind.
+#[derive(Default)]
+struct MadeKey {
+    #[cfg(feature = "pkcs11")]
+    key: Option<std::sync::Arc<crate::pkcs11::Pkcs11Key>>,
+}
+
+impl MadeKey {
+    fn discard(&self) {
+        #[cfg(feature = "pkcs11")]
+        if let Some(key) = &self.key {
+            destroy(key);
+        }
+    }
+}
+
+#[cfg(feature = "pkcs11")]
+fn destroy(key: &crate::pkcs11::Pkcs11Key) {
+    match key.destroy() {
+        Ok(()) => tracing::info!(key = %key.uri(), "removed a key from the token"),
+        Err(e) => tracing::warn!(key = %key.uri(), "cannot remove a key from the token: {e}"),
+    }
+}
+
+#[cfg(feature = "pkcs11")]
+fn key_error(error: crate::pkcs11::Pkcs11Error) -> ProvisioningError {
+    ProvisioningError::Key(dps_messages::x509::SignError::new(error))
 }
 
 /// Whether the service refused the request in a way a request without a CSR may not be: a 4xx

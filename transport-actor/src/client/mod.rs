@@ -288,7 +288,12 @@ impl ProvisioningClient {
         &self,
         request: RegistrationRequest,
     ) -> Result<RegistrationResult, ProvisioningError> {
-        if let Some(cached) = self.cached(&request) {
+        // Only the assignment is used here: a key in a token is not opened.
+        #[cfg(feature = "issuance")]
+        let open: cache::KeyOpener<'_> = &|_| Err("not needed".into());
+        #[cfg(not(feature = "issuance"))]
+        let open = &();
+        if let Some(cached) = self.cached(&request, open) {
             tracing::info!(
                 registration_id = request.registration_id,
                 "using the cached assignment"
@@ -441,13 +446,17 @@ impl ProvisioningClient {
 
     /// The cache's entry for `request`'s device, unless there is no cache, `force` is set, or
     /// the entry cannot be used (a corrupt one is set aside, with a warning).
-    fn cached(&self, request: &RegistrationRequest) -> Option<cache::Entry> {
+    fn cached(
+        &self,
+        request: &RegistrationRequest,
+        open: cache::KeyOpener<'_>,
+    ) -> Option<cache::Entry> {
         let path = self
             .options
             .cache_file
             .as_ref()
             .filter(|_| !self.options.force)?;
-        match cache::load(path, request, std::time::SystemTime::now()) {
+        match cache::load(path, request, std::time::SystemTime::now(), open) {
             cache::Lookup::Found(entry) => Some(*entry),
             cache::Lookup::Missing => None,
             cache::Lookup::Unreadable(e) => {

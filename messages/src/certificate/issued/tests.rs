@@ -81,7 +81,7 @@ fn an_issued_chain_for_the_csr_becomes_an_identity() {
     let pem = issued.chain_pem();
     assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 2);
     assert!(pem.lines().all(|line| line.len() <= 64));
-    let key = issued.private_key_pem();
+    let key = issued.private_key_pem().unwrap();
     assert!(key.starts_with("-----BEGIN PRIVATE KEY-----\n"));
     let again = IssuedIdentity::from_pem(&pem, &key, "dev-1", january_15()).unwrap();
     assert_eq!(again.leaf(), issued.leaf());
@@ -174,8 +174,13 @@ fn a_written_identity_that_does_not_match_is_refused() {
         .unwrap();
     let now = january_15();
     assert_eq!(
-        IssuedIdentity::from_pem(&issued.chain_pem(), &other.private_key_pem(), "dev-1", now)
-            .unwrap_err(),
+        IssuedIdentity::from_pem(
+            &issued.chain_pem(),
+            &other.private_key_pem().unwrap(),
+            "dev-1",
+            now
+        )
+        .unwrap_err(),
         CertificateError::LeafKeyMismatch
     );
     assert!(matches!(
@@ -183,16 +188,22 @@ fn a_written_identity_that_does_not_match_is_refused() {
         CertificateError::BadKey(_)
     ));
     assert_eq!(
-        IssuedIdentity::from_pem("", &issued.private_key_pem(), "dev-1", now).unwrap_err(),
+        IssuedIdentity::from_pem("", &issued.private_key_pem().unwrap(), "dev-1", now).unwrap_err(),
         CertificateError::EmptyChain
     );
     let torn = "-----BEGIN CERTIFICATE-----\nMIIB\n";
     assert!(matches!(
-        IssuedIdentity::from_pem(torn, &issued.private_key_pem(), "dev-1", now).unwrap_err(),
+        IssuedIdentity::from_pem(torn, &issued.private_key_pem().unwrap(), "dev-1", now)
+            .unwrap_err(),
         CertificateError::Undecodable { index: 0, .. }
     ));
     assert!(matches!(
-        IssuedIdentity::from_pem(&issued.chain_pem(), &issued.private_key_pem(), "dev-2", now),
+        IssuedIdentity::from_pem(
+            &issued.chain_pem(),
+            &issued.private_key_pem().unwrap(),
+            "dev-2",
+            now
+        ),
         Err(CertificateError::LeafNameMismatch { .. })
     ));
 }
@@ -206,5 +217,78 @@ fn times_before_1970_stay_before_1970() {
     assert_eq!(
         system_time(5),
         SystemTime::UNIX_EPOCH + Duration::from_secs(5)
+    );
+}
+
+/// A key held elsewhere: the CSR is signed by its signer, the issued chain is accepted with
+/// it, and no key bytes come out.
+#[test]
+fn a_key_held_elsewhere_signs_its_csr_and_becomes_the_identity_without_its_bytes() {
+    use crate::x509::signer::tests::SoftwareSigner;
+    use rustls::SignatureScheme;
+    use std::sync::Arc;
+    use x509_parser::prelude::{FromDer, X509CertificationRequest};
+
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let signer = Arc::new(SoftwareSigner::new(
+        &key,
+        SignatureScheme::ECDSA_NISTP256_SHA256,
+    ));
+    let request = CertificateRequest::with_signer("dev-1", signer).unwrap();
+    assert_eq!(request.curve(), crate::certificate::KeyCurve::P256);
+    assert_eq!(request.public_key(), key.public_key_raw());
+    let (_, csr) = X509CertificationRequest::from_der(request.csr_der()).unwrap();
+    csr.verify_signature().unwrap();
+
+    let ca = Ca::new();
+    let issued = request
+        .accept(&ca.issue(&request, |_| {}), january_15())
+        .unwrap();
+    assert_eq!(
+        issued.private_key_pem(),
+        None,
+        "no bytes of a key held elsewhere"
+    );
+    assert!(issued.identity().signer().is_some());
+    let again = IssuedIdentity::from_pem_and_signer(
+        &issued.chain_pem(),
+        issued.identity().signer().unwrap().clone(),
+        "dev-1",
+        january_15(),
+    )
+    .unwrap();
+    assert_eq!(again.leaf(), issued.leaf());
+    // Another key's signer does not read the chain back.
+    let other = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let other = Arc::new(SoftwareSigner::new(
+        &other,
+        SignatureScheme::ECDSA_NISTP256_SHA256,
+    ));
+    assert_eq!(
+        IssuedIdentity::from_pem_and_signer(&issued.chain_pem(), other, "dev-1", january_15())
+            .unwrap_err(),
+        CertificateError::LeafKeyMismatch
+    );
+}
+
+#[test]
+fn a_key_dps_cannot_certify_is_refused_before_a_csr() {
+    use crate::x509::signer::tests::SoftwareSigner;
+    use rustls::SignatureScheme;
+    use std::sync::Arc;
+
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let rsa = Arc::new(SoftwareSigner::new(&key, SignatureScheme::RSA_PSS_SHA256));
+    let error = CertificateRequest::with_signer("dev-1", rsa).unwrap_err();
+    assert!(
+        matches!(&error, CertificateError::BadKey(why) if why.contains("RSA_PSS")),
+        "{error:?}"
+    );
+    let mut failing = SoftwareSigner::new(&key, SignatureScheme::ECDSA_NISTP256_SHA256);
+    failing.fail = true;
+    let error = CertificateRequest::with_signer("dev-1", Arc::new(failing)).unwrap_err();
+    assert!(
+        matches!(&error, CertificateError::Generate(why) if why.contains("the element is locked")),
+        "{error:?}"
     );
 }

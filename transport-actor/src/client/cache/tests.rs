@@ -23,6 +23,13 @@ fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("dps-cache-{name}-{}.json", std::process::id()))
 }
 
+/// The cache as a client without a token reads it.
+fn load(path: &Path, request: &RegistrationRequest, now: SystemTime) -> Lookup {
+    super::load(path, request, now, &|uri| {
+        Err(format!("no token for {uri}"))
+    })
+}
+
 fn found(lookup: Lookup) -> Entry {
     match lookup {
         Lookup::Found(entry) => *entry,
@@ -109,11 +116,40 @@ fn a_cached_certificate_is_kept_until_it_lapses_and_never_trusted_when_it_does_n
     // Another key beside the chain: corrupt.
     let mut cached: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    cached["certificate"]["key_pem"] = issued(now).private_key_pem().into();
+    cached["certificate"]["key_pem"] = issued(now).private_key_pem().unwrap().into();
     std::fs::write(&path, cached.to_string()).unwrap();
     assert!(matches!(
         load(&path, &request, now),
         Lookup::Corrupt(e) if e.contains("public key")
     ));
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A key held in a token is cached as its URI; a client that cannot open it keeps the
+/// assignment and says why the certificate is out of reach, without calling the file corrupt.
+#[test]
+fn a_key_in_a_token_is_cached_as_its_uri_and_never_as_bytes() {
+    let path = temp("token-key");
+    let request = RegistrationRequest::new("scope", "dev");
+    let now = SystemTime::now();
+    save(&path, &request, &assigned(), Some(&issued(now))).unwrap();
+    let mut cached: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let certificate = cached["certificate"].as_object_mut().unwrap();
+    certificate.remove("key_pem");
+    certificate.insert("key_uri".into(), "pkcs11:token=gw;object=k".into());
+    std::fs::write(&path, cached.to_string()).unwrap();
+    let entry = found(load(&path, &request, now));
+    assert_eq!(entry.key_uri.as_deref(), Some("pkcs11:token=gw;object=k"));
+    assert!(
+        matches!(&entry.certificate, Certificate::Unopenable(why) if why.contains("pkcs11:token=gw")),
+        "{:?}",
+        entry.certificate
+    );
+    // Neither bytes nor a URI: corrupt.
+    let certificate = cached["certificate"].as_object_mut().unwrap();
+    certificate.remove("key_uri");
+    std::fs::write(&path, cached.to_string()).unwrap();
+    assert!(matches!(load(&path, &request, now), Lookup::Corrupt(e) if e.contains("no key")));
     std::fs::remove_file(&path).unwrap();
 }

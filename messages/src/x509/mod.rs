@@ -1,5 +1,11 @@
-//! An X.509 device identity: a certificate chain and its private key, read from PEM
-//! (SRS 18_001, 18_037).
+//! An X.509 device identity: a certificate chain and its private key, read from PEM, or a
+//! chain and a [`KeySigner`] for a key kept in hardware (SRS 18_001, 18_037).
+
+pub(crate) mod signer;
+
+pub use signer::{
+    KeySigner, SignError, ecdsa_der_from_raw, rsa_public_key, subject_public_key_info,
+};
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,20 +24,15 @@ pub struct X509Identity {
     /// The chain with the key loaded for signing: parsed once here, not at every connect. No
     /// other copy of the key is kept.
     certified: Arc<CertifiedKey>,
+    /// The key's signer when the key is held elsewhere (a token, a secure element).
+    signer: Option<Arc<dyn KeySigner>>,
 }
 
 impl X509Identity {
     /// Reads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or
     /// SEC1), and checks that the key is usable and belongs to the leaf certificate.
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, AuthError> {
-        let chain = CertificateDer::pem_slice_iter(cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| AuthError::BadCertificate(e.to_string()))?;
-        if chain.is_empty() {
-            return Err(AuthError::BadCertificate(
-                "no CERTIFICATE block found".into(),
-            ));
-        }
+        let chain = read_chain(cert_pem)?;
         let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|e| AuthError::BadPrivateKey(e.to_string()))?;
         Self::from_der(chain, key)
@@ -59,7 +60,53 @@ impl X509Identity {
         }
         Ok(Self {
             certified: Arc::new(certified),
+            signer: None,
         })
+    }
+
+    /// A chain (leaf first) whose key is held elsewhere and signs through `signer`: a TPM, an
+    /// HSM, a secure element. The process never holds the key; each TLS handshake asks the
+    /// signer for one signature.
+    ///
+    /// Checks that the signer's algorithm is one TLS can use and that its public key is the
+    /// leaf's ([`AuthError::KeyMismatch`] otherwise).
+    pub fn from_signer(
+        chain: Vec<CertificateDer<'static>>,
+        signer: Arc<dyn KeySigner>,
+    ) -> Result<Self, AuthError> {
+        if chain.is_empty() {
+            return Err(AuthError::BadCertificate(
+                "the certificate chain is empty".into(),
+            ));
+        }
+        let (algorithm, spki) = signer::check(signer.as_ref())?;
+        let key = signer::ExternalKey {
+            signer: signer.clone(),
+            algorithm,
+            spki,
+        };
+        let certified = CertifiedKey::new(chain, Arc::new(key));
+        certified
+            .keys_match()
+            .map_err(|e| AuthError::KeyMismatch(e.to_string()))?;
+        Ok(Self {
+            certified: Arc::new(certified),
+            signer: Some(signer),
+        })
+    }
+
+    /// Reads a PEM certificate chain (leaf first) for a key held by `signer`; see
+    /// [`X509Identity::from_signer`].
+    pub fn from_pem_and_signer(
+        cert_pem: &[u8],
+        signer: Arc<dyn KeySigner>,
+    ) -> Result<Self, AuthError> {
+        Self::from_signer(read_chain(cert_pem)?, signer)
+    }
+
+    /// The signer of a key held elsewhere; `None` for a key read from bytes.
+    pub fn signer(&self) -> Option<&Arc<dyn KeySigner>> {
+        self.signer.as_ref()
     }
 
     /// The certificate chain, leaf first.
@@ -74,11 +121,32 @@ impl X509Identity {
     }
 }
 
+/// The certificates of a PEM file, leaf first; at least one.
+fn read_chain(cert_pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, AuthError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AuthError::BadCertificate(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(AuthError::BadCertificate(
+            "no CERTIFICATE block found".into(),
+        ));
+    }
+    Ok(chain)
+}
+
 impl fmt::Debug for X509Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("X509Identity")
             .field("certificates", &self.certified.cert.len())
-            .field("key", &"<redacted>")
+            .field(
+                "key",
+                &match &self.signer {
+                    Some(signer) => signer
+                        .locator()
+                        .unwrap_or_else(|| "<held elsewhere>".into()),
+                    None => "<redacted>".into(),
+                },
+            )
             .finish()
     }
 }

@@ -1,0 +1,6 @@
+//! Device keys in a PKCS#11 token (SoftHSM2), over real TLS against the mock broker.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod identity;
+mod softhsm;
