@@ -11,7 +11,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::sign::SingleCertAndKey;
+use rustls::sign::{CertifiedKey, Signer, SigningKey, SingleCertAndKey};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
 use crate::TrustRoots;
@@ -94,6 +94,49 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
+/// A device key held elsewhere, keeping its signing error in the connection's slot.
+#[derive(Debug)]
+struct RecordingKey {
+    inner: Arc<dyn SigningKey>,
+    slot: TlsErrorSlot,
+}
+
+impl SigningKey for RecordingKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        let inner = self.inner.choose_scheme(offered)?;
+        Some(Box::new(RecordingSigner {
+            inner,
+            slot: self.slot.clone(),
+        }))
+    }
+
+    fn public_key(&self) -> Option<rustls::pki_types::SubjectPublicKeyInfoDer<'_>> {
+        self.inner.public_key()
+    }
+
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        self.inner.algorithm()
+    }
+}
+
+#[derive(Debug)]
+struct RecordingSigner {
+    inner: Box<dyn Signer>,
+    slot: TlsErrorSlot,
+}
+
+impl Signer for RecordingSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        self.inner
+            .sign(message)
+            .inspect_err(|e| self.slot.set(e.clone()))
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        self.inner.scheme()
+    }
+}
+
 /// The parts of a client configuration that every connection of a transport shares.
 #[derive(Debug, Clone)]
 pub(crate) struct TlsSetup {
@@ -142,6 +185,17 @@ impl TlsSetup {
             .dangerous()
             .with_custom_certificate_verifier(verifier);
         let mut config = match identity {
+            // A key held elsewhere can fail to sign; ntex reports the handshake that failed so
+            // as a bare disconnect, so its error is kept in the connection's slot.
+            Some(id) if id.signer().is_some() => {
+                let certified = id.certified_key();
+                let key = RecordingKey {
+                    inner: certified.key.clone(),
+                    slot: slot.clone(),
+                };
+                let certified = CertifiedKey::new(certified.cert.clone(), Arc::new(key));
+                builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
+            }
             // The key was loaded once, when the identity was made, not again per connection.
             Some(id) => builder
                 .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(id.certified_key()))),

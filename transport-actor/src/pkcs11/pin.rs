@@ -60,3 +60,31 @@ impl fmt::Debug for Pin {
         f.write_str("Pin(<redacted>)")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_file_gives_its_first_line_and_an_empty_one_is_refused() {
+        let dir = std::env::temp_dir().join(format!("dps-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pin");
+        std::fs::write(&file, "4711\nnot the pin\n").unwrap();
+        assert!(Pin::from_file(&file).is_ok());
+        std::fs::write(&file, "\n4711\n").unwrap();
+        let empty = Pin::from_file(&file).unwrap_err();
+        assert!(matches!(&empty, Pkcs11Error::PinUnreadable(why) if why.contains("is empty")));
+        let missing = Pin::from_file(&dir.join("none")).unwrap_err();
+        assert!(matches!(missing, Pkcs11Error::PinUnreadable(_)));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(Pin::new("  ").is_err());
+    }
+
+    #[test]
+    fn a_pin_is_never_shown() {
+        let pin = Pin::new("4711").unwrap();
+        assert_eq!(format!("{pin:?}"), "Pin(<redacted>)");
+        assert!(Pin::from_env("DPS_TEST_NO_SUCH_VARIABLE").is_none());
+    }
+}

@@ -282,17 +282,23 @@ impl Pkcs11Token {
             .map_err(|e| self.failed("open a session", e))?;
         // A token checks the PIN at login, and the login holds for all of the process's
         // sessions; a new session after a logout logs in again.
-        let label = || inner.label.clone();
-        match session.login(UserType::User, Some(inner.pin.auth())) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-                Err(Pkcs11Error::PinIncorrect { label: label() })
-            }
-            Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
-                Err(Pkcs11Error::PinLocked { label: label() })
-            }
-            Err(e) => Err(self.failed("log in", e)),
-        }
+        let login = session.login(UserType::User, Some(inner.pin.auth()));
+        login_outcome(&inner.label, login).map(|()| session)
+    }
+}
+
+/// What a login's return value means.
+fn login_outcome(label: &str, login: Result<(), CkError>) -> Result<(), Pkcs11Error> {
+    let label = label.to_owned();
+    match login {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(Pkcs11Error::PinIncorrect { label }),
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Pkcs11Error::PinLocked { label }),
+        Err(e) => Err(Pkcs11Error::Token {
+            operation: "log in",
+            label,
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -371,4 +377,61 @@ fn is_stale(error: &CkError) -> bool {
             _
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use cryptoki::context::Function;
+
+    use super::*;
+
+    fn failure(rv: RvError) -> CkError {
+        CkError::Pkcs11(rv, Function::Login)
+    }
+
+    #[test]
+    fn a_login_is_read_by_its_return_value() {
+        assert_eq!(login_outcome("gw", Ok(())), Ok(()));
+        let already = login_outcome("gw", Err(failure(RvError::UserAlreadyLoggedIn)));
+        assert_eq!(already, Ok(()));
+        assert_eq!(
+            login_outcome("gw", Err(failure(RvError::PinIncorrect))),
+            Err(Pkcs11Error::PinIncorrect { label: "gw".into() })
+        );
+        // SoftHSM2 never locks a PIN; a hardware token does.
+        assert_eq!(
+            login_outcome("gw", Err(failure(RvError::PinLocked))),
+            Err(Pkcs11Error::PinLocked { label: "gw".into() })
+        );
+        let other = login_outcome("gw", Err(failure(RvError::DeviceError))).unwrap_err();
+        assert!(matches!(
+            other,
+            Pkcs11Error::Token {
+                operation: "log in",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn only_a_lost_session_or_key_handle_is_run_again() {
+        for rv in [
+            RvError::SessionHandleInvalid,
+            RvError::SessionClosed,
+            RvError::UserNotLoggedIn,
+            RvError::TokenNotPresent,
+            RvError::DeviceRemoved,
+            RvError::KeyHandleInvalid,
+            RvError::ObjectHandleInvalid,
+        ] {
+            assert!(is_stale(&failure(rv)), "{rv:?}");
+        }
+        for rv in [
+            RvError::PinIncorrect,
+            RvError::MechanismInvalid,
+            RvError::DeviceError,
+        ] {
+            assert!(!is_stale(&failure(rv)), "{rv:?}");
+        }
+    }
 }

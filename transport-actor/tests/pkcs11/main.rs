@@ -2,5 +2,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod faults;
 mod identity;
+mod issuance;
 mod softhsm;
