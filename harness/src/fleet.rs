@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::connection::Connection;
 use crate::outcome::Outcome;
-use crate::provision::Credential;
+use crate::provision::{Credential, DeviceKey};
 use crate::setup;
+use crate::token::TokenAccess;
 
 /// A line of the devices file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -32,7 +33,7 @@ pub struct DeviceLine {
     /// Its certificate chain (PEM), with `key`.
     #[serde(default)]
     pub cert: Option<PathBuf>,
-    /// The certificate's private key (PEM).
+    /// The certificate's private key: a PEM file, or a `pkcs11:` URI of a key in a token.
     #[serde(default)]
     pub key: Option<PathBuf>,
     /// An individual enrollment's key (base64).
@@ -47,11 +48,11 @@ pub struct DeviceLine {
 }
 
 impl DeviceLine {
-    fn auth(&self) -> Result<Authentication, ProvisioningError> {
+    fn auth(&self, token: &TokenAccess) -> Result<Authentication, ProvisioningError> {
         let credential = match (&self.cert, &self.key, &self.symmetric_key, &self.group_key) {
             (Some(cert), Some(key), None, None) => Credential::X509 {
                 cert: cert.clone(),
-                key: key.clone(),
+                key: DeviceKey::parse(key, token).map_err(ProvisioningError::InvalidRequest)?,
             },
             (None, None, Some(key), None) => Credential::SymmetricKey(key.clone()),
             (None, None, None, Some(key)) => Credential::GroupKey(key.clone()),
@@ -106,6 +107,8 @@ pub struct FleetArgs {
     pub timeout: Duration,
     /// The shortest wait between one device's requests.
     pub min_interval: Duration,
+    /// How to reach the token of devices whose key is a `pkcs11:` URI.
+    pub token: TokenAccess,
 }
 
 /// How a run ended.
@@ -143,7 +146,7 @@ pub async fn run(
             summary.skipped += 1;
             continue;
         }
-        let auth = match line.auth() {
+        let auth = match line.auth(&args.token) {
             Ok(auth) => auth,
             Err(e) => {
                 // A device whose credential cannot be used is its own outcome, not the run's.
@@ -361,12 +364,12 @@ mod tests {
         let line = |json: &str| serde_json::from_str::<DeviceLine>(json).unwrap();
         assert!(
             line(r#"{"registration_id":"a","group_key":"AAAA"}"#)
-                .auth()
+                .auth(&TokenAccess::default())
                 .is_ok()
         );
         assert!(
             line(r#"{"registration_id":"a","symmetric_key":"AAAA"}"#)
-                .auth()
+                .auth(&TokenAccess::default())
                 .is_ok()
         );
         for bad in [
@@ -374,7 +377,7 @@ mod tests {
             r#"{"registration_id":"a","group_key":"AAAA","symmetric_key":"AAAA"}"#,
             r#"{"registration_id":"a","cert":"x.pem"}"#,
         ] {
-            assert!(line(bad).auth().is_err(), "{bad}");
+            assert!(line(bad).auth(&TokenAccess::default()).is_err(), "{bad}");
         }
         assert!(serde_json::from_str::<DeviceLine>(r#"{"registration_id":"a","typo":1}"#).is_err());
     }

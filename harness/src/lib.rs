@@ -12,3 +12,4 @@ pub mod proxy_env;
 pub mod scenario;
 pub mod secrets;
 pub mod setup;
+pub mod token;

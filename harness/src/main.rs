@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use dps_harness::connection::Connection;
 use dps_harness::outcome::Outcome;
-use dps_harness::provision::{Credential, ProvisionArgs};
+use dps_harness::provision::{Credential, DeviceKey, ProvisionArgs};
+use dps_harness::token::TokenAccess;
 use dps_harness::{demo, provision, scenario};
 
 /// Azure IoT Device Provisioning Service over MQTT, from the command line.
@@ -74,8 +75,9 @@ struct Provision {
     /// The device certificate chain (PEM); its CN must be the registration id.
     #[arg(long, requires = "key")]
     cert: Option<PathBuf>,
-    /// The device certificate's private key (PEM).
-    #[arg(long, requires = "cert")]
+    /// The device certificate's private key: a PEM file, or a key in a PKCS#11 token by its
+    /// URI (`pkcs11:token=gw;object=device-key`; see --pkcs11-module and --pin-file).
+    #[arg(long, requires = "cert", value_name = "FILE|URI")]
     key: Option<PathBuf>,
     /// An individual enrollment's symmetric key (base64). Visible to every user of the
     /// machine: prefer --symmetric-key-file or DPS_SYMMETRIC_KEY.
@@ -112,6 +114,13 @@ struct Provision {
     /// The curve of the key made for --issue-cert: p384 (the service's recommendation) or p256.
     #[arg(long, default_value = "p384", requires = "issue_cert")]
     key_curve: dps_messages::certificate::KeyCurve,
+    /// Make --issue-cert's key inside a PKCS#11 token, labelled as the URI's `object=`
+    /// (`pkcs11:token=gw;object=issued`): it never leaves the token, no key file is written,
+    /// and --cache keeps its URI.
+    #[arg(long, value_name = "URI", requires = "issue_cert", value_parser = parse_pkcs11_uri)]
+    issue_key: Option<dps_transport_actor::pkcs11::Pkcs11Uri>,
+    #[command(flatten)]
+    token: TokenFlags,
     /// Print the whole result as JSON.
     #[arg(long)]
     json: bool,
@@ -147,6 +156,32 @@ struct FleetCmd {
     /// are kept whatever this says).
     #[arg(long, default_value_t = 2000)]
     min_interval_ms: u64,
+    #[command(flatten)]
+    token: TokenFlags,
+}
+
+/// How to reach a PKCS#11 token, for keys given as `pkcs11:` URIs.
+#[derive(Args)]
+struct TokenFlags {
+    /// The PKCS#11 module (a shared library: /usr/lib/softhsm/libsofthsm2.so,
+    /// /usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so ...); else DPS_PKCS11_MODULE.
+    #[arg(long, value_name = "PATH")]
+    pkcs11_module: Option<PathBuf>,
+    /// A file holding the token's user PIN (mode 600); else DPS_PKCS11_PIN. Never on the
+    /// command line.
+    #[arg(long, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
+}
+
+impl From<TokenFlags> for TokenAccess {
+    fn from(flags: TokenFlags) -> Self {
+        TokenAccess::new(flags.pkcs11_module, flags.pin_file)
+    }
+}
+
+fn parse_pkcs11_uri(text: &str) -> Result<dps_transport_actor::pkcs11::Pkcs11Uri, String> {
+    text.parse()
+        .map_err(|e: dps_transport_actor::pkcs11::Pkcs11Error| e.to_string())
 }
 
 /// How to reach the service: the same flags for `provision` and `fleet`.
@@ -253,7 +288,7 @@ async fn run_demo() -> ExitCode {
 }
 
 /// The credential from the arguments, or else from the environment; warnings on stderr.
-fn credential(p: &mut Provision) -> Result<Credential, String> {
+fn credential(p: &mut Provision, token: &TokenAccess) -> Result<Credential, String> {
     use dps_harness::secrets::{self, KeyArg, KeyKind};
     let mut warn = |warning: String| eprintln!("{warning}");
     let arg = |value: Option<String>, file: Option<PathBuf>| {
@@ -262,7 +297,10 @@ fn credential(p: &mut Provision) -> Result<Credential, String> {
     let symmetric = arg(p.symmetric_key.take(), p.symmetric_key_file.take());
     let group = arg(p.group_key.take(), p.group_key_file.take());
     match (p.cert.take(), p.key.take(), symmetric, group) {
-        (Some(cert), Some(key), None, None) => Ok(Credential::X509 { cert, key }),
+        (Some(cert), Some(key), None, None) => Ok(Credential::X509 {
+            cert,
+            key: DeviceKey::parse(&key, token)?,
+        }),
         (None, None, Some(arg), None) => Ok(Credential::SymmetricKey(secrets::read(
             KeyKind::Symmetric,
             arg,
@@ -296,7 +334,8 @@ fn credential(p: &mut Provision) -> Result<Credential, String> {
 }
 
 async fn run_provision(mut p: Provision) -> ExitCode {
-    let credential = match credential(&mut p) {
+    let token = TokenAccess::new(p.token.pkcs11_module.take(), p.token.pin_file.take());
+    let credential = match credential(&mut p, &token) {
         Ok(credential) => credential,
         Err(e) => {
             eprintln!("dps provision: {e}");
@@ -315,6 +354,8 @@ async fn run_provision(mut p: Provision) -> ExitCode {
         force: p.force,
         issue_cert: p.issue_cert,
         key_curve: p.key_curve,
+        issue_key: p.issue_key,
+        token,
     };
     let provisioned = provision::run(args).await;
     let outcome = match &provisioned {
@@ -357,6 +398,7 @@ async fn run_fleet(f: FleetCmd) -> ExitCode {
         rate: f.rate,
         timeout: Duration::from_secs(f.timeout),
         min_interval: Duration::from_millis(f.min_interval_ms),
+        token: f.token.into(),
     };
     let stop = async {
         if tokio::signal::ctrl_c().await.is_err() {

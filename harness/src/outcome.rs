@@ -41,7 +41,7 @@ impl Outcome {
         use ProvisioningError as E;
         match error {
             // The device's own credentials or request are unusable: not the service's verdict.
-            E::Auth(_) | E::InvalidRequest(_) => Outcome::InvalidInput,
+            E::Auth(_) | E::InvalidRequest(_) | E::Key(_) => Outcome::InvalidInput,
             E::Certificate(e) if e.is_local() => Outcome::InvalidInput,
             e if e.is_unauthorized() => Outcome::Unauthorized,
             E::RegistrationFailed(_) | E::RegistrationNotAssigned(_) => Outcome::Failed,

@@ -8,10 +8,12 @@ use dps_messages::{
     Authentication, IssuedIdentity, ProvisioningError, RegistrationRequest, RegistrationResult,
     SymmetricKey, X509Identity,
 };
+use dps_transport_actor::pkcs11::Pkcs11Uri;
 use dps_transport_actor::{CertificateOptions, ClientOptions, Provisioned, ProvisioningClient};
 
 use crate::connection::Connection;
 use crate::setup;
+use crate::token::TokenAccess;
 
 /// What to provision, and how.
 #[derive(Debug, Clone)]
@@ -37,22 +39,50 @@ pub struct ProvisionArgs {
     pub issue_cert: Option<PathBuf>,
     /// The curve of the key made for the certificate.
     pub key_curve: KeyCurve,
+    /// Make the certificate's key in this token, with this label (`object=`), instead of
+    /// in memory: the key stays there, and no key file is written.
+    pub issue_key: Option<Pkcs11Uri>,
+    /// How to reach a token (`issue_key`'s, or the device key's).
+    pub token: TokenAccess,
 }
 
 /// A device credential given on the command line.
 #[derive(Debug, Clone)]
 pub enum Credential {
-    /// Certificate chain and key files (PEM).
+    /// A certificate chain file (PEM) and its key.
     X509 {
         /// The certificate file.
         cert: PathBuf,
-        /// The key file.
-        key: PathBuf,
+        /// The key: a file, or a key in a token.
+        key: DeviceKey,
     },
     /// An individual enrollment's key.
     SymmetricKey(String),
     /// A group enrollment's key; the device key is derived from the registration id.
     GroupKey(String),
+}
+
+/// Where an X.509 device's private key is.
+#[derive(Debug, Clone)]
+pub enum DeviceKey {
+    /// A PEM file.
+    File(PathBuf),
+    /// A key in a PKCS#11 token, named by its URI, reached as `access` says.
+    Token(Pkcs11Uri, TokenAccess),
+}
+
+impl DeviceKey {
+    /// `text` as a key: a `pkcs11:` URI, or else a file's path.
+    pub fn parse(text: &Path, access: &TokenAccess) -> Result<Self, String> {
+        match text.to_str().filter(|t| Pkcs11Uri::is_uri(t)) {
+            Some(uri) => Ok(Self::Token(
+                uri.parse()
+                    .map_err(|e: dps_transport_actor::pkcs11::Pkcs11Error| e.to_string())?,
+                access.clone(),
+            )),
+            None => Ok(Self::File(text.to_owned())),
+        }
+    }
 }
 
 impl Credential {
@@ -62,8 +92,16 @@ impl Credential {
         Ok(match self {
             Credential::X509 { cert, key } => {
                 let cert = setup::read(cert).map_err(ProvisioningError::InvalidRequest)?;
-                let key = setup::read(key).map_err(ProvisioningError::InvalidRequest)?;
-                X509Identity::from_pem(cert.as_bytes(), key.as_bytes())?.into()
+                match key {
+                    DeviceKey::File(key) => {
+                        let key = setup::read(key).map_err(ProvisioningError::InvalidRequest)?;
+                        X509Identity::from_pem(cert.as_bytes(), key.as_bytes())?.into()
+                    }
+                    DeviceKey::Token(uri, access) => {
+                        let key = access.key(uri)?;
+                        X509Identity::from_pem_and_signer(cert.as_bytes(), key)?.into()
+                    }
+                }
             }
             Credential::SymmetricKey(key) => SymmetricKey::new(key.clone())?.into(),
             Credential::GroupKey(key) => SymmetricKey::from_group_key(key, registration_id)?.into(),
@@ -87,8 +125,8 @@ pub struct WrittenCertificate {
     pub identity: IssuedIdentity,
     /// The chain file (PEM).
     pub chain: PathBuf,
-    /// The key file (PEM, mode 0600).
-    pub key: PathBuf,
+    /// The key file (PEM, mode 0600); `None` for a key in a token.
+    pub key: Option<PathBuf>,
     /// Whether it came from the cache rather than a registration.
     pub from_cache: bool,
 }
@@ -120,8 +158,13 @@ pub async fn run(args: ProvisionArgs) -> Result<ProvisionOutcome, ProvisioningEr
     std::fs::create_dir_all(dir).map_err(|e| {
         ProvisioningError::InvalidRequest(format!("cannot create {}: {e}", dir.display()))
     })?;
+    let token_keys = match &args.issue_key {
+        Some(uri) => Some(args.token.keys(uri)?),
+        None => None,
+    };
     let options = CertificateOptions {
         curve: args.key_curve,
+        token_keys,
         ..CertificateOptions::default()
     };
     let provisioned = client.register_with_certificate(request, &options).await?;
@@ -132,8 +175,8 @@ pub async fn run(args: ProvisionArgs) -> Result<ProvisionOutcome, ProvisioningEr
     })
 }
 
-/// Writes `<dir>/<id>.pem` (the chain) and `<dir>/<id>.key` (the key, owner-only), durably;
-/// `None` when no certificate was issued.
+/// Writes `<dir>/<id>.pem` (the chain) and `<dir>/<id>.key` (the key, owner-only; not for a
+/// key in a token), durably; `None` when no certificate was issued.
 fn write_certificate(
     dir: &Path,
     registration_id: &str,
@@ -154,7 +197,7 @@ fn write_certificate(
     Ok(Some(WrittenCertificate {
         identity: identity.clone(),
         chain,
-        key,
+        key: identity.private_key_pem().map(|_| key),
         from_cache: provisioned.from_cache,
     }))
 }
@@ -167,13 +210,20 @@ pub fn certificate_summary(written: &WrittenCertificate) -> String {
     } else {
         "issued"
     };
+    let key = match (&written.key, written.identity.identity().signer()) {
+        (Some(file), _) => format!("{} (owner only)", file.display()),
+        (None, Some(signer)) => format!(
+            "{} (in the token)",
+            signer.locator().unwrap_or_else(|| "held elsewhere".into())
+        ),
+        (None, None) => "not written".into(),
+    };
     format!(
-        "certificate ({origin}): {}\n  subject {}\n  issuer  {}\n  expires {}\nkey: {} (owner only)",
+        "certificate ({origin}): {}\n  subject {}\n  issuer  {}\n  expires {}\nkey: {key}",
         written.chain.display(),
         leaf.subject,
         leaf.issuer,
         leaf.not_after_text,
-        written.key.display()
     )
 }
 

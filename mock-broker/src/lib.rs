@@ -44,8 +44,8 @@
 //! * `cli` (default): the `dps-mock-broker` command line (clap, tracing-subscriber). A test
 //!   that uses the broker as a library leaves it out.
 //! * `test-servers`: servers for tests that are not DPS: a [`hostile`] MQTT server that
-//!   misbehaves on purpose, an HTTP CONNECT [`proxy`], and [`system_tool`], which finds a tool
-//!   such as openssl or says SKIPPED.
+//!   misbehaves on purpose, an HTTP CONNECT [`proxy`], [`system_tool`], which finds a tool
+//!   such as openssl or says SKIPPED, and [`softhsm`], a PKCS#11 token of a test's own.
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -66,6 +66,8 @@ pub mod record;
 mod recorder;
 pub mod script;
 mod server;
+#[cfg(feature = "test-servers")]
+pub mod softhsm;
 #[cfg(feature = "test-servers")]
 pub mod system_tool;
 mod tls;

@@ -31,7 +31,8 @@ fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
 }
 
-fn skip(program: &OsStr, error: &std::io::Error) {
+/// Says `SKIPPED` for `program`, which cannot be used here; under CI, panics.
+pub(crate) fn skip(program: &OsStr, error: &std::io::Error) {
     let program = program.to_string_lossy();
     assert!(
         !under_ci(),

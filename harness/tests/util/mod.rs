@@ -21,6 +21,8 @@ const READ_BY_DPS: &[&str] = &[
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
     "RUST_LOG",
+    // The PKCS#11 module SoftHSM2 finds its tokens by.
+    "SOFTHSM2_CONF",
 ];
 
 /// The `dps` binary with `args`, and none of the environment it reads: a test sets what it is

@@ -13,7 +13,7 @@ use dps_transport_actor::{CertificateOptions, ProvisioningClient};
 
 use crate::common::*;
 use crate::identity::token_identity;
-use crate::softhsm::{PIN, SoftHsm, hsm};
+use crate::softhsm::{PIN, SoftHsm, TestToken, hsm};
 
 fn open(hsm: &SoftHsm, uri: &str, pin: &str) -> Result<Pkcs11Key, Pkcs11Error> {
     let uri: Pkcs11Uri = uri.parse().unwrap();
@@ -31,7 +31,7 @@ fn a_module_that_is_missing_or_not_pkcs11_is_named() {
             path: "/no/such/module.so".into()
         }
     );
-    let text_file = hsm.dir.join("softhsm2.conf");
+    let text_file = hsm.conf();
     let error = Pkcs11Key::open(&uri, Some(&text_file), &hsm.pin()).unwrap_err();
     assert!(
         matches!(&error, Pkcs11Error::NotAModule { path, .. } if *path == text_file),
@@ -100,7 +100,7 @@ fn a_wrong_pin_is_a_typed_error_and_never_retried() {
         .arg("--module")
         .arg(&hsm.module)
         .arg("-L")
-        .env("SOFTHSM2_CONF", hsm.dir.join("softhsm2.conf"))
+        .env("SOFTHSM2_CONF", hsm.conf())
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);

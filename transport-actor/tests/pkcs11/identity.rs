@@ -11,7 +11,7 @@ use dps_transport_actor::pkcs11::Pkcs11Key;
 use rustls::SignatureScheme;
 
 use crate::common::*;
-use crate::softhsm::{SoftHsm, hsm};
+use crate::softhsm::{SoftHsm, TestToken, hsm};
 
 /// The device `id`'s identity: the key `object` in `token`, certified by the broker's CA.
 pub fn token_identity(

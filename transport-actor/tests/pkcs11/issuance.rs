@@ -13,7 +13,7 @@ use dps_transport_actor::pkcs11::{Pkcs11Uri, TokenKeys};
 use dps_transport_actor::{CertificateOptions, ClientOptions, ProvisioningClient};
 
 use crate::common::*;
-use crate::softhsm::{PIN, SoftHsm, hsm};
+use crate::softhsm::{PIN, SoftHsm, TestToken, hsm};
 
 fn issuing() -> Fixture {
     let ca = Arc::new(IssuingCa::generate().unwrap());
@@ -49,7 +49,6 @@ fn issued_objects(hsm: &SoftHsm, token: &str, class: ObjectClass) -> Vec<Vec<u8>
     let out = hsm
         .tool(token)
         .args(["--list-objects", "--type", class_name(class)])
-        .env("SOFTHSM2_CONF", hsm.dir.join("softhsm2.conf"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
