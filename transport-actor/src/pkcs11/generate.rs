@@ -6,7 +6,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use dps_messages::certificate::KeyCurve;
 
-use super::key::{curve, unwrap_point};
+use super::public_key::{curve, unwrap_point};
 use super::{Pkcs11Error, Pkcs11Key, Pkcs11Token, Pkcs11Uri};
 
 /// The bytes of a generated key's `CKA_ID`: random, so that each renewal's key is told from

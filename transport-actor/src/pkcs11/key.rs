@@ -12,17 +12,13 @@ use std::sync::{Mutex, PoisonError};
 use cryptoki::error::Error as CkError;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
-use dps_messages::x509::{KeySigner, SignError, ecdsa_der_from_raw, rsa_public_key};
+use dps_messages::x509::{KeySigner, SignError, ecdsa_der_from_raw};
 use rustls::SignatureScheme;
 use sha2::Digest;
 
-use super::{Pin, Pkcs11Error, Pkcs11Token, Pkcs11Uri};
-
-/// DER of the curves' OIDs, as `CKA_EC_PARAMS` holds them.
-const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+use super::{Pin, Pkcs11Error, Pkcs11Token, Pkcs11Uri, public_key};
 
 /// A key in a token, named by a PKCS#11 URI, that signs in the token.
 ///
@@ -90,13 +86,21 @@ impl Pkcs11Key {
                 });
             }
         };
+        // One read for all that the private key may say of itself: a search costs more than
+        // a read on many tokens (SoftHSM2 opens every object's file at each search).
         let attributes = token.run("read the key", |session, _| {
-            session.get_attributes(handle, &[AttributeType::KeyType, AttributeType::Id])
+            session.get_attributes(
+                handle,
+                &[
+                    AttributeType::KeyType,
+                    AttributeType::Id,
+                    AttributeType::EcParams,
+                    AttributeType::PublicKeyInfo,
+                    AttributeType::Modulus,
+                    AttributeType::PublicExponent,
+                ],
+            )
         })?;
-        let key_type = attributes.iter().find_map(|a| match a {
-            Attribute::KeyType(kind) => Some(*kind),
-            _ => None,
-        });
         // The id found, so that the URI names this key alone from now on.
         if uri.id.is_none() {
             uri.id = attributes.iter().find_map(|a| match a {
@@ -104,60 +108,7 @@ impl Pkcs11Key {
                 _ => None,
             });
         }
-        let unsupported = |reason: String| Pkcs11Error::Unsupported {
-            uri: uri.to_string(),
-            reason,
-        };
-        let mechanisms = token
-            .context()
-            .get_mechanism_list(token.slot())
-            .map_err(|e| token.failed("list the mechanisms", e))?;
-        let (scheme, public_key) = match key_type {
-            Some(KeyType::EC) => {
-                if !mechanisms.contains(&MechanismType::ECDSA) {
-                    return Err(unsupported("the token does not offer CKM_ECDSA".into()));
-                }
-                ec_public_key(token, &uri).map_err(|e| match e {
-                    KeyProblem::Token(e) => e,
-                    KeyProblem::Unsupported(why) => unsupported(why),
-                })?
-            }
-            Some(KeyType::RSA) => {
-                if !mechanisms.contains(&MechanismType::RSA_PKCS_PSS) {
-                    return Err(unsupported(
-                        "the token does not offer CKM_RSA_PKCS_PSS, which TLS 1.3 needs for RSA"
-                            .into(),
-                    ));
-                }
-                let attributes = token.run("read the key", |session, _| {
-                    session.get_attributes(
-                        handle,
-                        &[AttributeType::Modulus, AttributeType::PublicExponent],
-                    )
-                })?;
-                let (mut modulus, mut exponent) = (None, None);
-                for attribute in attributes {
-                    match attribute {
-                        Attribute::Modulus(n) => modulus = Some(n),
-                        Attribute::PublicExponent(e) => exponent = Some(e),
-                        _ => {}
-                    }
-                }
-                let (Some(modulus), Some(exponent)) = (modulus, exponent) else {
-                    return Err(unsupported("the RSA key hides its modulus".into()));
-                };
-                (
-                    SignatureScheme::RSA_PSS_SHA256,
-                    rsa_public_key(&modulus, &exponent),
-                )
-            }
-            other => {
-                return Err(unsupported(format!(
-                    "a {} key; ECDSA P-256, P-384 or RSA is needed",
-                    other.map_or("typeless".into(), |k| k.to_string())
-                )));
-            }
-        };
+        let (scheme, public_key) = public_key::read(token, &uri, attributes)?;
         Ok(Self {
             token: token.clone(),
             uri,
@@ -270,7 +221,7 @@ impl KeySigner for Pkcs11Key {
 }
 
 /// Objects of `class` with the URI's label and id.
-fn find(
+pub(super) fn find(
     session: &Session,
     uri: &Pkcs11Uri,
     class: ObjectClass,
@@ -283,77 +234,4 @@ fn find(
         template.push(Attribute::Id(id.clone()));
     }
     session.find_objects(&template)
-}
-
-enum KeyProblem {
-    Token(Pkcs11Error),
-    Unsupported(String),
-}
-
-/// The scheme and public point of an EC key: its curve from the private key, its point from
-/// the public key beside it (a private key object holds no point).
-fn ec_public_key(
-    token: &Pkcs11Token,
-    uri: &Pkcs11Uri,
-) -> Result<(SignatureScheme, Vec<u8>), KeyProblem> {
-    let attributes = token
-        .run("read the public key", |session, _| {
-            let Some(public) = find(session, uri, ObjectClass::PUBLIC_KEY)?
-                .first()
-                .copied()
-            else {
-                return Ok(Vec::new());
-            };
-            session.get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])
-        })
-        .map_err(KeyProblem::Token)?;
-    let (mut params, mut point) = (None, None);
-    for attribute in attributes {
-        match attribute {
-            Attribute::EcParams(p) => params = Some(p),
-            Attribute::EcPoint(p) => point = Some(p),
-            _ => {}
-        }
-    }
-    let (Some(params), Some(point)) = (params, point) else {
-        return Err(KeyProblem::Unsupported(
-            "no public key object beside it (same label and id) to read its point from".into(),
-        ));
-    };
-    let (scheme, size) = match params.as_slice() {
-        P256 => (SignatureScheme::ECDSA_NISTP256_SHA256, 65),
-        P384 => (SignatureScheme::ECDSA_NISTP384_SHA384, 97),
-        _ => {
-            return Err(KeyProblem::Unsupported(
-                "an EC key on a curve other than P-256 or P-384".into(),
-            ));
-        }
-    };
-    let point = unwrap_point(&point, size)
-        .ok_or_else(|| KeyProblem::Unsupported(format!("an EC point of {} bytes", point.len())))?;
-    Ok((scheme, point))
-}
-
-/// `CKA_EC_POINT` is a DER OCTET STRING holding the point; some tokens give the bare point.
-pub(super) fn unwrap_point(value: &[u8], size: usize) -> Option<Vec<u8>> {
-    match value {
-        [0x04, ..] if value.len() == size => Some(value.to_vec()),
-        [0x04, len, rest @ ..] if usize::from(*len) == size && rest.len() == size => {
-            Some(rest.to_vec())
-        }
-        [0x04, 0x81, len, rest @ ..] if usize::from(*len) == size && rest.len() == size => {
-            Some(rest.to_vec())
-        }
-        _ => None,
-    }
-}
-
-#[cfg(feature = "issuance")]
-/// The curve's `CKA_EC_PARAMS` and the scheme of a P-256 (`false`) or P-384 (`true`) key.
-pub(super) fn curve(p384: bool) -> (&'static [u8], SignatureScheme, usize) {
-    if p384 {
-        (P384, SignatureScheme::ECDSA_NISTP384_SHA384, 97)
-    } else {
-        (P256, SignatureScheme::ECDSA_NISTP256_SHA256, 65)
-    }
 }

@@ -16,7 +16,9 @@ mod error;
 #[cfg(feature = "issuance")]
 mod generate;
 mod key;
+mod module;
 mod pin;
+mod public_key;
 mod token;
 mod uri;
 

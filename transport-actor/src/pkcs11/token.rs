@@ -1,5 +1,5 @@
-//! One initialised module per path and one logged-in session pool per token, for the whole
-//! process: a factory station signs for hundreds of devices with one HSM, and every
+//! A token, found by its label or serial, logged in once, and one pool of sessions for the
+//! whole process: a factory station signs for hundreds of devices with one HSM, and every
 //! connection that uses the token shares them.
 //!
 //! Sessions are opened on demand up to [`MAX_SESSIONS`]; a signature takes one from the pool
@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 
@@ -42,6 +43,8 @@ struct TokenInner {
     pin: Pin,
     pool: Mutex<Pool>,
     freed: Condvar,
+    /// The mechanisms the token offers, asked once.
+    mechanisms: OnceLock<Vec<MechanismType>>,
 }
 
 /// Every token the process opened, by module and slot.
@@ -65,36 +68,6 @@ impl std::fmt::Debug for Pkcs11Token {
     }
 }
 
-/// The module at `path`, loaded and initialised once per process (with OS locking, so that
-/// every thread may call it).
-pub(super) fn module(path: &Path) -> Result<Pkcs11, Pkcs11Error> {
-    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
-    let mut modules = MODULES
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Some(context) = modules.get(path) {
-        return Ok(context.clone());
-    }
-    if !path.exists() {
-        return Err(Pkcs11Error::ModuleMissing {
-            path: path.to_owned(),
-        });
-    }
-    let not_a_module = |e: CkError| Pkcs11Error::NotAModule {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    };
-    let context = Pkcs11::new(path).map_err(not_a_module)?;
-    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        // Another part of the process initialised it: it is as usable.
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => return Err(not_a_module(e)),
-    }
-    modules.insert(path.to_owned(), context.clone());
-    Ok(context)
-}
-
 impl Pkcs11Token {
     /// The token `uri` names (`token=` label or `serial=`; the only one when it names
     /// neither) in the module at `module`, logged in with `pin`. The same token opened twice
@@ -102,7 +75,7 @@ impl Pkcs11Token {
     pub fn open(module: &Path, uri: &Pkcs11Uri, pin: &Pin) -> Result<Self, Pkcs11Error> {
         // Kept for the process: the pool, and the memory of a refused PIN.
         static TOKENS: OnceLock<Mutex<Tokens>> = OnceLock::new();
-        let context = self::module(module)?;
+        let context = super::module::load(module)?;
         let (slot, label) = find_slot(&context, module, uri)?;
         let mut tokens = TOKENS
             .get_or_init(Mutex::default)
@@ -125,6 +98,7 @@ impl Pkcs11Token {
                 pin: pin.clone(),
                 pool: Mutex::default(),
                 freed: Condvar::new(),
+                mechanisms: OnceLock::new(),
             }),
         };
         tokens.insert(key, token.inner.clone());
@@ -154,12 +128,17 @@ impl Pkcs11Token {
         &self.inner.module
     }
 
-    pub(super) fn context(&self) -> &Pkcs11 {
-        &self.inner.context
-    }
-
-    pub(super) fn slot(&self) -> Slot {
-        self.inner.slot
+    /// The mechanisms the token offers.
+    pub(super) fn mechanisms(&self) -> Result<&[MechanismType], Pkcs11Error> {
+        if let Some(known) = self.inner.mechanisms.get() {
+            return Ok(known);
+        }
+        let listed = self
+            .inner
+            .context
+            .get_mechanism_list(self.inner.slot)
+            .map_err(|e| self.failed("list the mechanisms", e))?;
+        Ok(self.inner.mechanisms.get_or_init(|| listed))
     }
 
     /// The error of `operation` failing with `error`.
@@ -380,58 +359,4 @@ fn is_stale(error: &CkError) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use cryptoki::context::Function;
-
-    use super::*;
-
-    fn failure(rv: RvError) -> CkError {
-        CkError::Pkcs11(rv, Function::Login)
-    }
-
-    #[test]
-    fn a_login_is_read_by_its_return_value() {
-        assert_eq!(login_outcome("gw", Ok(())), Ok(()));
-        let already = login_outcome("gw", Err(failure(RvError::UserAlreadyLoggedIn)));
-        assert_eq!(already, Ok(()));
-        assert_eq!(
-            login_outcome("gw", Err(failure(RvError::PinIncorrect))),
-            Err(Pkcs11Error::PinIncorrect { label: "gw".into() })
-        );
-        // SoftHSM2 never locks a PIN; a hardware token does.
-        assert_eq!(
-            login_outcome("gw", Err(failure(RvError::PinLocked))),
-            Err(Pkcs11Error::PinLocked { label: "gw".into() })
-        );
-        let other = login_outcome("gw", Err(failure(RvError::DeviceError))).unwrap_err();
-        assert!(matches!(
-            other,
-            Pkcs11Error::Token {
-                operation: "log in",
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn only_a_lost_session_or_key_handle_is_run_again() {
-        for rv in [
-            RvError::SessionHandleInvalid,
-            RvError::SessionClosed,
-            RvError::UserNotLoggedIn,
-            RvError::TokenNotPresent,
-            RvError::DeviceRemoved,
-            RvError::KeyHandleInvalid,
-            RvError::ObjectHandleInvalid,
-        ] {
-            assert!(is_stale(&failure(rv)), "{rv:?}");
-        }
-        for rv in [
-            RvError::PinIncorrect,
-            RvError::MechanismInvalid,
-            RvError::DeviceError,
-        ] {
-            assert!(!is_stale(&failure(rv)), "{rv:?}");
-        }
-    }
-}
+mod tests;
