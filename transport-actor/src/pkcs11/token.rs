@@ -59,6 +59,15 @@ struct Pool {
     refused: Option<Pkcs11Error>,
 }
 
+/// The same token: one pool, shared.
+impl PartialEq for Pkcs11Token {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Pkcs11Token {}
+
 impl std::fmt::Debug for Pkcs11Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pkcs11Token")
@@ -121,6 +130,16 @@ impl Pkcs11Token {
     /// The token's label.
     pub fn label(&self) -> &str {
         &self.inner.label
+    }
+
+    /// How many sessions the pool has open now (at most [`MAX_SESSIONS`]).
+    pub fn open_sessions(&self) -> usize {
+        let pool = self
+            .inner
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        pool.open
     }
 
     /// The module's path.
@@ -298,9 +317,18 @@ fn find_slot(
         .map_err(|e| failed("list the slots", e))?;
     let mut found = Vec::new();
     for slot in slots {
-        let info = context
-            .get_token_info(slot)
-            .map_err(|e| failed("read a token", e))?;
+        // A token that cannot be read (removed, broken) is not the one asked for; the others
+        // are still found.
+        let info = match context.get_token_info(slot) {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(
+                    slot = slot.id(),
+                    "skipping a token that cannot be read: {e}"
+                );
+                continue;
+            }
+        };
         let label = info.label().trim().to_owned();
         let serial = info.serial_number().trim().to_owned();
         found.push((slot, label, serial, info.user_pin_locked()));

@@ -138,7 +138,11 @@ fn log_out(hsm: &SoftHsm, token: &str) {
         .get_slots_with_token()
         .unwrap()
         .into_iter()
-        .find(|slot| context.get_token_info(*slot).unwrap().label() == token)
+        .find(|slot| {
+            context
+                .get_token_info(*slot)
+                .is_ok_and(|info| info.label() == token)
+        })
         .unwrap();
     let session = context.open_ro_session(slot).unwrap();
     session.logout().unwrap();
@@ -210,4 +214,28 @@ async fn a_failed_issuance_destroys_the_key_it_made() {
     assert_eq!(error.service_error().map(|e| e.status), Some(400));
     let left = open(hsm, "pkcs11:token=faults;object=refused", PIN).unwrap_err();
     assert!(matches!(left, Pkcs11Error::NoObject { .. }), "{left:?}");
+}
+
+/// The token is deleted while the device uses it (SoftHSM2's removal): the next registration
+/// fails at once with the key's error, within its deadline, and nothing hangs.
+#[actix_rt::test]
+async fn a_token_removed_under_the_device_fails_its_next_registration_in_time() {
+    let Some(hsm) = hsm() else { return };
+    let f = Fixture::start(Script::new());
+    let identity = token_identity(&f, hsm, "removed", "device-key", "hsm-removed");
+    let deadline = Duration::from_secs(5);
+    let client =
+        ProvisioningClient::start(f.config(Protocol::Mqtt), identity, fast_within(deadline))
+            .unwrap();
+    let request = f.request(Protocol::Mqtt, "hsm-removed");
+    assert!(client.register(request.clone()).await.is_ok());
+    hsm.run(std::process::Command::new("softhsm2-util").args([
+        "--delete-token",
+        "--token",
+        "removed",
+    ]));
+    let started = Instant::now();
+    let error = client.register(request).await.unwrap_err();
+    assert!(started.elapsed() < deadline + Duration::from_secs(1));
+    assert!(matches!(error, ProvisioningError::Key(_)), "{error:?}");
 }

@@ -181,7 +181,11 @@ fn read_private_attributes(hsm: &SoftHsm, uri: &Pkcs11Uri) -> Vec<Attribute> {
         .get_slots_with_token()
         .unwrap()
         .into_iter()
-        .find(|slot| context.get_token_info(*slot).unwrap().label() == "issue")
+        .find(|slot| {
+            context
+                .get_token_info(*slot)
+                .is_ok_and(|info| info.label() == "issue")
+        })
         .unwrap();
     let session = context.open_ro_session(slot).unwrap();
     let _ = session.login(

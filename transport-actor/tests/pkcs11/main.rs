@@ -5,4 +5,5 @@ mod common;
 mod faults;
 mod identity;
 mod issuance;
+mod pool;
 mod softhsm;

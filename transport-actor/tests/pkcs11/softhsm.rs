@@ -26,6 +26,14 @@ const TOKENS: &[(&str, &[KeySpec])] = &[
     ("wrong-pin", &[("EC:prime256v1", "device-key", "07")]),
     ("relogin", &[("EC:prime256v1", "device-key", "08")]),
     ("vanish", &[("EC:prime256v1", "device-key", "09")]),
+    ("removed", &[("EC:prime256v1", "device-key", "0a")]),
+    (
+        "pool",
+        &[
+            ("EC:prime256v1", "key-a", "0b"),
+            ("EC:secp384r1", "key-b", "0c"),
+        ],
+    ),
 ];
 
 /// The SoftHSM2 of this test binary, made on first use; `None` (after `SKIPPED`) where the
