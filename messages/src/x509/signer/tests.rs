@@ -21,7 +21,7 @@ impl SoftwareSigner {
         Self {
             scheme,
             public_key: key.public_key_raw().to_vec(),
-            key: rustls::crypto::ring::sign::any_ecdsa_type(&der).unwrap(),
+            key: rustls::crypto::ring::sign::any_supported_type(&der).unwrap(),
             fail: false,
         }
     }
@@ -65,12 +65,14 @@ fn the_public_key_info_is_the_one_a_certificate_carries() {
         ),
     ] {
         let key = rcgen::KeyPair::generate_for(algorithm).unwrap();
-        let (rustls_algorithm, spki) = check(&SoftwareSigner::new(&key, scheme)).unwrap();
+        let signer = SoftwareSigner::new(&key, scheme);
+        let (rustls_algorithm, spki) = check(&signer).unwrap();
         assert_eq!(
             spki,
             rcgen::PublicKeyData::subject_public_key_info(&key),
             "{scheme:?}"
         );
+        assert_eq!(subject_public_key_info(&signer).unwrap(), spki);
         assert_eq!(rustls_algorithm, rustls::SignatureAlgorithm::ECDSA);
     }
 }
@@ -200,4 +202,16 @@ fn long_der_lengths_take_as_many_bytes_as_they_need() {
     assert_eq!(&der(0x04, &[0; 0x80])[..3], [0x04, 0x81, 0x80]);
     assert_eq!(&der(0x04, &[0; 0x100])[..4], [0x04, 0x82, 0x01, 0x00]);
     assert_eq!(der(0x04, &[7]), [0x04, 1, 7]);
+}
+
+/// An RSA key's public key info, from its PKCS#1 public key: the one a certificate carries.
+#[cfg(feature = "issuance")]
+#[test]
+fn an_rsa_public_key_info_is_the_one_a_certificate_carries() {
+    let pem = include_str!("../../certificate/private_key/pkcs1-rsa.key");
+    let key = crate::certificate::key_pair_from_pem(pem).unwrap();
+    let signer = SoftwareSigner::new(&key, SignatureScheme::RSA_PSS_SHA256);
+    let (algorithm, spki) = check(&signer).unwrap();
+    assert_eq!(algorithm, rustls::SignatureAlgorithm::RSA);
+    assert_eq!(spki, rcgen::PublicKeyData::subject_public_key_info(&key));
 }
