@@ -110,9 +110,8 @@ impl SigningKey for RecordingKey {
         }))
     }
 
-    fn public_key(&self) -> Option<rustls::pki_types::SubjectPublicKeyInfoDer<'_>> {
-        self.inner.public_key()
-    }
+    // No `public_key`: rustls asks for it only to check a key against its certificate, which
+    // the identity did when it was made.
 
     fn algorithm(&self) -> rustls::SignatureAlgorithm {
         self.inner.algorithm()

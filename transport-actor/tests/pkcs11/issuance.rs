@@ -98,6 +98,9 @@ async fn a_key_made_in_the_token_is_certified_and_provisions_again_without_leavi
         .unwrap();
     let issued = provisioned.certificate.unwrap();
     assert_eq!(issued.leaf().subject, "CN=hsm-issued");
+    // The curve asked for.
+    let scheme = issued.identity().signer().unwrap().scheme();
+    assert_eq!(scheme, rustls::SignatureScheme::ECDSA_NISTP256_SHA256);
     assert_eq!(issued.private_key_pem(), None, "the key stays in the token");
     let uri = issued.identity().signer().unwrap().locator().unwrap();
     assert!(
@@ -227,6 +230,9 @@ async fn renewal_makes_a_new_token_key_and_destroys_the_old_one_after_storing_th
         .unwrap()
         .certificate
         .unwrap();
+    // The default curve, P-384, as the service documents.
+    let scheme = first.identity().signer().unwrap().scheme();
+    assert_eq!(scheme, rustls::SignatureScheme::ECDSA_NISTP384_SHA384);
     let first_uri: Pkcs11Uri = first
         .identity()
         .signer()
