@@ -14,6 +14,10 @@ fn keys_of_one_token_share_a_bounded_pool_across_threads() {
     let a = Pkcs11Key::open(&hsm.uri("pool", "key-a"), hsm.module(), &hsm.pin()).unwrap();
     let b = Pkcs11Key::open(&hsm.uri("pool", "key-b"), hsm.module(), &hsm.pin()).unwrap();
     assert_eq!(a.token(), b.token(), "one token, one pool");
+    // Each key's URI names it alone: the token's label, and the id read from the key.
+    assert_eq!(a.uri().token.as_deref(), Some("pool"));
+    assert_eq!(a.uri().id.as_deref(), Some(&[0x0b][..]));
+    assert_eq!(b.uri().id.as_deref(), Some(&[0x0c][..]));
     let keys = [Arc::new(a), Arc::new(b)];
     let threads: Vec<_> = (0..16)
         .map(|i| {
