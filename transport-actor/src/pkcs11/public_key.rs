@@ -44,7 +44,7 @@ pub(super) fn read(
         match attribute {
             Attribute::KeyType(kind) => key_type = Some(kind),
             Attribute::EcParams(p) => params = Some(p),
-            Attribute::PublicKeyInfo(i) if !i.is_empty() => info = Some(i),
+            Attribute::PublicKeyInfo(i) => info = Some(i),
             Attribute::Modulus(n) => modulus = Some(n),
             Attribute::PublicExponent(e) => exponent = Some(e),
             _ => {}
@@ -65,25 +65,8 @@ pub(super) fn read(
                     ));
                 }
             };
-            let point = match info.as_deref().and_then(point_in_spki) {
-                Some(point) => point.to_vec(),
-                None => public_point(token, uri)?
-                    .ok_or_else(|| {
-                        unsupported(
-                            "no public key object beside it (same label and id) to read its \
-                             point from"
-                                .into(),
-                        )
-                    })
-                    .and_then(|point| {
-                        unwrap_point(&point, size).ok_or_else(|| {
-                            unsupported(format!("an EC point of {} bytes", point.len()))
-                        })
-                    })?,
-            };
-            if point.len() != size {
-                return Err(unsupported("its public key is not on its curve".into()));
-            }
+            let point = ec_point(info.as_deref(), size, || public_point(token, uri))?
+                .map_err(unsupported)?;
             Ok((scheme, point))
         }
         Some(KeyType::RSA) => {
@@ -105,6 +88,28 @@ pub(super) fn read(
             other.map_or("typeless".into(), |k| k.to_string())
         ))),
     }
+}
+
+/// The point of an EC key whose points are `size` bytes: from its public key info when the
+/// token keeps one there, else from `public_object` (the public key's `CKA_EC_POINT`), asked
+/// only then. The inner error says why the key is unusable.
+fn ec_point(
+    info: Option<&[u8]>,
+    size: usize,
+    public_object: impl FnOnce() -> Result<Option<Vec<u8>>, Pkcs11Error>,
+) -> Result<Result<Vec<u8>, String>, Pkcs11Error> {
+    if let Some(point) = info
+        .and_then(point_in_spki)
+        .filter(|point| point.len() == size)
+    {
+        return Ok(Ok(point.to_vec()));
+    }
+    let Some(point) = public_object()? else {
+        return Ok(Err(
+            "no public key object beside it (same label and id) to read its point from".into(),
+        ));
+    };
+    Ok(unwrap_point(&point, size).ok_or_else(|| format!("an EC point of {} bytes", point.len())))
 }
 
 /// The `CKA_EC_POINT` of the public key object with the URI's label and id, if there is one.
@@ -174,6 +179,28 @@ mod tests {
         assert_eq!(unwrap_point(&wrapped, 97), None);
         assert_eq!(unwrap_point(&point[..64], 65), None);
         assert_eq!(unwrap_point(&[], 65), None);
+    }
+
+    #[test]
+    fn the_public_object_is_asked_only_when_the_key_info_has_no_point_of_the_curve() {
+        let point = [vec![0x04], vec![5; 64]].concat();
+        let info = [P256_SPKI.to_vec(), point.clone()].concat();
+        let never = || -> Result<Option<Vec<u8>>, Pkcs11Error> { panic!("searched") };
+        assert_eq!(ec_point(Some(&info), 65, never), Ok(Ok(point.clone())));
+        let object = || Ok(Some([vec![0x04, 65], point.clone()].concat()));
+        // No info, empty info (SoftHSM2's), and the info of another curve.
+        assert_eq!(ec_point(None, 65, object), Ok(Ok(point.clone())));
+        assert_eq!(ec_point(Some(&[]), 65, object), Ok(Ok(point.clone())));
+        let p384 = [P384_SPKI.to_vec(), vec![0x04], vec![5; 96]].concat();
+        assert_eq!(ec_point(Some(&p384), 65, object), Ok(Ok(point.clone())));
+        let missing = ec_point(None, 65, || Ok(None)).unwrap().unwrap_err();
+        assert!(missing.contains("no public key object"), "{missing}");
+        let short = ec_point(None, 65, || Ok(Some(vec![0x04; 3])))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(short, "an EC point of 3 bytes");
+        let failed = Pkcs11Error::PinUnreadable("x".into());
+        assert_eq!(ec_point(None, 65, || Err(failed.clone())), Err(failed));
     }
 
     #[test]
