@@ -177,6 +177,23 @@ mod tests {
         let long = [vec![0x04, 0x81, 65], point.clone()].concat();
         assert_eq!(unwrap_point(&long, 65), Some(point.clone()));
         assert_eq!(unwrap_point(&wrapped, 97), None);
+        // A length byte that disagrees with what follows, either way.
+        assert_eq!(
+            unwrap_point(&[vec![0x04, 65], point[..64].to_vec()].concat(), 65),
+            None
+        );
+        assert_eq!(
+            unwrap_point(&[vec![0x04, 64], point.clone()].concat(), 65),
+            None
+        );
+        assert_eq!(
+            unwrap_point(&[vec![0x04, 0x81, 65], point[..64].to_vec()].concat(), 65),
+            None
+        );
+        assert_eq!(
+            unwrap_point(&[vec![0x04, 0x81, 64], point.clone()].concat(), 65),
+            None
+        );
         assert_eq!(unwrap_point(&point[..64], 65), None);
         assert_eq!(unwrap_point(&[], 65), None);
     }

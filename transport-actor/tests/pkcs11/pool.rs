@@ -14,6 +14,13 @@ fn keys_of_one_token_share_a_bounded_pool_across_threads() {
     let a = Pkcs11Key::open(&hsm.uri("pool", "key-a"), hsm.module(), &hsm.pin()).unwrap();
     let b = Pkcs11Key::open(&hsm.uri("pool", "key-b"), hsm.module(), &hsm.pin()).unwrap();
     assert_eq!(a.token(), b.token(), "one token, one pool");
+    let other = Pkcs11Key::open(&hsm.uri("p256", "device-key"), hsm.module(), &hsm.pin()).unwrap();
+    assert_ne!(a.token(), other.token(), "another token, another pool");
+    let shown = format!("{:?}", a.token());
+    assert!(
+        shown.contains("\"pool\"") && !shown.contains(crate::softhsm::PIN),
+        "{shown}"
+    );
     // Each key's URI names it alone: the token's label, and the id read from the key.
     assert_eq!(a.uri().token.as_deref(), Some("pool"));
     assert_eq!(a.uri().id.as_deref(), Some(&[0x0b][..]));
