@@ -91,15 +91,8 @@ impl Pkcs11Token {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let key = (module.to_owned(), slot.id());
-        if let Some(inner) = tokens.get(&key) {
-            let token = Self {
-                inner: inner.clone(),
-            };
-            let refused = token.refused();
-            return refused.map_or(Ok(token), Err);
-        }
-        let token = Self {
-            inner: Arc::new(TokenInner {
+        let inner = tokens.entry(key).or_insert_with(|| {
+            Arc::new(TokenInner {
                 context,
                 module: module.to_owned(),
                 slot,
@@ -108,23 +101,17 @@ impl Pkcs11Token {
                 pool: Mutex::default(),
                 freed: Condvar::new(),
                 mechanisms: OnceLock::new(),
-            }),
+            })
+        });
+        let token = Self {
+            inner: inner.clone(),
         };
-        tokens.insert(key, token.inner.clone());
         drop(tokens);
-        // Log in now, so that a wrong PIN is an error here, before any connection.
+        // Log in now (a token opened before: its pool's session, or the PIN it refused), so that
+        // a wrong PIN is an error here, before any connection.
         let session = token.take()?;
         token.give_back(session);
         Ok(token)
-    }
-
-    fn refused(&self) -> Option<Pkcs11Error> {
-        let pool = self
-            .inner
-            .pool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        pool.refused.clone()
     }
 
     /// The token's label.
