@@ -121,11 +121,19 @@ async fn a_token_that_dropped_its_login_is_logged_into_again() {
         client.register(request.clone()).await.unwrap().status,
         RegistrationStatus::Assigned
     );
+    // The pool the device's key uses: one session, for one handshake at a time.
+    let pool = Pkcs11Key::open(&hsm.uri("relogin", "device-key"), hsm.module(), &hsm.pin())
+        .unwrap()
+        .token()
+        .clone();
+    assert_eq!(pool.open_sessions(), 1);
     log_out(hsm, "relogin");
     assert_eq!(
         client.register(request).await.unwrap().status,
         RegistrationStatus::Assigned
     );
+    // The session the logout ended was closed, and one new one took its place.
+    assert_eq!(pool.open_sessions(), 1);
 }
 
 /// Logs the user out of `token` in this process, as a token reset would.
@@ -229,6 +237,10 @@ async fn a_token_removed_under_the_device_fails_its_next_registration_in_time() 
             .unwrap();
     let request = f.request(Protocol::Mqtt, "hsm-removed");
     assert!(client.register(request.clone()).await.is_ok());
+    let pool = Pkcs11Key::open(&hsm.uri("removed", "device-key"), hsm.module(), &hsm.pin())
+        .unwrap()
+        .token()
+        .clone();
     hsm.run(std::process::Command::new("softhsm2-util").args([
         "--delete-token",
         "--token",
@@ -238,4 +250,6 @@ async fn a_token_removed_under_the_device_fails_its_next_registration_in_time() 
     let error = client.register(request).await.unwrap_err();
     assert!(started.elapsed() < deadline + Duration::from_secs(1));
     assert!(matches!(error, ProvisioningError::Key(_)), "{error:?}");
+    // The sessions of the removed token are all closed; none could be opened again.
+    assert_eq!(pool.open_sessions(), 0);
 }
