@@ -253,3 +253,35 @@ async fn a_token_removed_under_the_device_fails_its_next_registration_in_time() 
     // The sessions of the removed token are all closed; none could be opened again.
     assert_eq!(pool.open_sessions(), 0);
 }
+
+/// A token is found by its serial number as well as its label, and both must agree.
+#[test]
+fn a_token_is_found_by_its_serial_and_a_wrong_one_is_no_token() {
+    let Some(hsm) = hsm() else { return };
+    let context = cryptoki::context::Pkcs11::new(&hsm.module).unwrap();
+    let _ = context.initialize(cryptoki::context::CInitializeArgs::new(
+        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+    ));
+    let serial = context
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .filter_map(|slot| context.get_token_info(slot).ok())
+        .find(|info| info.label() == "faults")
+        .map(|info| info.serial_number().trim().to_owned())
+        .unwrap();
+    let key = open(
+        hsm,
+        &format!("pkcs11:serial={serial};object=device-key"),
+        PIN,
+    )
+    .unwrap();
+    assert_eq!(key.token().label(), "faults");
+    let error = open(
+        hsm,
+        "pkcs11:token=faults;serial=0000000000000000;object=device-key",
+        PIN,
+    )
+    .unwrap_err();
+    assert!(matches!(error, Pkcs11Error::NoToken { .. }), "{error:?}");
+}
