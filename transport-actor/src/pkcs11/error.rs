@@ -45,7 +45,8 @@ pub enum Pkcs11Error {
         count: usize,
     },
     /// The PIN was refused (`CKR_PIN_INCORRECT`). It is not tried again: tokens lock after a
-    /// few wrong PINs.
+    /// few wrong PINs, so the process remembers the refusal and answers every later open of
+    /// the token with it, whatever PIN is given, until it restarts.
     #[error(
         "the PIN of token `{label}` is incorrect (not retried: the token locks after a few tries)"
     )]
