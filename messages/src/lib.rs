@@ -27,6 +27,7 @@ mod classify;
 #[cfg(feature = "actix")]
 mod commands;
 pub mod connect;
+mod der;
 mod encoding;
 pub mod error;
 mod operation;

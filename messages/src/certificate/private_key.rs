@@ -12,6 +12,7 @@ use rcgen::KeyPair;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::der::der;
 use crate::error::CertificateError;
 
 /// The forms tried, as an error names them.
@@ -76,22 +77,6 @@ fn pkcs8(algorithm: &[u8], key: &[u8]) -> Vec<u8> {
         0x30,
         &[&version[..], &der(0x30, algorithm), &der(0x04, key)].concat(),
     )
-}
-
-/// A DER element: `tag`, the definite length of `content`, `content`.
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
 }
 
 #[cfg(test)]
@@ -159,13 +144,5 @@ mod tests {
             let body = pem.lines().nth(1).unwrap();
             assert!(!error(pem).contains(body), "the error shows the key");
         }
-    }
-
-    #[test]
-    fn der_lengths_take_the_long_form_from_128_bytes() {
-        assert_eq!(der(0x04, &[7; 3]), [0x04, 3, 7, 7, 7]);
-        assert_eq!(der(0x04, &[0; 127])[..2], [0x04, 127]);
-        assert_eq!(der(0x04, &[0; 128])[..3], [0x04, 0x81, 128]);
-        assert_eq!(der(0x04, &[0; 300])[..4], [0x04, 0x82, 0x01, 0x2c]);
     }
 }

@@ -15,6 +15,7 @@ use rustls::pki_types::SubjectPublicKeyInfoDer;
 use rustls::sign::{Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
 
+use crate::der::der;
 use crate::error::AuthError;
 
 /// A private key held elsewhere, that signs on request.
@@ -188,22 +189,6 @@ fn spki(algorithm: &[u8], key: &[u8]) -> Vec<u8> {
     let mut body = der(0x30, algorithm);
     body.extend(der(0x03, &bits));
     der(0x30, &body)
-}
-
-/// One DER element: tag, length, contents.
-fn der(tag: u8, contents: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = contents.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(contents);
-    out
 }
 
 /// An ECDSA signature as PKCS#11 and raw signers return it (`r ‖ s`, each the curve's size)

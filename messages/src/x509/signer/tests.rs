@@ -197,13 +197,6 @@ fn raw_ecdsa_signatures_become_der_integers() {
     assert_eq!(der.len(), 104);
 }
 
-#[test]
-fn long_der_lengths_take_as_many_bytes_as_they_need() {
-    assert_eq!(&der(0x04, &[0; 0x80])[..3], [0x04, 0x81, 0x80]);
-    assert_eq!(&der(0x04, &[0; 0x100])[..4], [0x04, 0x82, 0x01, 0x00]);
-    assert_eq!(der(0x04, &[7]), [0x04, 1, 7]);
-}
-
 /// An RSA key's public key info, from its PKCS#1 public key: the one a certificate carries.
 #[cfg(feature = "issuance")]
 #[test]
