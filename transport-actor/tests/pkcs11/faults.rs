@@ -13,7 +13,7 @@ use dps_transport_actor::{CertificateOptions, ProvisioningClient};
 
 use crate::common::*;
 use crate::identity::token_identity;
-use crate::softhsm::{PIN, SoftHsm, TestToken, hsm};
+use crate::softhsm::{PIN, SoftHsm, TestToken, hsm, raw_token};
 
 fn open(hsm: &SoftHsm, uri: &str, pin: &str) -> Result<Pkcs11Key, Pkcs11Error> {
     let uri: Pkcs11Uri = uri.parse().unwrap();
@@ -138,20 +138,7 @@ async fn a_token_that_dropped_its_login_is_logged_into_again() {
 
 /// Logs the user out of `token` in this process, as a token reset would.
 fn log_out(hsm: &SoftHsm, token: &str) {
-    let context = cryptoki::context::Pkcs11::new(&hsm.module).unwrap();
-    let _ = context.initialize(cryptoki::context::CInitializeArgs::new(
-        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
-    ));
-    let slot = context
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|slot| {
-            context
-                .get_token_info(*slot)
-                .is_ok_and(|info| info.label() == token)
-        })
-        .unwrap();
+    let (context, slot, _) = raw_token(hsm, token);
     let session = context.open_ro_session(slot).unwrap();
     session.logout().unwrap();
 }
@@ -258,18 +245,8 @@ async fn a_token_removed_under_the_device_fails_its_next_registration_in_time() 
 #[test]
 fn a_token_is_found_by_its_serial_and_a_wrong_one_is_no_token() {
     let Some(hsm) = hsm() else { return };
-    let context = cryptoki::context::Pkcs11::new(&hsm.module).unwrap();
-    let _ = context.initialize(cryptoki::context::CInitializeArgs::new(
-        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
-    ));
-    let serial = context
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .filter_map(|slot| context.get_token_info(slot).ok())
-        .find(|info| info.label() == "faults")
-        .map(|info| info.serial_number().trim().to_owned())
-        .unwrap();
+    let (_, _, info) = raw_token(hsm, "faults");
+    let serial = info.serial_number().trim().to_owned();
     let key = open(
         hsm,
         &format!("pkcs11:serial={serial};object=device-key"),

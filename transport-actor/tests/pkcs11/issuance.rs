@@ -13,7 +13,7 @@ use dps_transport_actor::pkcs11::{Pkcs11Uri, TokenKeys};
 use dps_transport_actor::{CertificateOptions, ClientOptions, ProvisioningClient};
 
 use crate::common::*;
-use crate::softhsm::{PIN, SoftHsm, TestToken, hsm};
+use crate::softhsm::{PIN, SoftHsm, TestToken, hsm, raw_token};
 
 fn issuing() -> Fixture {
     let ca = Arc::new(IssuingCa::generate().unwrap());
@@ -175,21 +175,7 @@ async fn a_key_made_in_the_token_is_certified_and_provisions_again_without_leavi
 
 /// The private key's attributes as the token reports them (`CKA_VALUE` is asked for too).
 fn read_private_attributes(hsm: &SoftHsm, uri: &Pkcs11Uri) -> Vec<Attribute> {
-    let context = cryptoki::context::Pkcs11::new(&hsm.module).unwrap();
-    // The library initialised the module already; this context shares it.
-    let _ = context.initialize(cryptoki::context::CInitializeArgs::new(
-        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
-    ));
-    let slot = context
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|slot| {
-            context
-                .get_token_info(*slot)
-                .is_ok_and(|info| info.label() == "issue")
-        })
-        .unwrap();
+    let (context, slot, _) = raw_token(hsm, "issue");
     let session = context.open_ro_session(slot).unwrap();
     let _ = session.login(
         cryptoki::session::UserType::User,

@@ -51,6 +51,33 @@ pub fn hsm() -> Option<&'static SoftHsm> {
     .as_ref()
 }
 
+/// The test's own handle on the module (sharing the library's initialisation of it), the
+/// slot of `token`, and the token's information, for what a test checks behind the library.
+pub fn raw_token(
+    hsm: &SoftHsm,
+    token: &str,
+) -> (
+    cryptoki::context::Pkcs11,
+    cryptoki::slot::Slot,
+    cryptoki::slot::TokenInfo,
+) {
+    let context = cryptoki::context::Pkcs11::new(&hsm.module).unwrap();
+    // The library (or another test) initialised the module already; this context shares it.
+    let _ = context.initialize(cryptoki::context::CInitializeArgs::new(
+        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+    ));
+    let (slot, info) = context
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find_map(|slot| {
+            let info = context.get_token_info(slot).ok()?;
+            (info.label() == token).then_some((slot, info))
+        })
+        .unwrap();
+    (context, slot, info)
+}
+
 /// What the tests ask of the test token.
 pub trait TestToken {
     /// The URI of `object` in `token`.
