@@ -122,13 +122,7 @@ impl TokenKeys {
             uri: uri.to_string(),
             reason: "a key to be made needs `object=<label>`".into(),
         })?;
-        let module =
-            uri.module_path
-                .as_deref()
-                .or(module)
-                .ok_or_else(|| Pkcs11Error::NoModule {
-                    uri: uri.to_string(),
-                })?;
+        let module = uri.module_or(module)?;
         Ok(Self::new(Pkcs11Token::open(module, uri, pin)?, label))
     }
 

@@ -53,13 +53,7 @@ impl Pkcs11Key {
     /// with `pin`. Checks the key's type and the token's mechanism for it now, so that a key
     /// that cannot sign TLS is an error before any connection.
     pub fn open(uri: &Pkcs11Uri, module: Option<&Path>, pin: &Pin) -> Result<Self, Pkcs11Error> {
-        let module =
-            uri.module_path
-                .as_deref()
-                .or(module)
-                .ok_or_else(|| Pkcs11Error::NoModule {
-                    uri: uri.to_string(),
-                })?;
+        let module = uri.module_or(module)?;
         let token = Pkcs11Token::open(module, uri, pin)?;
         Self::in_token(&token, uri)
     }

@@ -8,7 +8,7 @@
 //! an error, and so is a PIN (`pin-value`, `pin-source`): a PIN is never part of a name.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use super::Pkcs11Error;
@@ -43,6 +43,20 @@ impl Pkcs11Uri {
     pub fn is_uri(text: &str) -> bool {
         text.get(..7)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("pkcs11:"))
+    }
+
+    /// The module the URI names, or else `fallback` (an option, the environment);
+    /// [`Pkcs11Error::NoModule`] when neither says.
+    pub(super) fn module_or<'a>(
+        &'a self,
+        fallback: Option<&'a Path>,
+    ) -> Result<&'a Path, Pkcs11Error> {
+        self.module_path
+            .as_deref()
+            .or(fallback)
+            .ok_or_else(|| Pkcs11Error::NoModule {
+                uri: self.to_string(),
+            })
     }
 }
 
