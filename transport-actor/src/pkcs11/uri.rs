@@ -138,39 +138,31 @@ impl FromStr for Pkcs11Uri {
 }
 
 impl fmt::Display for Pkcs11Uri {
-    /// The canonical form: `token`, `serial`, `object`, `id`, then `type=private`, and the
-    /// module path in the query.
+    /// The canonical form: `token`, `serial`, `object`, `id` (each byte percent-encoded, as
+    /// RFC 7512 writes ids), then the module path in the query.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("pkcs11:")?;
-        let mut first = true;
-        let mut attribute = |f: &mut fmt::Formatter<'_>, name: &str, value: &[u8]| {
-            let separator = if first { "" } else { ";" };
-            first = false;
-            write!(f, "{separator}{name}={}", percent_encode(value))
+        let text = |name: &str, value: &Option<String>| {
+            value
+                .as_ref()
+                .map(|v| format!("{name}={}", percent_encode(v.as_bytes())))
         };
-        if let Some(token) = &self.token {
-            attribute(f, "token", token.as_bytes())?;
-        }
-        if let Some(serial) = &self.serial {
-            attribute(f, "serial", serial.as_bytes())?;
-        }
-        if let Some(object) = &self.object {
-            attribute(f, "object", object.as_bytes())?;
-        }
-        if let Some(id) = &self.id {
-            // An id is bytes: every one percent-encoded, as RFC 7512 writes them.
-            let separator = if first { "" } else { ";" };
-            first = false;
+        let id = self.id.as_ref().map(|id| {
             let hex: String = id.iter().map(|b| format!("%{b:02X}")).collect();
-            write!(f, "{separator}id={hex}")?;
-        }
-        let _ = first;
-        if let Some(path) = &self.module_path {
-            write!(
-                f,
-                "?module-path={}",
-                percent_encode(path.to_string_lossy().as_bytes())
-            )?;
+            format!("id={hex}")
+        });
+        let path: Vec<String> = [
+            text("token", &self.token),
+            text("serial", &self.serial),
+            text("object", &self.object),
+            id,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        write!(f, "pkcs11:{}", path.join(";"))?;
+        if let Some(module) = &self.module_path {
+            let module = percent_encode(module.to_string_lossy().as_bytes());
+            write!(f, "?module-path={module}")?;
         }
         Ok(())
     }
