@@ -187,7 +187,7 @@ impl ProvisioningClient {
         let result = match self.run(&request.clone().with_csr(&csr)).await {
             Ok(result) => result,
             Err(e) if options.policy == CsrPolicy::IfOffered && refuses_the_csr(&e) => {
-                made.discard();
+                drop(made);
                 tracing::warn!(
                     registration_id = request.registration_id,
                     "the service refused the CSR ({e}); registering without it"
@@ -201,39 +201,28 @@ impl ProvisioningClient {
                     from_cache: false,
                 });
             }
-            Err(e) => {
-                made.discard();
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         };
         let chain = result
             .registration_state
             .as_ref()
             .and_then(|state| state.issued_certificate_chain.as_deref());
         let certificate = match (chain, options.policy) {
-            (Some(chain), _) => match csr.accept(chain, SystemTime::now()) {
-                Ok(certificate) => Some(certificate),
-                Err(e) => {
-                    made.discard();
-                    return Err(e.into());
-                }
-            },
-            (None, CsrPolicy::Required) => {
-                made.discard();
-                return Err(CertificateError::NoChainIssued.into());
-            }
-            (None, CsrPolicy::IfOffered) => {
-                made.discard();
-                None
-            }
+            (Some(chain), _) => Some(csr.accept(chain, SystemTime::now())?),
+            (None, CsrPolicy::Required) => return Err(CertificateError::NoChainIssued.into()),
+            (None, CsrPolicy::IfOffered) => None,
         };
-        self.save(&request, &result, certificate.as_ref());
-        // The old key goes only now that its successor's certificate is checked and stored.
+        if certificate.is_some() {
+            made.keep();
+        }
+        let stored = self.save(&request, &result, certificate.as_ref());
+        // The old key goes only once its successor's certificate is checked and stored: a
+        // cache that could not be written still names the old one.
         let new_key = certificate
             .as_ref()
             .and_then(|c| c.identity().signer())
             .and_then(|s| s.locator());
-        if let Some(old) = replaced_key.filter(|old| new_key.as_ref() != Some(old)) {
+        if let Some(old) = replaced_key.filter(|old| stored && new_key.as_ref() != Some(old)) {
             keys.destroy(&old);
         }
         Ok(Provisioned {
@@ -267,13 +256,9 @@ impl TokenKeysOf<'_> {
             let made = MadeKey {
                 key: Some(key.clone()),
             };
-            return match CertificateRequest::with_signer(registration_id, key) {
-                Ok(csr) => Ok((csr, made)),
-                Err(e) => {
-                    made.discard();
-                    Err(e.into())
-                }
-            };
+            // A key the CSR could not be made with goes with `made`.
+            let csr = CertificateRequest::with_signer(registration_id, key)?;
+            return Ok((csr, made));
         }
         let csr = CertificateRequest::generate_with(registration_id, curve)?;
         Ok((csr, MadeKey::default()))
@@ -305,8 +290,9 @@ impl TokenKeysOf<'_> {
     }
 }
 
-/// A key made in a token for one CSR: [`MadeKey::discard`] destroys it when no certificate
-/// comes of it, so that failed registrations leave no keys behind.
+/// A key made in a token for one CSR, destroyed when this guard drops unless
+/// [`MadeKey::keep`] was called: whichever way a registration ends without a certificate, it
+/// leaves no key behind.
 #[derive(Default)]
 struct MadeKey {
     #[cfg(feature = "pkcs11")]
@@ -314,10 +300,21 @@ struct MadeKey {
 }
 
 impl MadeKey {
-    fn discard(&self) {
+    /// A certificate came of the key: it stays.
+    fn keep(self) {
         #[cfg(feature = "pkcs11")]
-        if let Some(key) = &self.key {
-            destroy(key);
+        {
+            let mut made = self;
+            made.key = None;
+        }
+    }
+}
+
+impl Drop for MadeKey {
+    fn drop(&mut self) {
+        #[cfg(feature = "pkcs11")]
+        if let Some(key) = self.key.take() {
+            destroy(&key);
         }
     }
 }

@@ -367,17 +367,23 @@ impl ProvisioningClient {
         self.log.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Remembers an assignment (and an issued identity) in the cache file, if there is one.
+    /// Remembers an assignment (and an issued identity) in the cache file, if there is one;
+    /// whether it is stored there (`false` without a cache file).
     fn save(
         &self,
         request: &RegistrationRequest,
         result: &RegistrationResult,
         certificate: Option<&cache::Issued>,
-    ) {
-        if let Some(path) = &self.options.cache_file
-            && let Err(e) = cache::save(path, request, result, certificate)
-        {
-            tracing::warn!(path = %path.display(), "cannot save the assignment: {e}");
+    ) -> bool {
+        let Some(path) = &self.options.cache_file else {
+            return false;
+        };
+        match cache::save(path, request, result, certificate) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot save the assignment: {e}");
+                false
+            }
         }
     }
 
