@@ -631,3 +631,41 @@ fn every_command_has_help() {
         assert!(!out.stdout.is_empty());
     }
 }
+
+/// An enrollment group of `GROUP_KEY` that assigns to `hub` alone.
+fn group_on(hub: &str) -> dps_mock_broker::enrollment::EnrollmentGroup {
+    dps_mock_broker::enrollment::EnrollmentGroup::symmetric_key("movers", GROUP_KEY)
+        .hubs([hub])
+        .allocation(dps_mock_broker::enrollment::AllocationPolicy::Static)
+}
+
+#[test]
+fn provision_shows_the_new_hub_and_substatus_after_a_reprovision() {
+    let s = Setup::with("reprovision", Script::new(), |b| {
+        b.enrollment_group(group_on("hub-a.example"))
+    });
+    let provision = || {
+        let out = s
+            .provision(&["--registration-id", "mover", "--group-key", GROUP_KEY])
+            .expect(0);
+        text(&out.stdout)
+    };
+    let first = provision();
+    assert!(
+        first.contains("mover is assigned to hub-a.example as device mover (initialAssignment)"),
+        "{first}"
+    );
+    s.broker
+        .enrollments()
+        .put_group(
+            group_on("hub-b.example"),
+            None,
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    let moved = provision();
+    assert!(
+        moved.contains("mover is assigned to hub-b.example as device mover (deviceDataMigrated)"),
+        "{moved}"
+    );
+}

@@ -4,12 +4,16 @@
 //! (its chain already verified by TLS against the device CA) must have the clientId as its
 //! certificate's CN; a symmetric-key device must send a SAS token for
 //! `<idScope>/registrations/<clientId>`, signed with its own key or its group-derived key, and
-//! not expired.
+//! not expired. A broker with enrollments checks the username, the scope and the CN here, and
+//! the credential itself at the register, against the enrollments, as DPS does.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use dps_messages::error::ConnackRefusal;
 use dps_messages::service::{SasRejection, SasToken, derive_device_key};
+
+use crate::enrollment::Enrollments;
 
 /// The credentials the broker knows.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +24,8 @@ pub struct AuthConfig {
     pub symmetric_keys: BTreeMap<String, String>,
     /// Group enrollment keys (base64); a device's key is derived from its registration id.
     pub group_keys: Vec<String>,
+    /// The enrollments: with any, the credential is checked at the register instead.
+    pub enrollments: Arc<Enrollments>,
 }
 
 /// What a device presented.
@@ -48,6 +54,8 @@ pub enum AuthMethod {
     SymmetricKey,
     /// A SAS token from a key derived from a group enrollment's key.
     GroupKey,
+    /// A SAS token the register checks against the enrollments.
+    SasToken,
 }
 
 impl AuthMethod {
@@ -57,6 +65,7 @@ impl AuthMethod {
             Self::X509 => "x509",
             Self::SymmetricKey => "symmetric_key",
             Self::GroupKey => "group_key",
+            Self::SasToken => "sas_token",
         }
     }
 }
@@ -114,6 +123,9 @@ pub fn authorize(config: &AuthConfig, attempt: &ConnectAttempt<'_>) -> Result<Au
         };
     }
 
+    if !config.enrollments.is_empty() {
+        return Ok(AuthMethod::SasToken);
+    }
     let password = attempt
         .password
         .ok_or_else(|| refuse(NotAuthorized, "no certificate and no password"))?;

@@ -11,10 +11,14 @@ use dps_messages::service::{RESPONSE_TOPIC_PREFIX, RegisterBody, response_topic}
 use serde_json::{Value, json};
 
 use crate::clock::iso8601;
+use crate::enrollment::{Enrollments, Presented};
 use crate::issuance::{ChainFault, CheckedCsr, Issuance, check_csr};
-use crate::operations::{Operations, Pending};
+use crate::operations::{Operations, Outcome, Pending};
 use crate::quota::{Kind, QuotaState, QuotaSummary, Quotas};
+use crate::registration::{Decision, RegistrationRecord, RegistrationStatus, record};
+use crate::registration_id::check_registration_id;
 use crate::script::{ConnectStep, Malformation, Script, Step};
+use crate::webhook::WebhookCall;
 
 /// The service settings the default behaviour uses.
 #[derive(Debug, Clone)]
@@ -28,6 +32,10 @@ pub struct DpsConfig {
     pub(crate) issuance: Option<Arc<Issuance>>,
     /// The throttling limits (none by default).
     pub(crate) quotas: Quotas,
+    /// The id scope a SAS token's resource names.
+    pub(crate) id_scope: String,
+    /// How long a custom allocation webhook has to answer.
+    pub(crate) webhook_timeout: Duration,
 }
 
 impl DpsConfig {
@@ -39,6 +47,8 @@ impl DpsConfig {
             retry_after,
             issuance: None,
             quotas: Quotas::default(),
+            id_scope: crate::DEFAULT_ID_SCOPE.to_owned(),
+            webhook_timeout: crate::webhook::DEFAULT_WEBHOOK_TIMEOUT,
         }
     }
 }
@@ -72,17 +82,29 @@ struct Device {
     requests: VecDeque<Step>,
 }
 
+/// What the service keeps of registrations: the operations in flight and each device's record.
+#[derive(Default)]
+struct Books {
+    operations: Operations,
+    /// By lower-cased registration id.
+    registrations: HashMap<String, RegistrationRecord>,
+}
+
 #[derive(Default)]
 struct State {
     devices: HashMap<String, Device>,
-    operations: Operations,
+    books: Books,
     quota: QuotaState,
 }
 
-/// The scripted DPS: the script, the default behaviour and the operations in flight.
+/// The scripted DPS: the script, the enrollments, the default behaviour and the operations in
+/// flight.
 pub struct Dps {
     config: DpsConfig,
     script: Script,
+    enrollments: Arc<Enrollments>,
+    /// Where custom allocation requests go to be sent (the server's webhook task).
+    webhooks: Option<tokio::sync::mpsc::Sender<WebhookCall>>,
     state: Mutex<State>,
 }
 
@@ -92,23 +114,60 @@ impl Dps {
         Self {
             config,
             script,
+            enrollments: Arc::default(),
+            webhooks: None,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// The same service, admitting devices by `enrollments` (when it has any).
+    pub(crate) fn with_enrollments(mut self, enrollments: Arc<Enrollments>) -> Self {
+        self.enrollments = enrollments;
+        self
+    }
+
+    /// The same service, sending custom allocation requests to `webhooks`.
+    pub(crate) fn with_webhooks(
+        mut self,
+        webhooks: tokio::sync::mpsc::Sender<WebhookCall>,
+    ) -> Self {
+        self.webhooks = Some(webhooks);
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The record of `registration_id` (any case), if the device has registered.
+    pub(crate) fn registration(&self, registration_id: &str) -> Option<RegistrationRecord> {
+        let key = registration_id.to_ascii_lowercase();
+        self.lock().books.registrations.get(&key).cloned()
+    }
+
+    /// Every registration record, by registration id.
+    pub(crate) fn registrations(&self) -> Vec<RegistrationRecord> {
+        let mut all: Vec<_> = self.lock().books.registrations.values().cloned().collect();
+        all.sort_by(|a, b| a.registration_id.cmp(&b.registration_id));
+        all
+    }
+
+    /// Forgets the record of `registration_id`: its next registration is an initial
+    /// assignment. Whether there was one.
+    pub(crate) fn delete_registration(&self, registration_id: &str) -> bool {
+        let key = registration_id.to_ascii_lowercase();
+        self.lock().books.registrations.remove(&key).is_some()
     }
 
     fn with_device<T>(
         &self,
         registration_id: &str,
-        f: impl FnOnce(&mut Device, &mut Operations) -> T,
+        f: impl FnOnce(&mut Device, &mut Books) -> T,
     ) -> T {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let State {
-            devices,
-            operations,
-            ..
-        } = &mut *state;
+        let mut state = self.lock();
+        let State { devices, books, .. } = &mut *state;
         if let Some(device) = devices.get_mut(registration_id) {
-            return f(device, operations);
+            return f(device, books);
         }
         let steps = self.script.steps_for(registration_id);
         let mut device = Device {
@@ -118,10 +177,10 @@ impl Dps {
         if device.connect.is_empty() && device.requests.is_empty() {
             // An unscripted device always gets the default behaviour: nothing to remember, so
             // a broker serving millions of them does not keep an entry for each.
-            return f(&mut device, operations);
+            return f(&mut device, books);
         }
         let device = devices.entry(registration_id.to_owned()).or_insert(device);
-        f(device, operations)
+        f(device, books)
     }
 
     /// Requests admitted and throttled by the quotas so far.
@@ -184,6 +243,7 @@ impl Dps {
         let Client {
             id: client_id,
             api_version,
+            presented,
         } = client;
         let Some((operation, rid)) = Operation::from_topic(topic) else {
             tracing::debug!(
@@ -196,15 +256,17 @@ impl Dps {
         if let Some(throttled) = self.throttle(&operation, &rid, client_id, now) {
             return throttled;
         }
-        self.with_device(client_id, |device, operations| {
+        self.with_device(client_id, |device, books| {
             let step = device
                 .requests
                 .pop_front()
                 .unwrap_or(Step::Default { delay_ms: 0 });
             let mut ctx = Ctx {
+                dps: self,
                 config: &self.config,
-                operations,
+                books,
                 client_id,
+                presented,
                 api_version,
                 operation: &operation,
                 rid: &rid,
@@ -216,13 +278,16 @@ impl Dps {
     }
 }
 
-/// Who sent a request: the clientId, and the api-version its username announced.
+/// Who sent a request: the clientId, the api-version its username announced, and the
+/// credentials it connected with.
 #[derive(Debug, Clone, Copy)]
 pub struct Client<'a> {
     /// The MQTT clientId (the registration id).
     pub id: &'a str,
     /// The `api-version` in the username; empty when it had none.
     pub api_version: &'a str,
+    /// Its certificate chain and SAS token, which the enrollments are matched against.
+    pub presented: &'a Presented,
 }
 
 /// What a register body says, as real DPS reads it: the body is optional (the Embedded C SDK
@@ -256,9 +321,11 @@ fn read_register_body(body: &[u8]) -> Result<RegisterBody, String> {
 
 /// One request being answered.
 struct Ctx<'a> {
+    dps: &'a Dps,
     config: &'a DpsConfig,
-    operations: &'a mut Operations,
+    books: &'a mut Books,
     client_id: &'a str,
+    presented: &'a Presented,
     api_version: &'a str,
     operation: &'a Operation,
     rid: &'a str,
@@ -397,16 +464,21 @@ impl Ctx<'_> {
     }
 
     fn new_operation(&mut self, payload: Option<Value>) -> String {
-        self.new_operation_with(payload, None)
+        self.new_operation_with(payload, None, Outcome::Open)
     }
 
-    fn new_operation_with(&mut self, payload: Option<Value>, csr: Option<CheckedCsr>) -> String {
+    fn new_operation_with(
+        &mut self,
+        payload: Option<Value>,
+        csr: Option<CheckedCsr>,
+        outcome: Outcome,
+    ) -> String {
         let id = format!(
             "4.{}.{}",
             &uuid::Uuid::new_v4().simple().to_string()[..16],
             uuid::Uuid::new_v4()
         );
-        self.operations.insert(
+        self.books.operations.insert(
             id.clone(),
             Pending {
                 registration_id: self.client_id.to_owned(),
@@ -414,6 +486,7 @@ impl Ctx<'_> {
                 csr,
                 created: self.now,
                 finished: None,
+                outcome,
             },
             self.now,
         );
@@ -442,6 +515,17 @@ impl Ctx<'_> {
                     Ok(body) => body,
                     Err(why) => return (400, self.error_body(400, &why), None),
                 };
+                if let Err(why) = check_registration_id(self.client_id) {
+                    return (400, self.error_body(400, &why), None);
+                }
+                if body
+                    .payload
+                    .as_ref()
+                    .is_some_and(|p| !p.is_null() && !p.is_object())
+                {
+                    let why = "the payload must be a JSON object";
+                    return (400, self.error_body(400, why), None);
+                }
                 // The clientId names the device; a body may repeat it, never contradict it.
                 if let Some(id) = &body.registration_id
                     && id != self.client_id
@@ -459,7 +543,15 @@ impl Ctx<'_> {
                         Err(why) => return (400, self.error_body(400, &why), None),
                     },
                 };
-                let operation_id = self.new_operation_with(body.payload, csr);
+                let (outcome, webhook) = match self.enrolled_outcome(body.payload.as_ref()) {
+                    Ok(register::Enrolled::Now(outcome)) => (outcome, None),
+                    Ok(register::Enrolled::Ask(call)) => (Outcome::Allocating, Some(call)),
+                    Err(refused) => return refused,
+                };
+                let operation_id = self.new_operation_with(body.payload, csr, outcome);
+                if let Some(call) = webhook {
+                    self.ask_webhook(&operation_id, call);
+                }
                 let retry_after = Some(self.config.retry_after.to_string());
                 (
                     202,
@@ -472,14 +564,25 @@ impl Ctx<'_> {
             }
             Operation::Poll { operation_id: id } => {
                 let now = self.now;
-                match self.operations.get_mut(&id, now) {
+                let op = match self.books.operations.get_mut(&id, now) {
                     Some(op) if op.registration_id == self.client_id => {
-                        op.finished.get_or_insert(now);
-                        let op = op.clone();
-                        (200, self.assignment(&id, &op, fault), None)
+                        if op.outcome != Outcome::Allocating {
+                            op.finished.get_or_insert(now);
+                        }
+                        op.clone()
                     }
-                    _ => (404, self.error_body(404, "operation not found"), None),
-                }
+                    _ => return (404, self.error_body(404, "operation not found"), None),
+                };
+                let record = match op.outcome.clone() {
+                    Outcome::Allocating => {
+                        let retry_after = Some(self.config.retry_after.to_string());
+                        let body = json!({"operationId": id, "status": "assigning"});
+                        return (202, body, retry_after);
+                    }
+                    Outcome::Decided(record) => *record,
+                    Outcome::Open => self.open_assignment(&op),
+                };
+                (200, self.answer(&id, &op, &record, fault), None)
             }
         }
     }
@@ -493,28 +596,63 @@ impl Ctx<'_> {
         Ok(checked)
     }
 
-    fn assignment(&self, operation_id: &str, op: &Pending, fault: Option<ChainFault>) -> Value {
-        let mut state = json!({
-            "registrationId": op.registration_id,
-            "createdDateTimeUtc": iso8601(op.created),
-            "assignedHub": self.config.assigned_hub,
-            "deviceId": op.registration_id,
-            "status": "assigned",
-            "substatus": "initialAssignment",
-            "lastUpdatedDateTimeUtc": iso8601(self.now),
-            "etag": format!("\"{}\"", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-        });
-        if let Some(payload) = &op.payload {
-            state["payload"] = payload.clone();
-        }
-        if let (Some(csr), Some(issuance)) = (&op.csr, &self.config.issuance)
+    /// The open broker's assignment: the broker's one hub, the device's payload echoed.
+    fn open_assignment(&mut self, op: &Pending) -> RegistrationRecord {
+        let decision = Decision::Assigned {
+            hub: self.config.assigned_hub.clone(),
+            device_id: op.registration_id.clone(),
+            payload: op.payload.clone(),
+            policy: Default::default(),
+        };
+        self.write_record(&op.registration_id, None, decision)
+    }
+
+    /// Writes `decision` into the device's record; returns the record.
+    fn write_record(
+        &mut self,
+        registration_id: &str,
+        group: Option<&str>,
+        decision: Decision,
+    ) -> RegistrationRecord {
+        let slot = self
+            .books
+            .registrations
+            .remove(&registration_id.to_ascii_lowercase());
+        let mut slot = slot;
+        let written = record(&mut slot, registration_id, group, decision, self.now);
+        self.books
+            .registrations
+            .insert(registration_id.to_ascii_lowercase(), written.clone());
+        written
+    }
+
+    /// The poll's answer for a decided registration: the record as the device sees it, and
+    /// for an assignment, the certificate issued for its CSR.
+    fn answer(
+        &self,
+        operation_id: &str,
+        op: &Pending,
+        record: &RegistrationRecord,
+        fault: Option<ChainFault>,
+    ) -> Value {
+        let mut state = record.state();
+        if record.status != RegistrationStatus::Assigned {
+            // A refused device is told why, not where it was.
+            if let Value::Object(map) = &mut state {
+                for field in ["assignedHub", "deviceId", "substatus", "payload"] {
+                    map.remove(field);
+                }
+            }
+        } else if let (Some(csr), Some(issuance)) = (&op.csr, &self.config.issuance)
             && let Some(chain) = issuance.chain(csr, &op.registration_id, self.now, fault)
         {
             state["issuedCertificateChain"] = chain.into();
         }
-        json!({"operationId": operation_id, "status": "assigned", "registrationState": state})
+        let status = state["status"].clone();
+        json!({"operationId": operation_id, "status": status, "registrationState": state})
     }
 }
 
+mod register;
 #[cfg(test)]
 mod tests;

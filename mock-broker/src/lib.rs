@@ -49,9 +49,11 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod allocation;
 mod auth;
 mod clock;
 pub mod dps;
+pub mod enrollment;
 mod gate;
 #[cfg(feature = "test-servers")]
 pub mod hostile;
@@ -64,6 +66,8 @@ pub mod proxy;
 mod quota;
 pub mod record;
 mod recorder;
+pub mod registration;
+mod registration_id;
 pub mod script;
 mod server;
 #[cfg(feature = "test-servers")]
@@ -71,6 +75,7 @@ pub mod softhsm;
 #[cfg(feature = "test-servers")]
 pub mod system_tool;
 mod tls;
+mod webhook;
 mod x509;
 
 use std::collections::BTreeMap;
@@ -92,8 +97,12 @@ pub use crate::tls::TlsVersions;
 
 use crate::auth::AuthConfig;
 use crate::dps::{Dps, DpsConfig};
+use crate::enrollment::{
+    EnrollmentFile, EnrollmentGroup, Enrollments, IndividualEnrollment, LinkedHub,
+};
 use crate::record::Transport;
 use crate::recorder::Recorder;
+use crate::registration::RegistrationRecord;
 use crate::server::{Shared, mqtt_config, mqtt_server, websocket_server};
 
 /// The id scope the broker expects unless told otherwise.
@@ -129,6 +138,9 @@ pub enum BrokerError {
     /// The broker's thread failed to start.
     #[error("the broker thread failed: {0}")]
     Thread(String),
+    /// An enrollment given to the builder is not valid.
+    #[error(transparent)]
+    Enrollment(#[from] enrollment::EnrollmentError),
 }
 
 /// Starts brokers; see [`BrokerBuilder`].
@@ -165,6 +177,8 @@ pub struct BrokerBuilder {
     issuing_ca: Option<Arc<IssuingCa>>,
     issued_validity: Duration,
     quotas: Quotas,
+    enrollments: EnrollmentFile,
+    webhook_timeout: Duration,
 }
 
 impl Default for BrokerBuilder {
@@ -192,6 +206,8 @@ impl Default for BrokerBuilder {
             issuing_ca: None,
             issued_validity: issuance::DEFAULT_ISSUED_VALIDITY,
             quotas: Quotas::default(),
+            enrollments: EnrollmentFile::default(),
+            webhook_timeout: webhook::DEFAULT_WEBHOOK_TIMEOUT,
         }
     }
 }
@@ -292,6 +308,48 @@ impl BrokerBuilder {
         self
     }
 
+    /// An individual enrollment. With any enrollment (or group), the broker models DPS: a
+    /// device registers only as an enrollment admits it, is assigned by the enrollment's
+    /// allocation policy, and a device no enrollment admits gets DPS's 401 (see
+    /// [`enrollment`]). Without, it admits any device its CA or keys do, to its one hub.
+    pub fn enrollment(mut self, enrollment: IndividualEnrollment) -> Self {
+        self.enrollments.individual_enrollments.push(enrollment);
+        self
+    }
+
+    /// An enrollment group (see [`enrollment`](Self::enrollment)).
+    pub fn enrollment_group(mut self, group: EnrollmentGroup) -> Self {
+        self.enrollments.enrollment_groups.push(group);
+        self
+    }
+
+    /// A hub linked to the DPS: what an enrollment without hubs of its own allocates among,
+    /// and the latency `geoLatency` compares. The assigned hub alone when none is given.
+    pub fn linked_hub(mut self, hub: LinkedHub) -> Self {
+        self.enrollments.linked_hubs.push(hub);
+        self
+    }
+
+    /// The enrollments and linked hubs of a file ([`EnrollmentFile::from_json`]), added to
+    /// those given already.
+    pub fn enrollments(mut self, file: EnrollmentFile) -> Self {
+        self.enrollments.linked_hubs.extend(file.linked_hubs);
+        self.enrollments
+            .individual_enrollments
+            .extend(file.individual_enrollments);
+        self.enrollments
+            .enrollment_groups
+            .extend(file.enrollment_groups);
+        self
+    }
+
+    /// How long a custom allocation webhook has to answer (default 5 s) before the
+    /// registration fails.
+    pub fn webhook_timeout(mut self, timeout: Duration) -> Self {
+        self.webhook_timeout = timeout;
+        self
+    }
+
     /// The script to answer from.
     pub fn script(mut self, script: Script) -> Self {
         self.script = script;
@@ -363,11 +421,18 @@ impl BrokerBuilder {
             (None, Some(issuing)) => Some(issuing.cert_pem().to_owned()),
             (ca, None) => ca,
         };
+        let mut file = self.enrollments;
+        if file.linked_hubs.is_empty() {
+            file.linked_hubs
+                .push(LinkedHub::new(self.assigned_hub.clone()));
+        }
+        let enrollments = Arc::new(Enrollments::from_file(file)?);
         let tls = tls::server_config(
             &server_cert.cert_pem,
             &server_cert.key_pem,
             device_ca.as_deref(),
             self.tls_versions,
+            enrollments.clone(),
         )?;
 
         let bind = |addr: SocketAddr| {
@@ -388,6 +453,7 @@ impl BrokerBuilder {
             Recorder::new(self.record_sink, self.keep_ended)
                 .with_max_events(self.limits.max_recorded_events),
         );
+        let (webhook_tx, webhook_rx) = tokio::sync::mpsc::channel(webhook::MAX_WEBHOOK_CALLS);
         let shared = Arc::new(Shared {
             dps: Dps::new(
                 DpsConfig {
@@ -400,13 +466,18 @@ impl BrokerBuilder {
                         })
                     }),
                     quotas: self.quotas,
+                    id_scope: self.id_scope.clone(),
+                    webhook_timeout: self.webhook_timeout,
                 },
                 self.script,
-            ),
+            )
+            .with_enrollments(enrollments.clone())
+            .with_webhooks(webhook_tx),
             auth: AuthConfig {
                 id_scope: self.id_scope,
                 symmetric_keys: self.symmetric_keys,
                 group_keys: self.group_keys,
+                enrollments: enrollments.clone(),
             },
             recorder: recorder.clone(),
             limits: self.limits,
@@ -416,7 +487,8 @@ impl BrokerBuilder {
             ws_listener,
             tcp_listener,
         };
-        let (stop_tx, thread) = spawn_runtime(shared.clone(), tls, listeners, self.workers)?;
+        let (stop_tx, thread) =
+            spawn_runtime(shared.clone(), tls, listeners, self.workers, webhook_rx)?;
         Ok(BrokerHandle {
             addr,
             ws_addr,
@@ -424,6 +496,7 @@ impl BrokerBuilder {
             pki,
             ca_pem,
             issuing_ca: self.issuing_ca,
+            enrollments,
             shared,
             recorder,
             stop: Some(stop_tx),
@@ -445,6 +518,7 @@ fn spawn_runtime(
     tls: Arc<rustls::ServerConfig>,
     listeners: Listeners,
     workers: usize,
+    webhooks: tokio::sync::mpsc::Receiver<webhook::WebhookCall>,
 ) -> Result<(StopSender, std::thread::JoinHandle<()>), BrokerError> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -457,6 +531,7 @@ fn spawn_runtime(
                 .disable_signals()
                 .build(ntex::rt::DefaultRuntime)
                 .run(move || {
+                    ntex::rt::spawn(webhook::serve(shared.clone(), webhooks));
                     let server = build_server(shared, tls, listeners, workers)?.run();
                     ntex::rt::spawn(async move {
                         // A dropped handle stops the broker too.
@@ -535,6 +610,7 @@ pub struct BrokerHandle {
     pki: Option<Arc<TestPki>>,
     ca_pem: Option<String>,
     issuing_ca: Option<Arc<IssuingCa>>,
+    enrollments: Arc<Enrollments>,
     shared: Arc<server::Shared>,
     recorder: Arc<Recorder>,
     stop: Option<StopSender>,
@@ -586,6 +662,29 @@ impl BrokerHandle {
     /// ([`BrokerBuilder::issue_certificates`]).
     pub fn issuing_ca(&self) -> Option<&Arc<IssuingCa>> {
         self.issuing_ca.as_ref()
+    }
+
+    /// The broker's enrollments, to change while it runs: a write takes effect from the next
+    /// registration.
+    pub fn enrollments(&self) -> &Enrollments {
+        &self.enrollments
+    }
+
+    /// DPS's record of `registration_id` (any case): its hub, device id, status and
+    /// substatus, once it has registered.
+    pub fn registration(&self, registration_id: &str) -> Option<RegistrationRecord> {
+        self.shared.dps.registration(registration_id)
+    }
+
+    /// Every registration record, by registration id.
+    pub fn registrations(&self) -> Vec<RegistrationRecord> {
+        self.shared.dps.registrations()
+    }
+
+    /// Deletes the record of `registration_id`, as DPS's service API does: the device's next
+    /// registration is an initial assignment. Whether there was one.
+    pub fn delete_registration(&self, registration_id: &str) -> bool {
+        self.shared.dps.delete_registration(registration_id)
     }
 
     /// The test PKI the broker uses: the one given to [`BrokerBuilder::pki`], or the one it

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use dps_mock_broker::enrollment::EnrollmentFile;
 use dps_mock_broker::{CertifiedPem, IssuingCa, MockBroker, Quotas, Script, TestPki, TlsVersions};
 
 /// A stand-in for the Azure IoT Device Provisioning Service's MQTT endpoint.
@@ -83,6 +84,11 @@ struct Serve {
     /// A scenario (script) file; see mock-broker/scenarios/.
     #[arg(long)]
     scenario: Option<PathBuf>,
+    /// Enrollments and linked hubs, as DPS's own enrollment objects (JSON: `linkedHubs`,
+    /// `individualEnrollments`, `enrollmentGroups`). With any, the broker models DPS: only an
+    /// enrollment admits a device, and its allocation policy picks the hub.
+    #[arg(long, value_name = "FILE")]
+    enrollments: Option<PathBuf>,
     /// Append each connection's record, as a JSON line, to this file.
     #[arg(long)]
     record: Option<PathBuf>,
@@ -219,6 +225,19 @@ fn serve(args: Serve) -> Result<(), String> {
     if let Some(path) = &args.scenario {
         builder = builder.script(Script::load(path).map_err(|e| e.to_string())?);
     }
+    let mut enrolled = String::new();
+    if let Some(path) = &args.enrollments {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file =
+            EnrollmentFile::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        enrolled = format!(
+            "; {} individual enrollments, {} enrollment groups",
+            file.individual_enrollments.len(),
+            file.enrollment_groups.len()
+        );
+        builder = builder.enrollments(file);
+    }
     if let Some(path) = &args.record {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -247,7 +266,7 @@ fn serve(args: Serve) -> Result<(), String> {
         ""
     };
     println!(
-        "dps-mock-broker listening on {}{ws}{ca}{issuing}",
+        "dps-mock-broker listening on {}{ws}{ca}{issuing}{enrolled}",
         broker.mqtts_uri()
     );
 

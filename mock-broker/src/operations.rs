@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use crate::issuance::CheckedCsr;
+use crate::registration::RegistrationRecord;
 
 /// How long a finished operation can still be polled.
 pub(crate) const FINISHED_OPERATION_TTL: Duration = Duration::from_secs(5 * 60);
@@ -30,6 +31,20 @@ pub(crate) struct Pending {
     pub(crate) csr: Option<CheckedCsr>,
     pub(crate) created: SystemTime,
     pub(crate) finished: Option<SystemTime>,
+    /// Where the registration stands.
+    pub(crate) outcome: Outcome,
+}
+
+/// Where a registration operation stands.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outcome {
+    /// The broker has no enrollments: the device is assigned to the broker's one hub when it
+    /// polls, as before enrollments existed.
+    Open,
+    /// A custom allocation's webhook has not answered yet: polls get `assigning`.
+    Allocating,
+    /// Decided: the device's record as the registration left it.
+    Decided(Box<RegistrationRecord>),
 }
 
 impl Pending {
@@ -122,6 +137,7 @@ mod tests {
             csr: None,
             created,
             finished: None,
+            outcome: Outcome::Open,
         }
     }
 

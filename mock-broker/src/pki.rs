@@ -32,6 +32,9 @@ pub struct TestPki {
     ca_cert_pem: String,
     ca_key_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    /// The CA certificates above the leaf a device sends with its own: empty for a root CA,
+    /// the intermediate (and those above it) for one made by [`TestPki::intermediate`].
+    chain_pem: String,
     /// The server certificate (for `localhost` and `127.0.0.1`) and key.
     pub server: CertifiedPem,
 }
@@ -60,20 +63,25 @@ impl TestPki {
     /// The random part keeps two test CAs apart: certificate chains are built by name.
     pub fn generate() -> Result<Self, PkiError> {
         let ca_key = KeyPair::generate()?;
-        let mut ca = CertificateParams::new(Vec::<String>::new())?;
-        let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        ca.distinguished_name
-            .push(DnType::CommonName, format!("dps-mock-broker test CA {tag}"));
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let ca = ca_params("dps-mock-broker test CA")?;
         let ca_cert_pem = ca.self_signed(&ca_key)?.pem();
         let ca_key_pem = ca_key.serialize_pem();
         let issuer = Issuer::new(ca, ca_key);
-        Self::with_issuer(ca_cert_pem, ca_key_pem, issuer)
+        Self::with_issuer(ca_cert_pem, ca_key_pem, issuer, String::new())
+    }
+
+    /// An intermediate CA this CA signs, as a PKI of its own: its [`ca_pem`](Self::ca_pem) is
+    /// the intermediate, its devices' certificates are signed by it, and
+    /// [`device_with_chain`](Self::device_with_chain) adds the intermediate to what a device
+    /// sends. For enrollment groups on an intermediate CA.
+    pub fn intermediate(&self) -> Result<Self, PkiError> {
+        let key = KeyPair::generate()?;
+        let params = ca_params("dps-mock-broker test intermediate CA")?;
+        let cert_pem = params.signed_by(&key, &self.issuer)?.pem();
+        let key_pem = key.serialize_pem();
+        let issuer = Issuer::new(params, key);
+        let chain_pem = format!("{cert_pem}{}", self.chain_pem);
+        Self::with_issuer(cert_pem, key_pem, issuer, chain_pem)
     }
 
     /// A PKI around an existing CA (PEM certificate and a PKCS#8, SEC1 or PKCS#1 key), e.g.
@@ -84,13 +92,19 @@ impl TestPki {
             .map_err(|e| PkiError::BadCa(e.to_string()))?;
         let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, key)
             .map_err(|e| PkiError::BadCa(e.to_string()))?;
-        Self::with_issuer(ca_cert_pem.to_owned(), ca_key_pem.to_owned(), issuer)
+        Self::with_issuer(
+            ca_cert_pem.to_owned(),
+            ca_key_pem.to_owned(),
+            issuer,
+            String::new(),
+        )
     }
 
     fn with_issuer(
         ca_cert_pem: String,
         ca_key_pem: String,
         issuer: Issuer<'static, KeyPair>,
+        chain_pem: String,
     ) -> Result<Self, PkiError> {
         let server_key = KeyPair::generate()?;
         let mut params =
@@ -108,6 +122,7 @@ impl TestPki {
             ca_cert_pem,
             ca_key_pem,
             issuer,
+            chain_pem,
             server,
         })
     }
@@ -130,6 +145,15 @@ impl TestPki {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
+    }
+
+    /// [`device`](Self::device) with the CA certificates above the leaf appended (none for a
+    /// root CA; the intermediate for one made by [`TestPki::intermediate`]): the chain a
+    /// device sends in its handshake.
+    pub fn device_with_chain(&self, registration_id: &str) -> Result<CertifiedPem, PkiError> {
+        let mut device = self.device(registration_id)?;
+        device.cert_pem.push_str(&self.chain_pem);
+        Ok(device)
     }
 
     /// A device certificate (PEM) whose subject CN is `registration_id`, signed by the CA, for
@@ -181,6 +205,21 @@ impl TestPki {
         }
         Ok(())
     }
+}
+
+/// A CA's parameters, its name made unique: certificate chains are built by name.
+fn ca_params(name: &str) -> Result<CertificateParams, PkiError> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{name} {tag}"));
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(ca)
 }
 
 #[cfg(test)]

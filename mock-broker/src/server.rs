@@ -23,6 +23,7 @@ use ntex_mqtt::{Control, MqttError, Reason};
 use crate::auth::{AuthConfig, ConnectAttempt, authorize};
 use crate::clock::unix_now;
 use crate::dps::{Dps, Reply};
+use crate::enrollment::Presented;
 use crate::limits::{ConnectionLimits, Usage, prefix};
 use crate::record::{Connack, ConnectionRecord, Event, Transport};
 use crate::recorder::Recorder;
@@ -65,6 +66,8 @@ pub(crate) struct Conn {
     closing: Rc<RefCell<Option<String>>>,
     /// What the connection has sent, against the limits.
     usage: Rc<Cell<Usage>>,
+    /// The certificate chain and SAS token it connected with, for the enrollments.
+    presented: Rc<Presented>,
 }
 
 impl Conn {
@@ -101,6 +104,20 @@ async fn handshake(
     let peer_cert = h.io().query::<ntex::tls::rustls::PeerCert<'static>>();
     let peer_cert = peer_cert.as_ref().map(|c| c.0.as_ref().to_vec());
     let peer_cert_cn = peer_cert.as_deref().and_then(subject_common_name);
+    let chain = h
+        .io()
+        .query::<ntex::tls::rustls::PeerCertChain<'static>>()
+        .as_ref()
+        .map(|c| c.0.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let presented = Presented {
+        chain,
+        sas: packet
+            .password
+            .as_ref()
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .map(str::to_owned),
+    };
     let server_name = h
         .io()
         .query::<ntex::tls::Servername>()
@@ -170,6 +187,7 @@ async fn handshake(
                 step,
                 closing: Rc::default(),
                 usage: Rc::default(),
+                presented: Rc::new(presented),
             };
             // Keep the connection up as long as the device keeps its keep-alive.
             Ok(h.ack(conn, false))
@@ -224,6 +242,7 @@ async fn publish(conn: Session<Conn>, publish: v3::Publish) -> Result<(), ConnEr
         crate::dps::Client {
             id: &conn.client_id,
             api_version: &conn.api_version,
+            presented: &conn.presented,
         },
         &topic,
         &payload,

@@ -1,17 +1,21 @@
 //! The broker's rustls configuration.
 //!
 //! TLS 1.2 stays enabled by default (the Python SDK speaks nothing newer). Client certificates are optional
-//! at the TLS layer, since symmetric-key devices present none, but one that does not chain to
-//! the device CA fails the handshake; the CN is checked at CONNECT.
+//! at the TLS layer, since symmetric-key devices present none. A broker without enrollments
+//! fails the handshake of one that does not chain to the device CA; a broker with enrollments
+//! accepts any certificate whose key the device proves it holds, as DPS does, and decides at
+//! the register which enrollment (if any) admits it. The CN is checked at CONNECT.
 
 use std::sync::Arc;
 
-use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 
 use crate::BrokerError;
+use crate::enrollment::Enrollments;
 
 fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, BrokerError> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
@@ -74,13 +78,14 @@ pub fn server_config(
     server_key_pem: &str,
     device_ca_pem: Option<&str>,
     versions: TlsVersions,
+    enrollments: Arc<Enrollments>,
 ) -> Result<Arc<ServerConfig>, BrokerError> {
     let provider = provider();
     let chain = certs(server_cert_pem, "server certificate")?;
     let key = PrivateKeyDer::from_pem_slice(server_key_pem.as_bytes())
         .map_err(|e| BrokerError::Tls(format!("server key: {e}")))?;
 
-    let verifier = match device_ca_pem {
+    let device_ca = match device_ca_pem {
         Some(pem) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in certs(pem, "device CA")? {
@@ -88,13 +93,20 @@ pub fn server_config(
                     .add(cert)
                     .map_err(|e| BrokerError::Tls(format!("device CA: {e}")))?;
             }
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| BrokerError::Tls(format!("device CA: {e}")))?
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| BrokerError::Tls(format!("device CA: {e}")))?;
+            Some(verifier)
         }
-        None => WebPkiClientVerifier::no_client_auth(),
+        None => None,
     };
+    let verifier = Arc::new(DeviceVerifier {
+        device_ca,
+        enrollments,
+        provider: provider.clone(),
+    });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions.versions())
         .map_err(|e| BrokerError::Tls(e.to_string()))?
@@ -104,4 +116,85 @@ pub fn server_config(
     // A device provisions once and goes; session tickets would only cost both sides work.
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
+}
+
+/// Client certificates as DPS takes them: against the device CA while the broker has no
+/// enrollments; any certificate whose key the device proves it holds once it has some (the
+/// register decides which enrollment admits it).
+#[derive(Debug)]
+struct DeviceVerifier {
+    device_ca: Option<Arc<dyn ClientCertVerifier>>,
+    enrollments: Arc<Enrollments>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ClientCertVerifier for DeviceVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.device_ca.is_some() || !self.enrollments.is_empty()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        match &self.device_ca {
+            Some(ca) if self.enrollments.is_empty() => ca.root_hint_subjects(),
+            _ => &[],
+        }
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if self.enrollments.is_empty() {
+            return match &self.device_ca {
+                Some(ca) => ca.verify_client_cert(end_entity, intermediates, now),
+                None => Err(rustls::Error::General(
+                    "no client certificates taken".into(),
+                )),
+            };
+        }
+        webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }

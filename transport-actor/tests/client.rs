@@ -567,3 +567,46 @@ async fn the_client_works_through_any_actor_that_handles_its_messages() {
     // Register, poll, disconnect.
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+/// The broker with an enrollment group (symmetric key) that assigns to `hub`, statically.
+fn moving_group(hub: &str) -> dps_mock_broker::enrollment::EnrollmentGroup {
+    use dps_mock_broker::enrollment::{AllocationPolicy, EnrollmentGroup};
+    EnrollmentGroup::symmetric_key("movers", GROUP_KEY)
+        .hubs([hub])
+        .allocation(AllocationPolicy::Static)
+}
+
+#[actix_rt::test]
+async fn a_reprovisioned_device_sees_its_new_hub_and_substatus_and_a_disabled_one_an_error() {
+    let f = Fixture::start_with(Script::new(), |b| {
+        b.enrollment_group(moving_group("hub-a.example"))
+    });
+    let register = || async {
+        let key = dps_messages::SymmetricKey::from_group_key(GROUP_KEY, "mover").unwrap();
+        let transport = f.transport_with(f.config(MQTT), key.into()).await;
+        ProvisioningClient::new(transport, fast())
+            .register(f.request(MQTT, "mover"))
+            .await
+    };
+    let first = register().await.unwrap().registration_state.unwrap();
+    assert_eq!(first.assigned_hub.as_deref(), Some("hub-a.example"));
+    assert_eq!(first.substatus.as_deref(), Some("initialAssignment"));
+
+    let now = std::time::SystemTime::now();
+    let enrollments = f.broker.enrollments();
+    enrollments
+        .put_group(moving_group("hub-b.example"), None, now)
+        .unwrap();
+    let moved = register().await.unwrap().registration_state.unwrap();
+    assert_eq!(moved.assigned_hub.as_deref(), Some("hub-b.example"));
+    assert_eq!(moved.substatus.as_deref(), Some("deviceDataMigrated"));
+
+    enrollments
+        .put_group(moving_group("hub-b.example").disabled(), None, now)
+        .unwrap();
+    let err = register().await.unwrap_err();
+    let ProvisioningError::RegistrationNotAssigned(result) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(result.status, RegistrationStatus::Disabled);
+}

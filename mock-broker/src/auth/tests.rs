@@ -23,6 +23,7 @@ fn config() -> AuthConfig {
         id_scope: "scope".into(),
         symmetric_keys: [("dev".to_owned(), KEY.to_owned())].into(),
         group_keys: vec![GROUP.into()],
+        enrollments: Default::default(),
     }
 }
 

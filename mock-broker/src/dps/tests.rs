@@ -18,16 +18,25 @@ fn dps(script: Script) -> Dps {
             retry_after: 1,
             issuance: None,
             quotas: Quotas::default(),
+            id_scope: crate::DEFAULT_ID_SCOPE.into(),
+            webhook_timeout: Duration::from_secs(5),
         },
         script,
     )
 }
+
+/// A device that presented no credential (the open broker checked it at CONNECT).
+static NOTHING: Presented = Presented {
+    chain: Vec::new(),
+    sas: None,
+};
 
 /// A device announcing the Node SDK's api-version.
 fn client(id: &str) -> Client<'_> {
     Client {
         id,
         api_version: "2019-03-31",
+        presented: &NOTHING,
     }
 }
 

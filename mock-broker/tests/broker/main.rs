@@ -5,6 +5,7 @@ mod common;
 
 mod auth;
 mod dps;
+mod enrollments;
 mod script;
 
 use std::sync::Arc;

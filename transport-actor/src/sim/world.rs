@@ -38,6 +38,10 @@ pub(super) const DEVICE: &str = "sim-dev";
 const DEVICE_CLIENT: dps_mock_broker::dps::Client<'static> = dps_mock_broker::dps::Client {
     id: DEVICE,
     api_version: "2019-03-31",
+    presented: &dps_mock_broker::enrollment::Presented {
+        chain: Vec::new(),
+        sas: None,
+    },
 };
 
 /// The simulated device's symmetric key (the simulated service checks no credentials).

@@ -1,0 +1,138 @@
+//! The tests of `registration`.
+
+use std::time::Duration;
+
+use super::*;
+
+const MIGRATE: ReprovisionPolicy = ReprovisionPolicy {
+    update_hub_assignment: true,
+    migrate_device_data: true,
+};
+const RESET: ReprovisionPolicy = ReprovisionPolicy {
+    update_hub_assignment: true,
+    migrate_device_data: false,
+};
+const NEVER: ReprovisionPolicy = ReprovisionPolicy {
+    update_hub_assignment: false,
+    migrate_device_data: true,
+};
+
+fn assign(
+    slot: &mut Option<RegistrationRecord>,
+    hub: &str,
+    policy: ReprovisionPolicy,
+    t: u64,
+) -> RegistrationRecord {
+    let decision = Decision::Assigned {
+        hub: hub.into(),
+        device_id: "dev".into(),
+        payload: None,
+        policy,
+    };
+    record(
+        slot,
+        "dev",
+        None,
+        decision,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(t),
+    )
+}
+
+#[test]
+fn the_first_assignment_is_initial_and_again_to_the_same_hub_keeps_it() {
+    let mut slot = None;
+    let first = assign(&mut slot, "a", MIGRATE, 1);
+    assert_eq!(
+        (first.assigned_hub.as_deref(), first.substatus),
+        (Some("a"), Some(Substatus::InitialAssignment))
+    );
+    let again = assign(&mut slot, "a", MIGRATE, 2);
+    assert_eq!(again.substatus, Some(Substatus::InitialAssignment));
+    assert_eq!(again.created, first.created);
+    assert!(again.last_updated > first.last_updated);
+    assert_ne!(again.etag, first.etag);
+}
+
+#[test]
+fn moving_migrates_or_resets_by_policy_and_back_is_reprovisioned_to_initial() {
+    let mut slot = None;
+    assign(&mut slot, "a", MIGRATE, 1);
+    assert_eq!(
+        assign(&mut slot, "b", MIGRATE, 2).substatus,
+        Some(Substatus::DeviceDataMigrated)
+    );
+    assert_eq!(
+        assign(&mut slot, "c", RESET, 3).substatus,
+        Some(Substatus::DeviceDataReset)
+    );
+    let back = assign(&mut slot, "a", RESET, 4);
+    assert_eq!(back.assigned_hub.as_deref(), Some("a"));
+    assert_eq!(
+        back.substatus,
+        Some(Substatus::ReprovisionedToInitialAssignment)
+    );
+}
+
+#[test]
+fn never_reprovision_keeps_the_hub() {
+    let mut slot = None;
+    assign(&mut slot, "a", MIGRATE, 1);
+    let stayed = assign(&mut slot, "b", NEVER, 2);
+    assert_eq!(stayed.assigned_hub.as_deref(), Some("a"));
+    assert_eq!(stayed.substatus, Some(Substatus::InitialAssignment));
+}
+
+#[test]
+fn a_failure_or_disabled_keeps_the_hub_and_a_deleted_record_starts_again() {
+    let mut slot = None;
+    assign(&mut slot, "a", MIGRATE, 1);
+    let failed = record(
+        &mut slot,
+        "dev",
+        Some("g"),
+        Decision::Failed {
+            code: 400_209,
+            message: "webhook".into(),
+        },
+        SystemTime::UNIX_EPOCH,
+    );
+    assert_eq!(
+        (failed.status, failed.error_code),
+        (RegistrationStatus::Failed, Some(400_209))
+    );
+    assert_eq!(failed.assigned_hub.as_deref(), Some("a"));
+    let disabled = record(
+        &mut slot,
+        "dev",
+        None,
+        Decision::Disabled,
+        SystemTime::UNIX_EPOCH,
+    );
+    assert_eq!(
+        (disabled.status, disabled.error_code),
+        (RegistrationStatus::Disabled, None)
+    );
+    assert_eq!(
+        assign(&mut slot, "b", MIGRATE, 5).substatus,
+        Some(Substatus::DeviceDataMigrated)
+    );
+    let mut deleted = None;
+    assert_eq!(
+        assign(&mut deleted, "b", MIGRATE, 6).substatus,
+        Some(Substatus::InitialAssignment)
+    );
+}
+
+#[test]
+fn the_record_reads_as_dps_device_registration_state() {
+    let mut slot = None;
+    let state = assign(&mut slot, "a", MIGRATE, 1_591_921_306).state();
+    assert_eq!(state["registrationId"], "dev");
+    assert_eq!(state["assignedHub"], "a");
+    assert_eq!(state["deviceId"], "dev");
+    assert_eq!(state["status"], "assigned");
+    assert_eq!(state["substatus"], "initialAssignment");
+    assert_eq!(state["createdDateTimeUtc"], "2020-06-12T00:21:46.000Z");
+    assert!(state["etag"].as_str().is_some_and(|e| e.starts_with('"')));
+    assert!(state.get("errorCode").is_none());
+}

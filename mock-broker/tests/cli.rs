@@ -1,0 +1,63 @@
+//! The `dps-mock-broker` command line, run as a user runs it.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+/// Starts the broker with `args`, and returns its first line of output and its stderr.
+fn first_line(args: &[&str]) -> (String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dps-mock-broker"))
+        .args(["--listen", "127.0.0.1:0", "--no-ws"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let stdout = child.stdout.take().unwrap();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (first, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn enrollments_come_from_a_file_of_dps_enrollment_objects() {
+    let dir = std::env::temp_dir().join(format!("dps-mock-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("enrollments.json");
+    let file = serde_json::json!({
+        "linkedHubs": [{"name": "hub-a.example", "latencyMs": 10}, {"name": "hub-b.example"}],
+        "individualEnrollments": [{
+            "registrationId": "dev-1",
+            "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": dps_mock_broker::TEST_SYMMETRIC_KEY}}
+        }],
+        "enrollmentGroups": [{
+            "enrollmentGroupId": "line-3",
+            "allocationPolicy": "geoLatency",
+            "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": dps_mock_broker::TEST_GROUP_KEY}}
+        }]
+    });
+    std::fs::write(&good, file.to_string()).unwrap();
+    let (stdout, stderr) = first_line(&["--enrollments", good.to_str().unwrap()]);
+    assert!(
+        stdout.contains("listening")
+            && stdout.contains("1 individual enrollments, 1 enrollment groups"),
+        "{stdout} {stderr}"
+    );
+
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"individualEnrollments": [{"registrationId": "no attestation"}]}"#,
+    )
+    .unwrap();
+    let (stdout, stderr) = first_line(&["--enrollments", bad.to_str().unwrap()]);
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert!(
+        stderr.contains("bad.json") && stderr.contains("attestation"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
