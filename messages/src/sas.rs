@@ -117,6 +117,11 @@ impl SasToken {
         })
     }
 
+    /// The `skn` field (the name of the key that signed), when the token has one.
+    pub fn key_name(&self) -> Option<&str> {
+        self.key_name.as_deref()
+    }
+
     /// The `sr` field decoded, e.g. `scope/registrations/dev`.
     pub fn decoded_resource(&self) -> String {
         percent_decode(&self.resource)

@@ -126,6 +126,11 @@ impl Dps {
         self
     }
 
+    /// The enrollments it admits devices by.
+    pub(crate) fn enrollments(&self) -> &Enrollments {
+        &self.enrollments
+    }
+
     /// The same service, sending custom allocation requests to `webhooks`.
     pub(crate) fn with_webhooks(
         mut self,
@@ -157,6 +162,34 @@ impl Dps {
     pub(crate) fn delete_registration(&self, registration_id: &str) -> bool {
         let key = registration_id.to_ascii_lowercase();
         self.lock().books.registrations.remove(&key).is_some()
+    }
+
+    /// Deletes the record of `registration_id` when `if_match` (if given) is its etag, as
+    /// the service API's `DELETE /registrations/{id}` does.
+    pub(crate) fn delete_registration_if(
+        &self,
+        registration_id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), crate::enrollment::EnrollmentError> {
+        use crate::enrollment::EnrollmentError;
+        let key = registration_id.to_ascii_lowercase();
+        let mut state = self.lock();
+        let record = state
+            .books
+            .registrations
+            .get(&key)
+            .ok_or_else(|| EnrollmentError::NotFound(registration_id.to_owned()))?;
+        if let Some(given) = if_match
+            && given != "*"
+            && given.trim_matches('"') != record.etag.trim_matches('"')
+        {
+            return Err(EnrollmentError::EtagMismatch {
+                given: given.to_owned(),
+                current: record.etag.clone(),
+            });
+        }
+        state.books.registrations.remove(&key);
+        Ok(())
     }
 
     fn with_device<T>(

@@ -70,6 +70,7 @@ pub mod registration;
 mod registration_id;
 pub mod script;
 mod server;
+pub mod service_api;
 #[cfg(feature = "test-servers")]
 pub mod softhsm;
 #[cfg(feature = "test-servers")]
@@ -138,6 +139,9 @@ pub enum BrokerError {
     /// The broker's thread failed to start.
     #[error("the broker thread failed: {0}")]
     Thread(String),
+    /// The service API's key is not base64.
+    #[error("the service API key is not base64")]
+    ServiceKey,
     /// An enrollment given to the builder is not valid.
     #[error(transparent)]
     Enrollment(#[from] enrollment::EnrollmentError),
@@ -179,6 +183,7 @@ pub struct BrokerBuilder {
     quotas: Quotas,
     enrollments: EnrollmentFile,
     webhook_timeout: Duration,
+    service_api: Option<(SocketAddr, String)>,
 }
 
 impl Default for BrokerBuilder {
@@ -208,6 +213,7 @@ impl Default for BrokerBuilder {
             quotas: Quotas::default(),
             enrollments: EnrollmentFile::default(),
             webhook_timeout: webhook::DEFAULT_WEBHOOK_TIMEOUT,
+            service_api: None,
         }
     }
 }
@@ -350,6 +356,15 @@ impl BrokerBuilder {
         self
     }
 
+    /// Serves DPS's service API ([`service_api`]) over HTTPS on `addr`, to requests signed
+    /// with `key_base64`, the key of the shared access policy
+    /// [`provisioningserviceowner`](service_api::DEFAULT_POLICY_NAME).
+    /// [`BrokerHandle::service_connection_string`] is what the official service SDKs take.
+    pub fn service_api(mut self, addr: SocketAddr, key_base64: impl Into<String>) -> Self {
+        self.service_api = Some((addr, key_base64.into()));
+        self
+    }
+
     /// The script to answer from.
     pub fn script(mut self, script: Script) -> Self {
         self.script = script;
@@ -441,6 +456,21 @@ impl BrokerBuilder {
         let tls_listener = bind(self.listen)?;
         let ws_listener = self.ws_listen.map(bind).transpose()?;
         let tcp_listener = self.tcp_listen.map(bind).transpose()?;
+        let service = match &self.service_api {
+            Some((addr, key)) => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(key)
+                    .map_err(|_| BrokerError::ServiceKey)?;
+                let policy = Arc::new(service_api::ServicePolicy {
+                    name: service_api::DEFAULT_POLICY_NAME.to_owned(),
+                    key: key.clone(),
+                });
+                let tls = tls::service_config(&server_cert.cert_pem, &server_cert.key_pem)?;
+                Some((bind(*addr)?, tls, policy))
+            }
+            None => None,
+        };
         let local = |l: &TcpListener| {
             l.local_addr()
                 .map_err(|e| BrokerError::Thread(e.to_string()))
@@ -448,6 +478,8 @@ impl BrokerBuilder {
         let addr = local(&tls_listener)?;
         let ws_addr = ws_listener.as_ref().map(local).transpose()?;
         let tcp_addr = tcp_listener.as_ref().map(local).transpose()?;
+        let service_addr = service.as_ref().map(|(l, _, _)| local(l)).transpose()?;
+        let service_policy = service.as_ref().map(|(_, _, p)| p.clone());
 
         let recorder = Arc::new(
             Recorder::new(self.record_sink, self.keep_ended)
@@ -486,6 +518,7 @@ impl BrokerBuilder {
             tls_listener,
             ws_listener,
             tcp_listener,
+            service,
         };
         let (stop_tx, thread) =
             spawn_runtime(shared.clone(), tls, listeners, self.workers, webhook_rx)?;
@@ -493,6 +526,8 @@ impl BrokerBuilder {
             addr,
             ws_addr,
             tcp_addr,
+            service_addr,
+            service_policy,
             pki,
             ca_pem,
             issuing_ca: self.issuing_ca,
@@ -509,6 +544,11 @@ struct Listeners {
     tls_listener: TcpListener,
     ws_listener: Option<TcpListener>,
     tcp_listener: Option<TcpListener>,
+    service: Option<(
+        TcpListener,
+        Arc<rustls::ServerConfig>,
+        Arc<service_api::ServicePolicy>,
+    )>,
 }
 
 type StopSender = tokio::sync::oneshot::Sender<()>;
@@ -591,6 +631,14 @@ fn build_server(
             })?
             .config("wss", mqtt_config());
     }
+    if let Some((listener, tls, policy)) = listeners.service {
+        let s = shared.clone();
+        builder = builder.listen("service", listener, async move |_| {
+            chain_factory(TlsAcceptor::new(tls.clone()))
+                .map_err(|e| server::ConnError(format!("tls: {e}")))
+                .and_then(service_api::service_api_server(s.clone(), policy.clone()))
+        })?;
+    }
     if let Some(listener) = listeners.tcp_listener {
         let s = shared.clone();
         builder = builder
@@ -607,6 +655,8 @@ pub struct BrokerHandle {
     addr: SocketAddr,
     ws_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
+    service_addr: Option<SocketAddr>,
+    service_policy: Option<Arc<service_api::ServicePolicy>>,
     pki: Option<Arc<TestPki>>,
     ca_pem: Option<String>,
     issuing_ca: Option<Arc<IssuingCa>>,
@@ -631,6 +681,24 @@ impl BrokerHandle {
     /// The plain-TCP MQTT address, if that listener is on.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
+    }
+
+    /// The service API's address, when it is served ([`BrokerBuilder::service_api`]).
+    pub fn service_addr(&self) -> Option<SocketAddr> {
+        self.service_addr
+    }
+
+    /// The connection string of the service API for the official service SDKs
+    /// (`HostName=localhost;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=...`),
+    /// when it is served. The SDKs dial port 443: the host carries the port only when the
+    /// listener is elsewhere (for clients that take one, such as this crate's tests).
+    pub fn service_connection_string(&self) -> Option<String> {
+        let (addr, policy) = (self.service_addr?, self.service_policy.as_ref()?);
+        let host = match addr.port() {
+            443 => "localhost".to_owned(),
+            port => format!("localhost:{port}"),
+        };
+        Some(policy.connection_string(&host))
     }
 
     /// `mqtts://127.0.0.1:<port>`, for a request's endpoint override.

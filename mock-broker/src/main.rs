@@ -89,6 +89,14 @@ struct Serve {
     /// enrollment admits a device, and its allocation policy picks the hub.
     #[arg(long, value_name = "FILE")]
     enrollments: Option<PathBuf>,
+    /// Serve DPS's service API (HTTPS) on this address, e.g. 127.0.0.1:443: the official
+    /// service SDKs dial port 443. Needs --service-key.
+    #[arg(long, value_name = "ADDR", requires = "service_key")]
+    service_listen: Option<SocketAddr>,
+    /// The key (base64) of the `provisioningserviceowner` policy the service API checks
+    /// requests against.
+    #[arg(long, value_name = "KEY", requires = "service_listen")]
+    service_key: Option<String>,
     /// Append each connection's record, as a JSON line, to this file.
     #[arg(long)]
     record: Option<PathBuf>,
@@ -225,6 +233,9 @@ fn serve(args: Serve) -> Result<(), String> {
     if let Some(path) = &args.scenario {
         builder = builder.script(Script::load(path).map_err(|e| e.to_string())?);
     }
+    if let (Some(addr), Some(key)) = (args.service_listen, &args.service_key) {
+        builder = builder.service_api(addr, key.clone());
+    }
     let mut enrolled = String::new();
     if let Some(path) = &args.enrollments {
         let text = std::fs::read_to_string(path)
@@ -269,6 +280,11 @@ fn serve(args: Serve) -> Result<(), String> {
         "dps-mock-broker listening on {}{ws}{ca}{issuing}{enrolled}",
         broker.mqtts_uri()
     );
+    if let (Some(addr), Some(connection)) =
+        (broker.service_addr(), broker.service_connection_string())
+    {
+        println!("service API on https://{addr}; connection string: {connection}");
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

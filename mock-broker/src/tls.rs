@@ -118,6 +118,25 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The service API's configuration: the same server certificate, HTTP/1.1, no client
+/// certificates (the service SDKs sign each request instead).
+pub(crate) fn service_config(
+    server_cert_pem: &str,
+    server_key_pem: &str,
+) -> Result<Arc<ServerConfig>, BrokerError> {
+    let chain = certs(server_cert_pem, "server certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(server_key_pem.as_bytes())
+        .map_err(|e| BrokerError::Tls(format!("server key: {e}")))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| BrokerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| BrokerError::Tls(format!("server certificate and key: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Client certificates as DPS takes them: against the device CA while the broker has no
 /// enrollments; any certificate whose key the device proves it holds once it has some (the
 /// register decides which enrollment admits it).

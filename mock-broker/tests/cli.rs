@@ -61,3 +61,53 @@ fn enrollments_come_from_a_file_of_dps_enrollment_objects() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_service_api_prints_the_connection_string_the_sdks_take() {
+    let key = "c2VydmljZSBrZXkgZm9yIHRlc3RzIG9ubHksIG5ldmVyIHJlYWw=";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dps-mock-broker"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-ws",
+            "--service-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--service-key", key])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = lines.next().unwrap().unwrap();
+    let service = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening.contains("listening"), "{listening}");
+    assert!(
+        service.starts_with("service API on https://127.0.0.1:"),
+        "{service}"
+    );
+    let expected = format!(";SharedAccessKeyName=provisioningserviceowner;SharedAccessKey={key}");
+    assert!(
+        service.contains("connection string: HostName=localhost:") && service.ends_with(&expected),
+        "{service}"
+    );
+
+    // The key must be given with the address, and be base64.
+    let (stdout, stderr) = first_line(&["--service-listen", "127.0.0.1:0"]);
+    assert!(
+        !stdout.contains("listening") && stderr.contains("--service-key"),
+        "{stderr}"
+    );
+    let (stdout, stderr) = first_line(&[
+        "--service-listen",
+        "127.0.0.1:0",
+        "--service-key",
+        "not base64!",
+    ]);
+    assert!(
+        !stdout.contains("listening") && stderr.contains("base64"),
+        "{stderr}"
+    );
+}

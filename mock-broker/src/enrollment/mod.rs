@@ -35,7 +35,9 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IndividualEnrollment {
-    /// The device's registration id (for X.509, its certificate's CN).
+    /// The device's registration id (for X.509, its certificate's CN). A service API PUT
+    /// may leave it out: the path names it.
+    #[serde(default)]
     pub registration_id: String,
     /// The device id the hub gets; the registration id when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,7 +54,8 @@ pub struct IndividualEnrollment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnrollmentGroup {
-    /// The group's name.
+    /// The group's name (a service API PUT may leave it out: the path names it).
+    #[serde(default)]
     pub enrollment_group_id: String,
     /// How its devices prove who they are: the CA (`signingCertificates`) or the group key.
     pub attestation: Attestation,

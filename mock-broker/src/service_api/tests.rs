@@ -1,0 +1,165 @@
+//! The tests of the service API's routes and views, with no IO (`tests/service_api.rs` drives
+//! them over HTTPS).
+
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use super::routes::{ApiRequest, ApiResponse, Service};
+use super::view::redacted_individual;
+use super::*;
+use crate::dps::{Dps, DpsConfig};
+use crate::enrollment::{Enrollments, IndividualEnrollment};
+use crate::script::Script;
+
+fn dps() -> Dps {
+    Dps::new(DpsConfig::new("hub.example", 0), Script::new())
+        .with_enrollments(Arc::new(Enrollments::new()))
+}
+
+fn call(dps: &Dps, method: &str, path: &str, body: Option<Value>) -> ApiResponse {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = ApiRequest {
+        method,
+        path,
+        if_match: None,
+        max_items: None,
+        continuation: None,
+        body: body.as_bytes(),
+    };
+    Service {
+        enrollments: dps.enrollments(),
+        dps,
+    }
+    .handle(&request, SystemTime::now())
+}
+
+#[test]
+fn paths_are_matched_without_case_and_unknown_ones_are_dps_errors() {
+    let d = dps();
+    let group = json!({"attestation": {"type": "symmetricKey"}});
+    assert_eq!(
+        call(&d, "put", "/ENROLLMENTGROUPS/g1", Some(group)).status,
+        200
+    );
+    assert_eq!(call(&d, "GET", "/enrollmentGroups/G1/", None).status, 200);
+    for (method, path, status) in [
+        ("GET", "/", 404),
+        ("GET", "/devices/x", 404),
+        ("PUT", "/registrations/x", 405),
+        ("GET", "/enrollments/x/attestationmechanism", 405),
+        ("POST", "/enrollments/x/y/z", 405),
+    ] {
+        let answer = call(&d, method, path, None);
+        assert_eq!(answer.status, status, "{method} {path}");
+        let body = answer.body.unwrap();
+        assert_eq!(body["errorCode"], u64::from(status) * 1000 + 1);
+        assert!(body["trackingId"].as_str().is_some());
+    }
+}
+
+#[test]
+fn a_read_shows_a_certificate_as_its_info_and_never_a_key() {
+    let pki = crate::TestPki::generate().unwrap();
+    let device = pki.device("dev-x").unwrap();
+    let shown = json!(redacted_individual(IndividualEnrollment::x509(
+        "dev-x",
+        &device.cert_pem
+    )));
+    let primary = &shown["attestation"]["x509"]["clientCertificates"]["primary"];
+    assert!(primary.get("certificate").is_none(), "{shown}");
+    let info = &primary["info"];
+    assert_eq!(info["subjectName"], "CN=dev-x");
+    assert!(
+        info["issuerName"]
+            .as_str()
+            .unwrap()
+            .contains("dps-mock-broker test CA")
+    );
+    assert_eq!(info["sha256Thumbprint"].as_str().unwrap().len(), 64);
+    assert_eq!(info["version"], 3);
+    assert!(info["notAfterUtc"].as_str().unwrap().ends_with('Z'));
+
+    let d = dps();
+    let e = json!({"attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": crate::TEST_SYMMETRIC_KEY}}});
+    call(&d, "PUT", "/enrollments/k", Some(e));
+    let read = call(&d, "GET", "/enrollments/k", None).body.unwrap();
+    assert_eq!(read["attestation"]["symmetricKey"], json!({}), "{read}");
+    let queried = call(
+        &d,
+        "POST",
+        "/enrollments/query",
+        Some(json!({"query": "*"})),
+    )
+    .body
+    .unwrap();
+    assert_eq!(queried[0]["attestation"]["symmetricKey"], json!({}));
+    let keys = call(&d, "POST", "/enrollments/K/attestationMechanism", None)
+        .body
+        .unwrap();
+    assert_eq!(
+        keys["symmetricKey"]["primaryKey"],
+        crate::TEST_SYMMETRIC_KEY
+    );
+    // The service made the secondary key the enrollment was written without.
+    assert!(
+        keys["symmetricKey"]["secondaryKey"]
+            .as_str()
+            .is_some_and(|k| k.len() >= 44)
+    );
+}
+
+#[test]
+fn bulk_updates_if_match_etag_and_reports_each_failure() {
+    let d = dps();
+    let e = |id: &str, etag: Option<&str>| {
+        let mut e = json!({"registrationId": id, "attestation": {"type": "symmetricKey"}});
+        if let Some(etag) = etag {
+            e["etag"] = etag.into();
+        }
+        e
+    };
+    let made = call(
+        &d,
+        "POST",
+        "/enrollments",
+        Some(json!({"mode": "create", "enrollments": [e("a", None), e("b", None)]})),
+    );
+    assert_eq!(made.body.unwrap()["isSuccessful"], true);
+    let etag = d
+        .enrollments()
+        .individual("a")
+        .unwrap()
+        .settings
+        .etag
+        .unwrap();
+    let update = json!({"mode": "updateIfMatchETag", "enrollments": [e("a", Some(&etag)), e("b", Some("\"stale\""))]});
+    let answer = call(&d, "POST", "/enrollments", Some(update)).body.unwrap();
+    assert_eq!(answer["isSuccessful"], false);
+    assert_eq!(answer["errors"].as_array().unwrap().len(), 1);
+    assert_eq!(answer["errors"][0]["registrationId"], "b");
+    assert!(
+        call(
+            &d,
+            "POST",
+            "/enrollments",
+            Some(json!({"mode": "upsert", "enrollments": []}))
+        )
+        .status
+            == 400
+    );
+    assert!(call(&d, "POST", "/enrollments", Some(json!({"mode": "create"}))).status == 400);
+    let paged = ApiRequest {
+        method: "POST",
+        path: "/enrollments/query",
+        if_match: None,
+        max_items: Some(1),
+        continuation: Some("not a number"),
+        body: br#"{"query": "*"}"#,
+    };
+    let service = Service {
+        enrollments: d.enrollments(),
+        dps: &d,
+    };
+    assert_eq!(service.handle(&paged, SystemTime::now()).status, 400);
+}
