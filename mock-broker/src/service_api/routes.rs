@@ -102,12 +102,15 @@ enum Collection {
 impl Service<'_> {
     /// The answer to `request` (already authenticated) at `now`.
     pub(crate) fn handle(&self, request: &ApiRequest<'_>, now: SystemTime) -> ApiResponse {
-        let segments: Vec<&str> = request
+        // The SDKs write ids URI-encoded (`encodeURIComponent`: a `:` is `%3A`).
+        let decoded: Vec<String> = request
             .path
             .trim_matches('/')
             .split('/')
             .filter(|s| !s.is_empty())
+            .map(percent_decoded)
             .collect();
+        let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
         let Some((first, rest)) = segments.split_first() else {
             return error(404, "no such resource", now);
         };
@@ -380,6 +383,30 @@ impl Service<'_> {
             }
         }
     }
+}
+
+/// `segment` with its `%XX` escapes decoded; an escape that is not one is kept as written.
+fn percent_decoded(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn read_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, EnrollmentError> {

@@ -43,6 +43,17 @@ fn paths_are_matched_without_case_and_unknown_ones_are_dps_errors() {
         200
     );
     assert_eq!(call(&d, "GET", "/enrollmentGroups/G1/", None).status, 200);
+    // Ids arrive URI-encoded, as `encodeURIComponent` writes them.
+    let e = json!({"attestation": {"type": "symmetricKey"}});
+    let put = call(&d, "PUT", "/enrollments/line%3A7.dev", Some(e))
+        .body
+        .unwrap();
+    assert_eq!(put["registrationId"], "line:7.dev");
+    assert_eq!(
+        call(&d, "GET", "/enrollments/LINE%3a7.DEV", None).status,
+        200
+    );
+    assert_eq!(call(&d, "GET", "/enrollments/bad%zz", None).status, 404);
     for (method, path, status) in [
         ("GET", "/", 404),
         ("GET", "/devices/x", 404),
