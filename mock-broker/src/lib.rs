@@ -35,7 +35,9 @@
 //! (actix and tokio tests), [`BrokerHandle::wait_until`] by blocking (plain threads). It checks
 //! credentials as DPS does (a device certificate from its CA whose CN is the clientId, or a
 //! SAS token from a listed or group key), answers from a [`script::Script`] and then DPS's
-//! default behaviour ([`dps`]), stays bounded whatever a client does ([`ConnectionLimits`]),
+//! default behaviour ([`dps`]); given [`enrollment`]s it models the service (who matches,
+//! allocation across hubs, [`registration`] records and reprovisioning), set up in Rust, from
+//! a file, or through DPS's own [`service_api`]; stays bounded whatever a client does ([`ConnectionLimits`]),
 //! and records every connection ([`record`]). The crate's README has a guide to testing a
 //! device application with it, with three complete tests.
 //!
