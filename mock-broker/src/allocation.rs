@@ -7,7 +7,10 @@
 
 use serde_json::{Value, json};
 
-use crate::enrollment::{AllocationPolicy, CustomAllocationDefinition, LinkedHub, Matched};
+use crate::enrollment::{
+    AllocationPolicy, CustomAllocationDefinition, LinkedHub, Matched, redacted_group,
+    redacted_individual,
+};
 
 /// What allocation decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,9 +106,12 @@ pub(crate) fn webhook_request(
         "deviceRuntimeContext": context,
         "linkedHubs": matched.settings().candidate_hubs(linked),
     });
+    // The enrollment as the service shows it outside: without its keys and certificates.
     match matched {
-        Matched::Individual(e) => request["individualEnrollment"] = json!(e),
-        Matched::Group(g) => request["enrollmentGroup"] = json!(g),
+        Matched::Individual(e) => {
+            request["individualEnrollment"] = json!(redacted_individual(e.clone()));
+        }
+        Matched::Group(g) => request["enrollmentGroup"] = json!(redacted_group(g.clone())),
     }
     request
 }

@@ -118,6 +118,11 @@ fn custom_asks_the_webhook_with_dps_request_shape() {
     assert_eq!(request["deviceRuntimeContext"]["symmetricKey"], json!({}));
     assert_eq!(request["linkedHubs"], json!(HUBS));
     assert!(request.get("individualEnrollment").is_none());
+    // The group key stays with the service.
+    assert!(
+        !request.to_string().contains(crate::TEST_GROUP_KEY),
+        "{request}"
+    );
 }
 
 #[test]

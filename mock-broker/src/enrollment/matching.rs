@@ -12,13 +12,23 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use super::store::{Inner, Stored};
 use super::{EnrollmentGroup, EnrollmentSettings, IndividualEnrollment};
 
-/// What a device presented when it connected.
-#[derive(Debug, Clone, Default)]
+/// What a device presented when it connected. `Debug` shows the chain's length and whether a
+/// token was sent, never the token.
+#[derive(Clone, Default)]
 pub struct Presented {
     /// The certificate chain of the TLS handshake (leaf first), empty when none.
     pub chain: Vec<CertificateDer<'static>>,
     /// The CONNECT password (a SAS token), when any.
     pub sas: Option<String>,
+}
+
+impl std::fmt::Debug for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presented")
+            .field("chain", &format_args!("{} certificates", self.chain.len()))
+            .field("sas", &self.sas.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// The enrollment that applies to a device.

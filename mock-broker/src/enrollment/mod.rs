@@ -22,11 +22,13 @@
 
 mod matching;
 mod store;
+mod view;
 
 pub use matching::Presented;
 pub(crate) use matching::{Matched, NoMatch, find_match};
 pub(crate) use store::new_etag;
 pub use store::{EnrollmentError, Enrollments};
+pub(crate) use view::{attestation_mechanism, redacted_group, redacted_individual};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -171,8 +173,8 @@ pub struct X509CertificateWithInfo {
 }
 
 /// The keys of a symmetric-key attestation (base64): a device's own, or a group's from which
-/// each device's is derived.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+/// each device's is derived. `Debug` never shows them.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SymmetricKeyAttestation {
     /// The primary key.
@@ -181,6 +183,16 @@ pub struct SymmetricKeyAttestation {
     /// The secondary key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secondary_key: Option<String>,
+}
+
+impl std::fmt::Debug for SymmetricKeyAttestation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |key: &Option<String>| key.as_ref().map(|_| "<redacted>");
+        f.debug_struct("SymmetricKeyAttestation")
+            .field("primary_key", &shown(&self.primary_key))
+            .field("secondary_key", &shown(&self.secondary_key))
+            .finish()
+    }
 }
 
 /// Whether an enrollment's devices may register.

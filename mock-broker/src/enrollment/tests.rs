@@ -247,3 +247,16 @@ fn symmetric_keys_match_individual_then_group_and_a_wrong_token_matches_nothing(
     assert!(matched(&store, "member", &sas(crate::TEST_SYMMETRIC_KEY, "member")).is_err());
     assert!(matched(&store, "member", &Presented::default()).is_err());
 }
+
+#[test]
+fn debug_never_shows_a_token_or_a_key() {
+    let presented = Presented {
+        chain: vec![],
+        sas: Some("SharedAccessSignature sr=a&sig=SECRET&se=1".into()),
+    };
+    let shown = format!("{presented:?}");
+    assert!(
+        !shown.contains("SECRET") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+}

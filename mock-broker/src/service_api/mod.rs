@@ -12,7 +12,6 @@
 
 mod auth;
 mod routes;
-mod view;
 
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -10,10 +10,12 @@ use std::time::SystemTime;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::view::{attestation_mechanism, redacted_group, redacted_individual};
 use crate::clock::iso8601;
 use crate::dps::Dps;
-use crate::enrollment::{EnrollmentError, EnrollmentGroup, Enrollments, IndividualEnrollment};
+use crate::enrollment::{
+    EnrollmentError, EnrollmentGroup, Enrollments, IndividualEnrollment, attestation_mechanism,
+    redacted_group, redacted_individual,
+};
 
 /// One request, as the HTTP layer read it.
 #[derive(Debug, Clone, Copy)]

@@ -6,10 +6,9 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use super::routes::{ApiRequest, ApiResponse, Service};
-use super::view::redacted_individual;
 use super::*;
 use crate::dps::{Dps, DpsConfig};
-use crate::enrollment::{Enrollments, IndividualEnrollment};
+use crate::enrollment::{Enrollments, IndividualEnrollment, redacted_individual};
 use crate::script::Script;
 
 fn dps() -> Dps {
@@ -43,6 +42,28 @@ fn paths_are_matched_without_case_and_unknown_ones_are_dps_errors() {
         200
     );
     assert_eq!(call(&d, "GET", "/enrollmentGroups/G1/", None).status, 200);
+    let keys = call(
+        &d,
+        "POST",
+        "/enrollmentgroups/g1/attestationmechanism",
+        None,
+    )
+    .body
+    .unwrap();
+    assert!(
+        keys["symmetricKey"]["primaryKey"].as_str().is_some(),
+        "{keys}"
+    );
+    assert_eq!(
+        call(
+            &d,
+            "POST",
+            "/enrollmentGroups/none/attestationmechanism",
+            None
+        )
+        .status,
+        404
+    );
     // Ids arrive URI-encoded, as `encodeURIComponent` writes them.
     let e = json!({"attestation": {"type": "symmetricKey"}});
     let put = call(&d, "PUT", "/enrollments/line%3A7.dev", Some(e))

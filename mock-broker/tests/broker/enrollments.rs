@@ -407,3 +407,21 @@ fn no_enrollment_is_dps_401_and_its_rules_are_400() {
         assert_eq!(status, 400, "a registration id of 129 characters");
     });
 }
+
+#[test]
+fn a_scripted_step_still_overrides_the_model_for_its_device() {
+    let group =
+        EnrollmentGroup::symmetric_key("g", dps_mock_broker::TEST_GROUP_KEY).hubs([HUBS[0]]);
+    let script = Script::new().device("scripted", DeviceScript::new().request(Step::respond(503)));
+    let broker = start(MockBroker::builder().enrollment_group(group).script(script));
+    let b = broker.clone();
+    run(async move {
+        let (status, _) = provision(&b, group_device(&b, "scripted"), None).await;
+        assert_eq!(status, 503, "the script's answer, not the model's");
+        // Its next request, past the script, is the model's; another device is the model's.
+        let (_, body) = provision(&b, group_device(&b, "scripted"), None).await;
+        assert_eq!(hub_of(&body), HUBS[0]);
+        let (_, body) = provision(&b, group_device(&b, "other"), None).await;
+        assert_eq!(hub_of(&body), HUBS[0]);
+    });
+}

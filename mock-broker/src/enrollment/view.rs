@@ -1,5 +1,6 @@
-//! Enrollments as the service API shows them: DPS never returns a key or a certificate it
-//! holds, only what it says of them (`info`); the keys come from `attestationmechanism`.
+//! Enrollments as the service shows them outside: DPS never returns a key or a certificate it
+//! holds, only what it says of them (`info`), in the service API's reads and in a custom
+//! allocation request alike; the keys come from the API's `attestationmechanism`.
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -7,7 +8,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::enrollment::{
+use super::{
     Attestation, EnrollmentGroup, IndividualEnrollment, X509CertificateWithInfo, X509Certificates,
 };
 
