@@ -15,7 +15,7 @@ use crate::enrollment::{Enrollments, Presented};
 use crate::issuance::{ChainFault, CheckedCsr, Issuance, check_csr};
 use crate::operations::{Operations, Outcome, Pending};
 use crate::quota::{Kind, QuotaState, QuotaSummary, Quotas};
-use crate::registration::{Decision, RegistrationRecord, RegistrationStatus, record};
+use crate::registration::{Decision, RegistrationRecord, RegistrationStatus, Registrations};
 use crate::registration_id::check_registration_id;
 use crate::script::{ConnectStep, Malformation, Script, Step};
 use crate::webhook::WebhookCall;
@@ -86,8 +86,7 @@ struct Device {
 #[derive(Default)]
 struct Books {
     operations: Operations,
-    /// By lower-cased registration id.
-    registrations: HashMap<String, RegistrationRecord>,
+    registrations: Registrations,
 }
 
 #[derive(Default)]
@@ -146,13 +145,16 @@ impl Dps {
 
     /// The record of `registration_id` (any case), if the device has registered.
     pub(crate) fn registration(&self, registration_id: &str) -> Option<RegistrationRecord> {
-        let key = registration_id.to_ascii_lowercase();
-        self.lock().books.registrations.get(&key).cloned()
+        self.lock()
+            .books
+            .registrations
+            .get(registration_id)
+            .cloned()
     }
 
     /// Every registration record, by registration id.
     pub(crate) fn registrations(&self) -> Vec<RegistrationRecord> {
-        let mut all: Vec<_> = self.lock().books.registrations.values().cloned().collect();
+        let mut all: Vec<_> = self.lock().books.registrations.all().cloned().collect();
         all.sort_by(|a, b| a.registration_id.cmp(&b.registration_id));
         all
     }
@@ -160,8 +162,11 @@ impl Dps {
     /// Forgets the record of `registration_id`: its next registration is an initial
     /// assignment. Whether there was one.
     pub(crate) fn delete_registration(&self, registration_id: &str) -> bool {
-        let key = registration_id.to_ascii_lowercase();
-        self.lock().books.registrations.remove(&key).is_some()
+        self.lock()
+            .books
+            .registrations
+            .remove(registration_id)
+            .is_some()
     }
 
     /// Deletes the record of `registration_id` when `if_match` (if given) is its etag, as
@@ -172,12 +177,11 @@ impl Dps {
         if_match: Option<&str>,
     ) -> Result<(), crate::enrollment::EnrollmentError> {
         use crate::enrollment::EnrollmentError;
-        let key = registration_id.to_ascii_lowercase();
         let mut state = self.lock();
         let record = state
             .books
             .registrations
-            .get(&key)
+            .get(registration_id)
             .ok_or_else(|| EnrollmentError::NotFound(registration_id.to_owned()))?;
         if let Some(given) = if_match
             && given != "*"
@@ -188,7 +192,7 @@ impl Dps {
                 current: record.etag.clone(),
             });
         }
-        state.books.registrations.remove(&key);
+        state.books.registrations.remove(registration_id);
         Ok(())
     }
 
@@ -647,16 +651,10 @@ impl Ctx<'_> {
         group: Option<&str>,
         decision: Decision,
     ) -> RegistrationRecord {
-        let slot = self
-            .books
-            .registrations
-            .remove(&registration_id.to_ascii_lowercase());
-        let mut slot = slot;
-        let written = record(&mut slot, registration_id, group, decision, self.now);
+        let now = self.now;
         self.books
             .registrations
-            .insert(registration_id.to_ascii_lowercase(), written.clone());
-        written
+            .write(registration_id, group, decision, now)
     }
 
     /// The poll's answer for a decided registration: the record as the device sees it, and

@@ -7,6 +7,7 @@
 //! (moved back to the hub of its first assignment). A deleted record makes the next
 //! registration an initial assignment again.
 
+use std::collections::{HashMap, VecDeque};
 use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
@@ -205,6 +206,86 @@ pub(crate) fn record(
     record.last_updated = now;
     record.etag = crate::enrollment::new_etag();
     record.clone()
+}
+
+/// The most records a broker keeps: past it, the oldest made go first (a device whose record
+/// went registers as an initial assignment), so a broker serving millions of devices stays
+/// bounded.
+pub(crate) const MAX_REGISTRATIONS: usize = 100_000;
+
+/// The records DPS keeps, by registration id without case, at most `max`.
+#[derive(Debug)]
+pub(crate) struct Registrations {
+    records: HashMap<String, RegistrationRecord>,
+    /// Ids in the order their records were made; ids whose record has gone are skipped.
+    order: VecDeque<String>,
+    max: usize,
+}
+
+impl Default for Registrations {
+    fn default() -> Self {
+        Self::with_max(MAX_REGISTRATIONS)
+    }
+}
+
+impl Registrations {
+    /// At most `max` records.
+    pub(crate) fn with_max(max: usize) -> Self {
+        Self {
+            records: HashMap::new(),
+            order: VecDeque::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// The record of `registration_id`.
+    pub(crate) fn get(&self, registration_id: &str) -> Option<&RegistrationRecord> {
+        self.records.get(&registration_id.to_ascii_lowercase())
+    }
+
+    /// Removes the record of `registration_id`, and returns it.
+    pub(crate) fn remove(&mut self, registration_id: &str) -> Option<RegistrationRecord> {
+        self.records.remove(&registration_id.to_ascii_lowercase())
+    }
+
+    /// Every record, in no order.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &RegistrationRecord> {
+        self.records.values()
+    }
+
+    /// Writes `decision` into the record of `registration_id` (made, and the oldest dropped
+    /// past the cap, when there is none) and returns the record as it now is.
+    pub(crate) fn write(
+        &mut self,
+        registration_id: &str,
+        group: Option<&str>,
+        decision: Decision,
+        now: SystemTime,
+    ) -> RegistrationRecord {
+        let key = registration_id.to_ascii_lowercase();
+        let mut slot = self.records.remove(&key);
+        if slot.is_none() {
+            self.make_room();
+            self.order.push_back(key.clone());
+        }
+        let written = record(&mut slot, registration_id, group, decision, now);
+        self.records.insert(key, written.clone());
+        written
+    }
+
+    fn make_room(&mut self) {
+        while self.records.len() >= self.max {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            self.records.remove(&oldest);
+        }
+        // Deleted records leave their ids behind; drop them before they outnumber the rest.
+        if self.order.len() > 2 * self.max {
+            let records = &self.records;
+            self.order.retain(|id| records.contains_key(id));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::allocation::{Allocation, WebhookAnswer, allocate, webhook_request};
 use crate::clock::unix_now;
 use crate::enrollment::{Matched, NoMatch, find_match};
 use crate::operations::Outcome;
-use crate::registration::{Decision, record};
+use crate::registration::Decision;
 use crate::webhook::WebhookCall;
 
 /// DPS's code for a device it cannot authenticate (an unknown certificate or key).
@@ -120,10 +120,7 @@ impl Ctx<'_> {
 
     /// The hub and device id of the device's current assignment, if it has one.
     fn current_assignment(&self) -> Option<(String, String)> {
-        let record = self
-            .books
-            .registrations
-            .get(&self.client_id.to_ascii_lowercase())?;
+        let record = self.books.registrations.get(self.client_id)?;
         Some((record.assigned_hub.clone()?, record.device_id.clone()?))
     }
 }
@@ -175,16 +172,12 @@ impl Dps {
         };
         let mut state = self.lock();
         let books = &mut state.books;
-        let key = call.registration_id.to_ascii_lowercase();
-        let mut slot = books.registrations.remove(&key);
-        let written = record(
-            &mut slot,
+        let written = books.registrations.write(
             &call.registration_id,
             call.matched.group_id(),
             decision,
             now,
         );
-        books.registrations.insert(key, written.clone());
         if let Some(op) = books.operations.get_mut(&call.operation_id, now) {
             op.outcome = Outcome::Decided(Box::new(written));
         }

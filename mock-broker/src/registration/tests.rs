@@ -136,3 +136,33 @@ fn the_record_reads_as_dps_device_registration_state() {
     assert!(state["etag"].as_str().is_some_and(|e| e.starts_with('"')));
     assert!(state.get("errorCode").is_none());
 }
+
+#[test]
+fn the_records_are_bounded_and_the_oldest_made_go_first() {
+    let mut records = Registrations::with_max(2);
+    let assigned = || Decision::Assigned {
+        hub: "a".into(),
+        device_id: "d".into(),
+        payload: None,
+        policy: MIGRATE,
+    };
+    let t = SystemTime::UNIX_EPOCH;
+    records.write("one", None, assigned(), t);
+    records.write("Two", None, assigned(), t);
+    records.write("ONE", None, assigned(), t); // an update: still two records
+    assert_eq!(records.all().count(), 2);
+    records.write("three", None, assigned(), t);
+    assert!(records.get("one").is_none(), "the oldest made went first");
+    assert!(records.get("two").is_some() && records.get("THREE").is_some());
+    // Deleted records' ids do not pile up.
+    for i in 0..20 {
+        let id = format!("d{i}");
+        records.write(&id, None, assigned(), t);
+        records.remove(&id);
+    }
+    assert!(records.order.len() <= 2 * 2 + 1, "{}", records.order.len());
+    assert_eq!(
+        records.get("three").map(|r| r.assigned_hub.as_deref()),
+        Some(Some("a"))
+    );
+}
