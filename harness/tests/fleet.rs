@@ -151,22 +151,20 @@ fn a_failing_device_is_one_line_among_many_and_a_rerun_resumes() {
         20,
         "the ten assigned before were skipped"
     );
-    let outcomes: HashMap<String, String> = lines(&{
-        // The torn line was left as it was; every line after it is whole.
-        let text = std::fs::read_to_string(&out).unwrap();
-        let (_, after) = text.split_once("{\"registration_id\":\"fleet-0\n").unwrap();
-        let tail = s.path("tail.jsonl");
-        std::fs::write(&tail, after).unwrap();
-        tail
-    })
-    .into_iter()
-    .map(|l| {
-        (
-            l["registration_id"].as_str().unwrap().to_owned(),
-            l["outcome"].as_str().unwrap().to_owned(),
-        )
-    })
-    .collect();
+    // The torn line was set aside; the file holds whole lines only.
+    assert_eq!(
+        std::fs::read_to_string(s.path("out.jsonl.torn")).unwrap(),
+        "{\"registration_id\":\"fleet-0\n"
+    );
+    let outcomes: HashMap<String, String> = lines(&out)[10..]
+        .iter()
+        .map(|l| {
+            (
+                l["registration_id"].as_str().unwrap().to_owned(),
+                l["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
     assert_eq!(
         outcomes.len(),
         21,
@@ -184,11 +182,12 @@ fn a_failing_device_is_one_line_among_many_and_a_rerun_resumes() {
         "{}",
         text(&second.stdout)
     );
-    let text = std::fs::read_to_string(&out).unwrap();
-    let (_, after) = text.split_once("{\"registration_id\":\"fleet-0\n").unwrap();
-    std::fs::write(s.path("tail.jsonl"), after).unwrap();
-    let counts = assigned(&s.path("tail.jsonl"));
-    assert_eq!(counts.len(), 20, "the 19 of the first run and fleet-017");
+    let counts = assigned(&out);
+    assert_eq!(
+        counts.len(),
+        30,
+        "the ten before, the 19 of the first run and fleet-017"
+    );
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
 }
 
@@ -241,4 +240,69 @@ fn ctrl_c_leaves_whole_lines_and_the_rerun_finishes() {
     let counts = assigned(&out);
     assert_eq!(counts.len(), 60);
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+}
+
+/// A station killed (SIGKILL) at several moments, and once cut mid-write as a power cut would,
+/// then run again with the same files: every device ends with exactly one `assigned` line, and
+/// the torn line is set aside, never misread.
+#[cfg(unix)]
+#[test]
+fn a_killed_station_resumes_with_one_assigned_line_per_device() {
+    // 40 registrations a second: 120 devices take about three seconds.
+    let quotas = Quotas {
+        registrations_per_minute: Some(2_400),
+        ..Quotas::default()
+    };
+    let s = Setup::new("kill", Script::new(), quotas);
+    let all = ids(120);
+    let devices = s.devices(&all, &[]);
+    let out = s.path("out.jsonl");
+    let whole_lines = |out: &Path| {
+        std::fs::read_to_string(out)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // Kill before any outcome, after a few, and well into the run.
+    for kill_after in [0, 10, 50] {
+        let mut child = s
+            .command(&devices, &out)
+            .args(["--rate", "40"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while whole_lines(&out) < kill_after {
+            assert!(std::time::Instant::now() < deadline, "no progress");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Every line the killed run left is whole.
+        let before = lines(&out).len();
+        assert!(before >= kill_after, "{before} < {kill_after}");
+    }
+    // A power cut mid-write: the last line is cut short, naming a device that is not done.
+    let pending = all
+        .iter()
+        .find(|id| !assigned(&out).contains_key(*id))
+        .unwrap()
+        .clone();
+    let fragment = format!("{{\"registration_id\":\"{pending}\",\"outcome\":\"assigned\",\"ela");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&out).unwrap();
+    std::io::Write::write_all(&mut file, fragment.as_bytes()).unwrap();
+    drop(file);
+
+    let last = s.run(&devices, &out).expect(0);
+    assert!(
+        text(&last.stderr).contains("torn line"),
+        "{}",
+        text(&last.stderr)
+    );
+    let counts = assigned(&out);
+    assert_eq!(counts.len(), 120, "every device assigned");
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    let torn = std::fs::read_to_string(s.path("out.jsonl.torn")).unwrap();
+    assert_eq!(torn, format!("{fragment}\n"));
 }

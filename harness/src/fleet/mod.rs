@@ -1,13 +1,14 @@
 //! `dps fleet`: provisions the devices a JSON Lines file lists, at the pace the service allows,
 //! and appends each one's outcome to another JSON Lines file as it ends.
 //!
-//! The out file is the run's memory: each line is written whole and synced before the next,
-//! so a crash or a Ctrl-C leaves only whole lines, and a rerun skips the devices it already
-//! shows assigned. A torn last line (a power cut mid-write) is ignored and the next line
-//! starts on a line of its own.
+//! The out file is the run's memory ([`out_file`]): outcomes are group-committed (one write
+//! and one `fdatasync` for those that end together) and counted done only once synced, so a
+//! crash or a Ctrl-C leaves only whole lines, and a rerun skips the devices it already shows
+//! assigned.
 
-use std::collections::HashSet;
-use std::io::{IsTerminal, Write};
+mod out_file;
+
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ use crate::outcome::Outcome;
 use crate::provision::{Credential, DeviceKey};
 use crate::setup;
 use crate::token::TokenAccess;
+use out_file::{OutFile, assigned_in};
 
 /// A line of the devices file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -138,7 +140,7 @@ pub async fn run(
 ) -> Result<FleetSummary, String> {
     let lines = read_devices(&args.devices)?;
     let done = assigned_in(&args.out)?;
-    let mut out = open_out(&args.out)?;
+    let mut out = OutFile::open(&args.out)?;
     let mut summary = FleetSummary::default();
     let mut devices = Vec::new();
     for line in lines {
@@ -150,12 +152,7 @@ pub async fn run(
             Ok(auth) => auth,
             Err(e) => {
                 // A device whose credential cannot be used is its own outcome, not the run's.
-                append(
-                    &mut out,
-                    &args.out,
-                    &out_line(&line.registration_id, &Err(e), 0),
-                )?;
-                summary.failed += 1;
+                out.push(&out_line(&line.registration_id, &Err(e), 0))?;
                 continue;
             }
         };
@@ -166,6 +163,7 @@ pub async fn run(
         }
         devices.push(FleetDevice { request, auth });
     }
+    summary.count(&out.commit()?);
     let total = devices.len();
     let options = FleetOptions {
         concurrency: args.concurrency,
@@ -190,13 +188,15 @@ pub async fn run(
         tokio::select! {
             outcome = run.outcomes.recv() => {
                 let Some(outcome) = outcome else { break };
-                let elapsed = u64::try_from(outcome.elapsed.as_millis()).unwrap_or(u64::MAX);
-                let line = out_line(&outcome.registration_id, &outcome.result, elapsed);
-                append(&mut out, &args.out, &line)?;
-                match line.outcome {
-                    Outcome::Assigned => summary.assigned += 1,
-                    _ => summary.failed += 1,
+                // Group commit: this outcome and every other one already waiting, in one
+                // write and one sync; outcomes that end during the sync make the next batch.
+                let mut next = Some(outcome);
+                while let Some(outcome) = next {
+                    let elapsed = u64::try_from(outcome.elapsed.as_millis()).unwrap_or(u64::MAX);
+                    out.push(&out_line(&outcome.registration_id, &outcome.result, elapsed))?;
+                    next = run.outcomes.try_recv().ok();
                 }
+                summary.count(&out.commit()?);
             }
             _ = tick.tick(), if terminal => {
                 eprint!("\r{}", progress_line(&run.progress.snapshot(), total, started.elapsed()));
@@ -217,6 +217,18 @@ pub async fn run(
     (summary.registers, summary.polls, summary.refused) =
         (counts.registers, counts.polls, counts.refused);
     Ok(summary)
+}
+
+impl FleetSummary {
+    /// Counts outcomes once they are durable.
+    fn count(&mut self, committed: &[Outcome]) {
+        for outcome in committed {
+            match outcome {
+                Outcome::Assigned => self.assigned += 1,
+                _ => self.failed += 1,
+            }
+        }
+    }
 }
 
 /// `1200/2000 assigned 1195 failed 5 refused 12 | 196/s, ETA 4 s`.
@@ -270,78 +282,12 @@ fn read_devices(path: &Path) -> Result<Vec<DeviceLine>, String> {
         .collect()
 }
 
-/// The devices the out file shows assigned; a line that does not parse (a torn last line)
-/// is skipped.
-fn assigned_in(path: &Path) -> Result<HashSet<String>, String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    Ok(text
-        .lines()
-        .filter_map(|line| serde_json::from_str::<OutLine>(line).ok())
-        .filter(|line| line.outcome == Outcome::Assigned)
-        .map(|line| line.registration_id)
-        .collect())
-}
-
-/// The out file, opened to append, starting on a line of its own.
-fn open_out(path: &Path) -> Result<std::fs::File, String> {
-    let cannot = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .open(path)
-        .map_err(cannot)?;
-    let torn = std::fs::read(path)
-        .map_err(cannot)?
-        .last()
-        .is_some_and(|&b| b != b'\n');
-    if torn {
-        file.write_all(b"\n").map_err(cannot)?;
-    }
-    Ok(file)
-}
-
-/// Appends `line` whole (one write) and syncs it.
-fn append(file: &mut std::fs::File, path: &Path, line: &OutLine) -> Result<(), String> {
-    let mut text = serde_json::to_string(line).map_err(|e| e.to_string())?;
-    text.push('\n');
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_data())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn temp(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("dps-fleet-{name}-{}", std::process::id()))
-    }
-
-    #[test]
-    fn the_out_file_resumes_past_a_torn_line_and_counts_only_assignments() {
-        let path = temp("out.jsonl");
-        let assigned = r#"{"registration_id":"a","outcome":"assigned","elapsed_ms":1}"#;
-        let failed = r#"{"registration_id":"b","outcome":"unauthorized","elapsed_ms":1}"#;
-        std::fs::write(
-            &path,
-            format!("{assigned}\n{failed}\n{{\"registration_id\":\"c\",\"out"),
-        )
-        .unwrap();
-        assert_eq!(assigned_in(&path).unwrap(), HashSet::from(["a".to_owned()]));
-        let mut file = open_out(&path).unwrap();
-        let line = out_line("c", &Err(ProvisioningError::OperationCancelled), 5);
-        append(&mut file, &path, &line).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let last = text.lines().last().unwrap();
-        assert_eq!(serde_json::from_str::<OutLine>(last).unwrap(), line);
-        assert!(text.ends_with('\n'));
-        std::fs::remove_file(&path).unwrap();
-        assert!(assigned_in(&temp("missing")).unwrap().is_empty());
     }
 
     #[test]
