@@ -408,13 +408,14 @@ async fn run_fleet(f: FleetCmd) -> ExitCode {
     match fleet::run(args, stop).await {
         Ok(summary) => {
             println!(
-                "{} assigned, {} failed, {} skipped (assigned before); {} registers and {} polls sent, {} refused with 429; outcomes in {}",
+                "{} assigned, {} failed, {} skipped (assigned before); {} registers and {} polls sent, {} refused with 429, {} registers found the service unreachable; outcomes in {}",
                 summary.assigned,
                 summary.failed,
                 summary.skipped,
                 summary.registers,
                 summary.polls,
                 summary.refused,
+                summary.unreachable,
                 f.out.display()
             );
             if summary.interrupted {

@@ -136,3 +136,100 @@ async fn a_register_still_waiting_when_its_deadline_passes_is_never_sent() {
     );
     assert_eq!(run.progress.snapshot().registers, 1);
 }
+
+/// The service goes away for three seconds while 300 devices provision, and comes back on the
+/// same address: meanwhile the fleet probes instead of storming (each device's own retries are
+/// 50 ms apart here, so without the probes 50 devices would try 1,000 times a second), and every
+/// device still ends assigned, once.
+#[actix_rt::test]
+async fn an_outage_mid_run_is_probed_not_stormed_and_every_device_ends_assigned_once() {
+    use dps_mock_broker::{MockBroker, TestPki};
+    use std::sync::Arc;
+
+    let pki = Arc::new(TestPki::generate().unwrap());
+    let start = |addr: std::net::SocketAddr| {
+        MockBroker::builder()
+            .pki(pki.clone())
+            .listen(addr)
+            .ws_listen(None)
+            .retry_after(0)
+            .group_key(GROUP_KEY)
+            .quotas(Quotas {
+                registrations_per_minute: Some(6_000),
+                ..Quotas::default()
+            })
+            .start()
+            .unwrap()
+    };
+    let first = start("127.0.0.1:0".parse().unwrap());
+    let addr = first.addr();
+    let config = dps_transport_actor::TransportConfig::builder(Protocol::Mqtt)
+        .ca_pem(pki.ca_pem())
+        .timeouts(dps_transport_actor::Timeouts {
+            connect: Duration::from_secs(2),
+            subscribe: Duration::from_secs(2),
+            publish_ack: Duration::from_secs(2),
+            response: Duration::from_secs(2),
+            disconnect: Duration::from_secs(2),
+        });
+    let devices: Vec<FleetDevice> = (0..300)
+        .map(|i| {
+            let id = format!("outage-{i:03}");
+            FleetDevice {
+                request: RegistrationRequest::new(SCOPE, &id)
+                    .with_endpoint(format!("mqtts://{addr}")),
+                auth: SymmetricKey::from_group_key(GROUP_KEY, &id).unwrap().into(),
+            }
+        })
+        .collect();
+    let mut run = Fleet::provision(config, devices, options(50, 100.0)).unwrap();
+    let mut first = Some(first);
+    let mut seen = HashSet::new();
+    let mut outage: Option<(
+        dps_transport_actor::fleet::ProgressSnapshot,
+        std::time::Instant,
+    )> = None;
+    let mut during = None;
+    let mut second = None;
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(100), run.outcomes.recv()).await;
+        match next {
+            Ok(Some(outcome)) => {
+                let result = outcome
+                    .result
+                    .unwrap_or_else(|e| panic!("{}: {e}", outcome.registration_id));
+                assert_eq!(result.status, dps_messages::RegistrationStatus::Assigned);
+                assert!(seen.insert(outcome.registration_id), "one outcome each");
+            }
+            Ok(None) => break,
+            Err(_) => {}
+        }
+        // A third of the way in, the service goes away; three seconds later it is back.
+        if seen.len() >= 100
+            && let Some(broker) = first.take()
+        {
+            broker.stop();
+            outage = Some((run.progress.snapshot(), std::time::Instant::now()));
+        }
+        if let Some((before, since)) = &outage
+            && second.is_none()
+            && since.elapsed() >= Duration::from_secs(3)
+        {
+            let now = run.progress.snapshot();
+            let attempts = (now.registers + now.polls) - (before.registers + before.polls);
+            during = Some((attempts, since.elapsed(), now.unreachable));
+            second = Some(start(addr));
+        }
+    }
+    assert_eq!(seen.len(), 300);
+    let (attempts, lasted, unreachable) = during.expect("the outage happened");
+    let per_second = attempts as f64 / lasted.as_secs_f64();
+    eprintln!(
+        "outage: {attempts} registers and polls in {lasted:?} ({per_second:.1}/s), {unreachable} unreachable"
+    );
+    assert!(unreachable > 0, "the fleet saw the outage");
+    assert!(
+        per_second < 40.0,
+        "{attempts} attempts in {lasted:?}: a storm"
+    );
+}

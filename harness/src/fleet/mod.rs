@@ -128,6 +128,8 @@ pub struct FleetSummary {
     pub polls: u64,
     /// Registers and polls the service answered 429.
     pub refused: u64,
+    /// Registers that found the service unreachable (an outage: the fleet probed meanwhile).
+    pub unreachable: u64,
     /// Whether the run was stopped before the end.
     pub interrupted: bool,
 }
@@ -214,8 +216,17 @@ pub async fn run(
         );
     }
     let counts = run.progress.snapshot();
-    (summary.registers, summary.polls, summary.refused) =
-        (counts.registers, counts.polls, counts.refused);
+    (
+        summary.registers,
+        summary.polls,
+        summary.refused,
+        summary.unreachable,
+    ) = (
+        counts.registers,
+        counts.polls,
+        counts.refused,
+        counts.unreachable,
+    );
     Ok(summary)
 }
 
@@ -240,8 +251,13 @@ fn progress_line(p: &ProgressSnapshot, total: usize, elapsed: Duration) -> Strin
     } else {
         "?".into()
     };
+    let unreachable = if p.unreachable > 0 {
+        format!(" unreachable {}", p.unreachable)
+    } else {
+        String::new()
+    };
     format!(
-        "{}/{total} assigned {} failed {} refused {} | {per_second:.0}/s, ETA {eta}   ",
+        "{}/{total} assigned {} failed {} refused {}{unreachable} | {per_second:.0}/s, ETA {eta}   ",
         p.finished,
         p.assigned,
         p.finished - p.assigned,
@@ -337,6 +353,7 @@ mod tests {
             registers: 60,
             polls: 50,
             refused: 3,
+            unreachable: 0,
             rate: 20.0,
         };
         let line = progress_line(&snapshot, 100, Duration::from_secs(5));

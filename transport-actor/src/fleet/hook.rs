@@ -67,6 +67,9 @@ impl FleetHook {
             self.pacer(|pacer| pacer.refused(ticket, Instant::now()));
         } else if answer.is_ok() {
             self.pacer(|pacer| pacer.admitted(ticket, Instant::now()));
+        } else if unreachable(&answer) {
+            FleetProgress::add(&counters.unreachable);
+            self.pacer(|pacer| pacer.unreachable(ticket));
         }
         answer
     }
@@ -90,6 +93,17 @@ impl RequestHook for FleetHook {
             Operation::Poll { .. } => Box::pin(self.poll(send)),
         }
     }
+}
+
+/// Whether a register never reached the service: its connection refused, reset, timed out or
+/// closed before the answer. A fleet-wide signal to probe, not a quota.
+fn unreachable(answer: &RequestResult) -> bool {
+    use dps_messages::error::TransportErrorKind::{Connect, ConnectionLost, Unreachable};
+    answer
+        .as_ref()
+        .err()
+        .and_then(dps_messages::ProvisioningError::transport_kind)
+        .is_some_and(|kind| matches!(kind, Unreachable | ConnectionLost | Connect))
 }
 
 /// Whether an answer is the service refusing for now (429; 5xx are the service failing).

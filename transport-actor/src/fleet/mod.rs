@@ -103,6 +103,7 @@ struct Counters {
     registers: AtomicU64,
     polls: AtomicU64,
     refused: AtomicU64,
+    unreachable: AtomicU64,
     /// The pace, as `f64` bits.
     rate: AtomicU64,
 }
@@ -122,6 +123,8 @@ pub struct ProgressSnapshot {
     pub polls: u64,
     /// Requests the service answered 429.
     pub refused: u64,
+    /// Registers that could not reach the service (an outage): the fleet probes meanwhile.
+    pub unreachable: u64,
     /// The pace now, in registrations per second.
     pub rate: f64,
 }
@@ -138,6 +141,7 @@ impl FleetProgress {
             registers: load(&c.registers),
             polls: load(&c.polls),
             refused: load(&c.refused),
+            unreachable: load(&c.unreachable),
             rate: f64::from_bits(load(&c.rate)),
         }
     }

@@ -25,10 +25,15 @@
 //!
 //! The device that was refused still waits its retry-after before it tries again (its
 //! [`ProvisioningClient`](crate::ProvisioningClient) sees to that), and its register leaves the
-//! log: the service did not count it.
+//! log: the service did not count it. A service that cannot be reached at all is an outage,
+//! not a quota: registers then go one at a time as probes ([`outage`]) until it answers.
+
+mod outage;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use outage::Outage;
 
 /// How a fleet paces its registrations ([`FleetOptions::pacing`](super::FleetOptions::pacing)):
 /// the rate it starts at and the bounds it learns the service's quota within. The default
@@ -114,6 +119,8 @@ pub(crate) struct Pacer {
     /// goes; a slot the pacer frees is free at the service once a register sent then cannot
     /// arrive before the one that held it.
     guard: Duration,
+    /// Set while the service cannot be reached: registers go as probes.
+    outage: Option<Outage>,
 }
 
 impl Pacer {
@@ -135,6 +142,7 @@ impl Pacer {
             admitted_at: VecDeque::new(),
             slowest: VecDeque::new(),
             guard: Duration::ZERO,
+            outage: None,
         }
     }
 
@@ -152,6 +160,9 @@ impl Pacer {
     /// When `ticket` may go, asked at `now` (the first ticket goes at once). Waiters ask again
     /// every so often: the pace may have changed since.
     pub(crate) fn due(&mut self, ticket: u64, now: Instant) -> Instant {
+        if let Some(outage) = &self.outage {
+            return outage.due(ticket.saturating_sub(self.granted), now);
+        }
         match self.limit {
             None => {
                 let base = *self.base_time.get_or_insert(now);
@@ -189,6 +200,9 @@ impl Pacer {
     /// `ticket` went at `now`.
     pub(crate) fn went(&mut self, ticket: u64, now: Instant) {
         self.granted = self.granted.max(ticket + 1);
+        if let Some(outage) = &mut self.outage {
+            outage.went(now);
+        }
         self.sent.push_back((ticket, now));
         forget_before(&mut self.sent, now, WINDOW + self.guard, |(_, at)| *at);
     }
@@ -202,6 +216,7 @@ impl Pacer {
 
     /// `ticket`'s register was admitted (answered anything but 429) at `now`.
     pub(crate) fn admitted(&mut self, ticket: u64, now: Instant) {
+        self.end_outage(now);
         // From the back: the registers answered are the recent ones.
         let round_trip = self
             .sent
@@ -239,6 +254,7 @@ impl Pacer {
 
     /// `ticket`'s register was refused with 429 at `now`.
     pub(crate) fn refused(&mut self, ticket: u64, now: Instant) {
+        self.end_outage(now);
         // The service did not count it: its slot is free.
         if let Some(i) = self.sent.iter().rposition(|(t, _)| *t == ticket) {
             self.sent.remove(i);
@@ -271,6 +287,37 @@ impl Pacer {
         );
         self.limit = Some(limit);
         self.floor_after_cut = limit;
+    }
+
+    /// `ticket`'s register could not reach the service (refused, reset or timed out before any
+    /// answer): the fleet probes until the service answers again.
+    pub(crate) fn unreachable(&mut self, ticket: u64) {
+        // The service did not count it.
+        if let Some(i) = self.sent.iter().rposition(|(t, _)| *t == ticket) {
+            self.sent.remove(i);
+        }
+        match &mut self.outage {
+            Some(outage) => outage.failed_again(),
+            None => {
+                tracing::info!("the service cannot be reached; probing until it answers");
+                self.outage = Some(Outage::new());
+            }
+        }
+    }
+
+    /// The service answered: the pace it had resumes, counted from `now`.
+    fn end_outage(&mut self, now: Instant) {
+        if self.outage.take().is_some() {
+            tracing::info!("the service answers again; the pace resumes");
+            self.base_ticket = self.granted;
+            self.base_time = Some(now);
+        }
+    }
+
+    /// Whether registers go as probes now.
+    #[cfg(test)]
+    pub(crate) fn in_outage(&self) -> bool {
+        self.outage.is_some()
     }
 
     /// Forgets admissions older than a window, and sets the guard from those left.

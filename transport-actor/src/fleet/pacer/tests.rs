@@ -276,3 +276,66 @@ fn unpaced_every_ticket_is_due_at_once_until_a_refusal() {
     let next = pacer.ticket();
     assert!(pacer.due(next, t0 + ms(2)) > t0 + ms(2));
 }
+
+#[test]
+fn an_unreachable_service_gets_probes_spaced_wider_and_the_pace_resumes_when_it_answers() {
+    let t0 = Instant::now();
+    let mut pacer = Pacer::new(PacerOptions {
+        initial_rate: 100.0,
+        ..PacerOptions::default()
+    });
+    // A quota learned before the outage: registers admitted as they fall due, then a 429.
+    let mut at = t0;
+    for _ in 0..40 {
+        let ticket = pacer.ticket();
+        at = pacer.due(ticket, at);
+        pacer.went(ticket, at);
+        pacer.admitted(ticket, at);
+    }
+    let ticket = pacer.ticket();
+    at = pacer.due(ticket, at);
+    pacer.went(ticket, at);
+    pacer.refused(ticket, at);
+    let limit = pacer.limit.expect("the 429 set a limit");
+
+    // The service goes away: the first register that finds it gone starts the probes.
+    let t1 = at + ms(2_000);
+    let lost = send(&mut pacer, t1).unwrap();
+    pacer.unreachable(lost);
+    assert!(pacer.in_outage());
+    let (a, b, c) = (pacer.ticket(), pacer.ticket(), pacer.ticket());
+    assert_eq!(pacer.due(a, t1), t1, "the first probe goes at once");
+    pacer.went(a, t1);
+    assert_eq!(pacer.due(b, t1), t1 + outage::FIRST_PROBE);
+    assert_eq!(
+        pacer.due(c, t1),
+        t1 + outage::FIRST_PROBE * 2,
+        "one at a time"
+    );
+    // Each failed probe doubles the spacing, up to a second.
+    for _ in 0..10 {
+        pacer.unreachable(a);
+    }
+    assert_eq!(pacer.due(b, t1), t1 + outage::MAX_PROBE);
+    // Over a 15 s outage, at most one probe a second once the spacing is wide: no storm.
+    let mut probes = 0;
+    let mut at = t1;
+    while at < t1 + ms(15_000) {
+        let ticket = pacer.ticket();
+        at = pacer.due(ticket, at);
+        pacer.went(ticket, at);
+        pacer.unreachable(ticket);
+        probes += 1;
+    }
+    assert!(probes <= 16, "{probes} probes in 15 s");
+
+    // The service answers: the pace it had resumes at once.
+    let back = pacer.ticket();
+    let t2 = pacer.due(back, at);
+    pacer.went(back, t2);
+    pacer.admitted(back, t2);
+    assert!(!pacer.in_outage());
+    assert_eq!(pacer.rate(), limit, "an outage is not a smaller quota");
+    let next = pacer.ticket();
+    assert!(pacer.due(next, t2) <= t2 + ms(50));
+}
