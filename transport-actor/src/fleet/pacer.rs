@@ -22,6 +22,10 @@
 //!   in a second; a later 429 sets it to what was admitted over the last second, at least one
 //!   less than before and never less than half, at most once a second (one burst of refusals
 //!   is one signal).
+//! * **quiet for longer** while registers wait: whoever shared the quota may have gone (other
+//!   stations finished), so the growth doubles with each further second without a refusal,
+//!   and the next 429 shows the new share. Gentle growth alone would take minutes to claim
+//!   the room they left.
 //!
 //! The device that was refused still waits its retry-after before it tries again (its
 //! [`ProvisioningClient`](crate::ProvisioningClient) sees to that), and its register leaves the
@@ -82,6 +86,12 @@ const CUT: f64 = 0.75;
 /// The window the service counts its quota in. Refusals closer together than this are one
 /// signal.
 const WINDOW: Duration = Duration::from_secs(1);
+/// How long without a refusal, while registers wait, before the growth speeds up: longer than
+/// a pace at the quota goes between 429s. From then on it doubles each second.
+const QUIET: Duration = Duration::from_secs(3);
+/// The most the growth speeds up: 64 times, about 64 registers a second per second at DPS's
+/// quota.
+const MAX_BOOST: u32 = 4;
 /// The longest a register's round trip may stretch the pacer's window: past this, a slow
 /// answer is a slow service, not a register still on its way.
 const MAX_GUARD: Duration = Duration::from_millis(250);
@@ -245,7 +255,14 @@ impl Pacer {
                 // `limit` registers a second, each adding this: GENTLE_GROWTH of the floor a
                 // second, and at least one register a second, so a limit cut deep (a quota
                 // counted over a longer window than a second) comes back in seconds.
-                let step = (GENTLE_GROWTH * self.floor_after_cut).max(1.0) / *limit;
+                // Quiet for longer than a pace at the quota stays: the growth doubles with
+                // each further second, to claim room others left.
+                let quiet = self
+                    .last_cut
+                    .map_or(Duration::ZERO, |at| now.duration_since(at))
+                    .saturating_sub(QUIET);
+                let boost = f64::from(1u32 << (quiet.as_secs() as u32).min(MAX_BOOST));
+                let step = boost * (GENTLE_GROWTH * self.floor_after_cut).max(1.0) / *limit;
                 *limit = (*limit + step).min(self.options.max_rate);
             }
             Some(_) => {}

@@ -339,3 +339,62 @@ fn an_unreachable_service_gets_probes_spaced_wider_and_the_pace_resumes_when_it_
     let next = pacer.ticket();
     assert!(pacer.due(next, t2) <= t2 + ms(50));
 }
+
+#[test]
+fn growth_speeds_up_after_quiet_seconds_so_a_station_claims_room_others_left() {
+    let t0 = Instant::now();
+    let mut pacer = Pacer::new(PacerOptions::default());
+    // A share of 60 a second learned from a 429.
+    let mut at = t0;
+    for _ in 0..60 {
+        let ticket = pacer.ticket();
+        at = pacer.due(ticket, at).max(at);
+        pacer.went(ticket, at);
+        pacer.admitted(ticket, at);
+    }
+    let ticket = pacer.ticket();
+    pacer.went(ticket, at);
+    pacer.refused(ticket, at);
+    let share = pacer.limit.unwrap();
+    let cut_at = at;
+    // Many registers wait; every one sent is admitted: nobody else is there any more.
+    let waiting: Vec<u64> = (0..2_000).map(|_| pacer.ticket()).collect();
+    let limit_after = |pacer: &mut Pacer, seconds: u64, at: &mut Instant, next: &mut usize| {
+        while *at < cut_at + ms(seconds * 1_000) {
+            let ticket = waiting[*next];
+            *at = pacer.due(ticket, *at).max(*at);
+            pacer.went(ticket, *at);
+            pacer.admitted(ticket, *at);
+            *next += 1;
+        }
+        pacer.limit.unwrap()
+    };
+    let mut next = 0;
+    let gentle = limit_after(&mut pacer, QUIET.as_secs(), &mut at, &mut next);
+    assert!(
+        gentle - share <= QUIET.as_secs() as f64 + 1.0,
+        "gentle at first: {share} -> {gentle}"
+    );
+    let later = limit_after(&mut pacer, QUIET.as_secs() + 5, &mut at, &mut next);
+    // 2 + 4 + 8 + 16 + 16 a second over the five quiet seconds, not 5.
+    assert!(later - gentle > 30.0, "{gentle} -> {later}");
+    // A refusal ends it: growth is gentle again.
+    let ticket = waiting[next];
+    pacer.went(ticket, at);
+    pacer.refused(ticket, at);
+    let cut = pacer.limit.unwrap();
+    next += 1;
+    let start = at;
+    while at < start + ms(1_000) {
+        let ticket = waiting[next];
+        at = pacer.due(ticket, at).max(at);
+        pacer.went(ticket, at);
+        pacer.admitted(ticket, at);
+        next += 1;
+    }
+    assert!(
+        pacer.limit.unwrap() - cut <= 2.0,
+        "{cut} -> {}",
+        pacer.limit.unwrap()
+    );
+}
