@@ -49,12 +49,18 @@ impl FleetHook {
 
     /// Waits for a register's turn, then sends it and tells the pacer the answer.
     async fn register(&self, send: Unsent<'_>) -> RequestResult {
-        let ticket = self.pacer(Pacer::ticket);
+        let mut waiting = Waiting {
+            hook: self,
+            ticket: self.pacer(Pacer::ticket),
+            gone: false,
+        };
+        let ticket = waiting.ticket;
         loop {
             let now = Instant::now();
             let due = self.pacer(|pacer| pacer.due(ticket, now));
             if due <= now {
                 self.pacer(|pacer| pacer.went(ticket, now));
+                waiting.gone = true;
                 break;
             }
             tokio::time::sleep_until(due.min(now + RECHECK).into()).await;
@@ -70,19 +76,54 @@ impl FleetHook {
         } else if unreachable(&answer) {
             FleetProgress::add(&counters.unreachable);
             self.pacer(|pacer| pacer.unreachable(ticket));
+        } else {
+            // Any other failure (a 4xx, a refused subscription) is still the service answering.
+            self.pacer(|pacer| pacer.answered(Instant::now()));
         }
         answer
     }
 
-    /// Sends a poll and counts it.
+    /// Sends a poll and counts it. Polls are not paced (the service limits them per device,
+    /// and each client keeps to that), except during an outage: then a poll that would open a
+    /// connection is a probe like a register, so a fleet's devices do not all reconnect at once.
     async fn poll(&self, send: Unsent<'_>) -> RequestResult {
+        loop {
+            let now = Instant::now();
+            match self.pacer(|pacer| pacer.claim_probe(now)) {
+                Ok(()) => break,
+                Err(due) => tokio::time::sleep_until(due.min(now + RECHECK).into()).await,
+            }
+        }
         let counters = &self.progress.0;
         FleetProgress::add(&counters.polls);
         let answer = send.await;
         if refused(&answer) {
             FleetProgress::add(&counters.refused);
         }
+        if unreachable(&answer) {
+            self.pacer(Pacer::probe_failed);
+        } else {
+            // Any answer, a 404 for an operation a restarted service lost included.
+            self.pacer(|pacer| pacer.answered(Instant::now()));
+        }
         answer
+    }
+}
+
+/// A register's place in the queue while it waits: a client that gives up the wait (its
+/// deadline, a cancel) drops it, and the registers behind move up.
+struct Waiting<'a> {
+    hook: &'a FleetHook,
+    ticket: u64,
+    gone: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.gone {
+            let ticket = self.ticket;
+            self.hook.pacer(|pacer| pacer.abandon(ticket));
+        }
     }
 }
 

@@ -247,7 +247,18 @@ async fn worker(
     while let Some(device) = shared.next_device() {
         let started = Instant::now();
         let registration_id = device.request.registration_id.clone();
-        let result = provision_one(&shared, &config, device).await;
+        let deadline = shared.client.deadline;
+        let mut attempt = 1;
+        let mut result = provision_one(&shared, &config, device.clone(), deadline).await;
+        // A device an outage broke (its connection refused, lost, or closed before CONNACK,
+        // its operation lost by a restarted service) is provisioned again within its deadline.
+        while let Err(error) = &result
+            && again(error, attempt)
+            && let Some(left) = deadline.checked_sub(started.elapsed())
+        {
+            attempt += 1;
+            result = provision_one(&shared, &config, device.clone(), left).await;
+        }
         let counters = &shared.progress.0;
         FleetProgress::add(&counters.finished);
         if result.is_ok() {
@@ -261,15 +272,35 @@ async fn worker(
     }
 }
 
+/// Whether a device whose provisioning ended with `error` after `attempts` is worth another:
+/// a lost connection or an unreachable service until its deadline (the pace probes meanwhile),
+/// a connection closed before CONNACK three times (a service going down does that, and so does
+/// one refusing the certificate), an operation the service no longer knows (a service that
+/// restarted) once.
+fn again(error: &ProvisioningError, attempts: u32) -> bool {
+    use TransportErrorKind::{Connect, ConnectionLost, Unreachable};
+    match (error, error.transport_kind()) {
+        (_, Some(Unreachable | ConnectionLost)) => true,
+        (_, Some(Connect)) => attempts < 3,
+        (ProvisioningError::DeviceNotFound(_), _) => attempts < 2,
+        _ => false,
+    }
+}
+
 async fn provision_one(
     shared: &Arc<Shared>,
     config: &TransportConfig,
     device: FleetDevice,
+    deadline: Duration,
 ) -> Result<RegistrationResult, ProvisioningError> {
     let transport = ProvisioningTransportActor::new(config.clone())
         .with_authentication(device.auth)
         .start();
-    ProvisioningClient::new(transport, shared.client.clone())
+    let options = ClientOptions {
+        deadline,
+        ..shared.client.clone()
+    };
+    ProvisioningClient::new(transport, options)
         .hooked(shared.hook.clone())
         .register(device.request)
         .await

@@ -34,7 +34,7 @@
 
 mod outage;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use outage::Outage;
@@ -131,6 +131,9 @@ pub(crate) struct Pacer {
     guard: Duration,
     /// Set while the service cannot be reached: registers go as probes.
     outage: Option<Outage>,
+    /// Tickets not yet granted whose register will never go (its client gave up waiting):
+    /// they hold no place in the queue.
+    abandoned: BTreeSet<u64>,
 }
 
 impl Pacer {
@@ -153,6 +156,7 @@ impl Pacer {
             slowest: VecDeque::new(),
             guard: Duration::ZERO,
             outage: None,
+            abandoned: BTreeSet::new(),
         }
     }
 
@@ -171,7 +175,7 @@ impl Pacer {
     /// every so often: the pace may have changed since.
     pub(crate) fn due(&mut self, ticket: u64, now: Instant) -> Instant {
         if let Some(outage) = &self.outage {
-            return outage.due(ticket.saturating_sub(self.granted), now);
+            return outage.due(self.ahead_of(ticket), now);
         }
         match self.limit {
             None => {
@@ -189,7 +193,7 @@ impl Pacer {
         let window = WINDOW + self.guard;
         forget_before(&mut self.sent, now, window, |(_, at)| *at);
         let limit = (limit as usize).max(1);
-        let ahead = ticket.saturating_sub(self.granted) as usize;
+        let ahead = self.ahead_of(ticket) as usize;
         let taken = self.sent.len() + ahead;
         if taken < limit {
             return now;
@@ -204,12 +208,41 @@ impl Pacer {
 
     /// Tickets taken and not yet gone.
     fn waiting(&self) -> u64 {
-        self.next_ticket.saturating_sub(self.granted)
+        self.next_ticket
+            .saturating_sub(self.granted)
+            .saturating_sub(self.abandoned.len() as u64)
+    }
+
+    /// The tickets still waiting before `ticket`.
+    fn ahead_of(&self, ticket: u64) -> u64 {
+        let abandoned = self.abandoned.range(self.granted..ticket).count() as u64;
+        ticket
+            .saturating_sub(self.granted)
+            .saturating_sub(abandoned)
+    }
+
+    /// `ticket`'s register will never go (its client gave up while it waited): the tickets
+    /// behind it move up.
+    pub(crate) fn abandon(&mut self, ticket: u64) {
+        if ticket >= self.granted {
+            self.abandoned.insert(ticket);
+            self.skip_abandoned();
+        }
+    }
+
+    /// Moves `granted` past abandoned tickets at its front.
+    fn skip_abandoned(&mut self) {
+        while self.abandoned.remove(&self.granted) {
+            self.granted += 1;
+        }
+        let granted = self.granted;
+        self.abandoned.retain(|&t| t >= granted);
     }
 
     /// `ticket` went at `now`.
     pub(crate) fn went(&mut self, ticket: u64, now: Instant) {
         self.granted = self.granted.max(ticket + 1);
+        self.skip_abandoned();
         if let Some(outage) = &mut self.outage {
             outage.went(now);
         }
@@ -313,6 +346,11 @@ impl Pacer {
         if let Some(i) = self.sent.iter().rposition(|(t, _)| *t == ticket) {
             self.sent.remove(i);
         }
+        self.probe_failed();
+    }
+
+    /// A request (a register, or a poll: polls take no ticket) found the service unreachable.
+    pub(crate) fn probe_failed(&mut self) {
         match &mut self.outage {
             Some(outage) => outage.failed_again(),
             None => {
@@ -320,6 +358,25 @@ impl Pacer {
                 self.outage = Some(Outage::new());
             }
         }
+    }
+
+    /// May a poll go at `now`? At once while the service answers; during an outage, as a probe
+    /// in the registers' probe spacing (`Err` says when to ask again).
+    pub(crate) fn claim_probe(&mut self, now: Instant) -> Result<(), Instant> {
+        let Some(outage) = &mut self.outage else {
+            return Ok(());
+        };
+        let next = outage.due(0, now);
+        if next > now {
+            return Err(next);
+        }
+        outage.went(now);
+        Ok(())
+    }
+
+    /// A poll was answered at `now`: the service is back.
+    pub(crate) fn answered(&mut self, now: Instant) {
+        self.end_outage(now);
     }
 
     /// The service answered: the pace it had resumes, counted from `now`.
