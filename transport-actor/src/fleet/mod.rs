@@ -305,3 +305,40 @@ async fn provision_one(
         .register(device.request)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dps_messages::error::ServiceError;
+
+    fn transport(kind: TransportErrorKind) -> ProvisioningError {
+        TransportError::new(kind, "x").into()
+    }
+
+    #[test]
+    fn a_device_an_outage_broke_is_worth_another_attempt_and_others_are_not() {
+        for kind in [
+            TransportErrorKind::Unreachable,
+            TransportErrorKind::ConnectionLost,
+        ] {
+            assert!(again(&transport(kind), 1) && again(&transport(kind), 10));
+        }
+        let closed = transport(TransportErrorKind::Connect);
+        assert!(again(&closed, 1) && again(&closed, 2) && !again(&closed, 3));
+        let lost_operation = ProvisioningError::from_service(ServiceError {
+            status: 404,
+            error_code: None,
+            tracking_id: None,
+            message: None,
+            timestamp_utc: None,
+            body: String::new(),
+        });
+        assert!(again(&lost_operation, 1) && !again(&lost_operation, 2));
+        for final_error in [
+            transport(TransportErrorKind::Shutdown),
+            ProvisioningError::OperationCancelled,
+        ] {
+            assert!(!again(&final_error, 1), "{final_error:?}");
+        }
+    }
+}

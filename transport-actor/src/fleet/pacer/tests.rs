@@ -398,3 +398,36 @@ fn growth_speeds_up_after_quiet_seconds_so_a_station_claims_room_others_left() {
         pacer.limit.unwrap()
     );
 }
+
+#[test]
+fn a_place_its_client_gave_up_leaves_the_queue() {
+    let t0 = Instant::now();
+    let mut pacer = Pacer::new(PacerOptions {
+        initial_rate: 10.0,
+        ..PacerOptions::default()
+    });
+    let (a, b, c, d) = (
+        pacer.ticket(),
+        pacer.ticket(),
+        pacer.ticket(),
+        pacer.ticket(),
+    );
+    assert_eq!(pacer.due(c, t0), t0 + ms(200));
+    // The first two clients give up waiting: the third is next.
+    pacer.abandon(a);
+    pacer.abandon(b);
+    assert_eq!(pacer.ahead_of(c), 0);
+    assert_eq!(pacer.waiting(), 2);
+    // One behind that gives up too leaves no gap once the one before it goes.
+    let e = pacer.ticket();
+    pacer.abandon(d);
+    pacer.went(c, t0);
+    assert_eq!(pacer.ahead_of(e), 0, "d's place is gone");
+    assert!(
+        pacer.abandoned.is_empty(),
+        "nothing kept below the granted tickets"
+    );
+    // A ticket that already went is not abandoned.
+    pacer.abandon(c);
+    assert!(pacer.abandoned.is_empty());
+}
