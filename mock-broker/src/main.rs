@@ -1,5 +1,7 @@
 //! `dps-mock-broker`: a scripted DPS on a real MQTT server, from the command line.
 
+mod open_files;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -320,7 +322,10 @@ fn main() -> ExitCode {
                 .map(|()| println!("wrote the test PKI to {}", out.display()))
                 .map_err(|e| e.to_string())
         }
-        None => serve(cli.serve),
+        None => {
+            eprintln!("dps-mock-broker: {}", open_files::raise());
+            serve(cli.serve)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -111,3 +111,35 @@ fn the_service_api_prints_the_connection_string_the_sdks_take() {
         "{stderr}"
     );
 }
+
+/// The broker raises its soft open-file limit to the hard one, and says what it has.
+#[cfg(unix)]
+#[test]
+fn the_broker_raises_its_open_file_limit_and_says_so() {
+    let broker = env!("CARGO_BIN_EXE_dps-mock-broker");
+    let said = |limits: &str| {
+        let script = format!("{limits}; exec '{broker}' --listen 127.0.0.1:0 --no-ws");
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The limit is said before it listens; once it listens, stop it.
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let raised = said("ulimit -Sn 256 && ulimit -Hn 512");
+    assert!(
+        raised.contains("open files: at most 512 (raised from 256)"),
+        "{raised}"
+    );
+    let capped = said("ulimit -n 512");
+    assert!(capped.contains("open files: at most 512"), "{capped}");
+    assert!(!capped.contains("raised"), "{capped}");
+}

@@ -80,6 +80,10 @@ pub struct BenchArgs {
     /// then, against the reading before the first connection.
     #[arg(long)]
     pub hold: bool,
+    /// With --hold, keep every device connected this many seconds after the last has
+    /// connected (to load a broker while something else is measured).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, requires = "hold")]
+    pub hold_for: u64,
     /// Worker threads of the in-process broker.
     #[arg(long, default_value_t = 1)]
     pub broker_workers: usize,
@@ -136,6 +140,7 @@ pub(crate) fn test_args(devices: usize, concurrency: usize) -> BenchArgs {
         group_key: None,
         floor: false,
         hold: false,
+        hold_for: 0,
         broker_workers: 1,
     }
 }

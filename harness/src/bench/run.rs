@@ -161,6 +161,14 @@ pub(super) async fn hold(args: &BenchArgs) -> Result<BenchReport, String> {
     let wall = started.elapsed();
     let connected_rss_mib = rss_mib();
     let cpu_seconds = cpu_seconds() - cpu_before;
+    if args.hold_for > 0 {
+        eprintln!(
+            "{} devices connected; holding them {} s",
+            held.len(),
+            args.hold_for
+        );
+        tokio::time::sleep(Duration::from_secs(args.hold_for)).await;
+    }
     for transport in &held {
         let _ = transport.send(Disconnect::default()).await;
     }
