@@ -11,6 +11,7 @@
 //! The requests are answered in `routes.rs`, with no IO; this module reads them off HTTP/1.1.
 
 mod auth;
+mod bulk;
 mod routes;
 
 use std::sync::Arc;

@@ -40,7 +40,7 @@ pub(crate) struct ApiResponse {
 }
 
 impl ApiResponse {
-    fn json(status: u16, body: Value) -> Self {
+    pub(super) fn json(status: u16, body: Value) -> Self {
         Self {
             status,
             headers: Vec::new(),
@@ -78,7 +78,7 @@ pub(crate) fn error(status: u16, message: &str, now: SystemTime) -> ApiResponse 
     )
 }
 
-fn from_enrollment_error(e: &EnrollmentError, now: SystemTime) -> ApiResponse {
+pub(super) fn from_enrollment_error(e: &EnrollmentError, now: SystemTime) -> ApiResponse {
     let status = match e {
         EnrollmentError::Invalid(_) => 400,
         EnrollmentError::EtagMismatch { .. } => 412,
@@ -95,7 +95,7 @@ pub(crate) struct Service<'a> {
 
 /// The kind of thing a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Collection {
+pub(super) enum Collection {
     Enrollments,
     Groups,
     Registrations,
@@ -303,88 +303,6 @@ impl Service<'_> {
         }
         response
     }
-
-    /// `POST /enrollments` and `POST /enrollmentGroups`: a bulk operation, each item done or
-    /// reported in `errors`.
-    fn bulk(
-        &self,
-        collection: Collection,
-        request: &ApiRequest<'_>,
-        now: SystemTime,
-    ) -> ApiResponse {
-        let body: Value = match read_body(request.body) {
-            Ok(body) => body,
-            Err(e) => return from_enrollment_error(&e, now),
-        };
-        let mode = body["mode"].as_str().unwrap_or_default().to_owned();
-        if !["create", "update", "updateIfMatchETag", "delete"].contains(&mode.as_str()) {
-            return error(400, &format!("unknown bulk mode `{mode}`"), now);
-        }
-        let (field, id_field) = match collection {
-            Collection::Enrollments => ("enrollments", "registrationId"),
-            _ => ("enrollmentGroups", "enrollmentGroupId"),
-        };
-        let Some(items) = body[field].as_array() else {
-            return error(400, &format!("a bulk operation needs `{field}`"), now);
-        };
-        let mut errors = Vec::new();
-        for item in items {
-            let id = item[id_field].as_str().unwrap_or_default().to_owned();
-            if let Err(e) = self.bulk_one(collection, &mode, item, &id, now) {
-                let status = from_enrollment_error(&e, now).status;
-                errors.push(json!({
-                    id_field: id,
-                    "errorCode": u64::from(status) * 1000 + 1,
-                    "errorStatus": e.to_string(),
-                }));
-            }
-        }
-        ApiResponse::json(
-            200,
-            json!({"isSuccessful": errors.is_empty(), "errors": errors}),
-        )
-    }
-
-    fn bulk_one(
-        &self,
-        collection: Collection,
-        mode: &str,
-        item: &Value,
-        id: &str,
-        now: SystemTime,
-    ) -> Result<(), EnrollmentError> {
-        let etag = item["etag"].as_str();
-        let exists = match collection {
-            Collection::Enrollments => self.enrollments.individual(id).is_some(),
-            _ => self.enrollments.group(id).is_some(),
-        };
-        let if_match = match mode {
-            "create" if exists => {
-                return Err(EnrollmentError::Invalid(format!("`{id}` exists already")));
-            }
-            "updateIfMatchETag" => Some(etag.unwrap_or("\"\"")),
-            _ => None,
-        };
-        if mode == "delete" {
-            return match collection {
-                Collection::Enrollments => self.enrollments.delete_individual(id, etag),
-                _ => self.enrollments.delete_group(id, etag),
-            };
-        }
-        let bytes = item.to_string();
-        match collection {
-            Collection::Enrollments => {
-                let mut e: IndividualEnrollment = read_body(bytes.as_bytes())?;
-                e.attestation = generated_keys(e.attestation);
-                self.enrollments.put_individual(e, if_match, now).map(drop)
-            }
-            _ => {
-                let mut g: EnrollmentGroup = read_body(bytes.as_bytes())?;
-                g.attestation = generated_keys(g.attestation);
-                self.enrollments.put_group(g, if_match, now).map(drop)
-            }
-        }
-    }
 }
 
 /// `segment` with its `%XX` escapes decoded; an escape that is not one is kept as written.
@@ -411,7 +329,7 @@ fn percent_decoded(segment: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn read_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, EnrollmentError> {
+pub(super) fn read_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, EnrollmentError> {
     serde_json::from_slice(body).map_err(|e| EnrollmentError::Invalid(format!("the body: {e}")))
 }
 
@@ -429,7 +347,7 @@ fn same_id(in_body: &mut String, in_path: &str) -> Result<(), EnrollmentError> {
 }
 
 /// A symmetric-key attestation without keys gets keys made by the service, as DPS makes them.
-fn generated_keys(
+pub(super) fn generated_keys(
     mut attestation: crate::enrollment::Attestation,
 ) -> crate::enrollment::Attestation {
     if attestation.kind == "symmetricKey" {
