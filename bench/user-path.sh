@@ -7,7 +7,7 @@
 # With PERF=1 it also records where `dps fleet`'s CPU goes (perf record -g) into
 # bench/results/user-path.perf.txt.
 #
-#   bench/user-path.sh [N]     CONCURRENCY=50 MIN_INTERVAL_MS=0 PORT=18890 PERF=0
+#   bench/user-path.sh [N]     CONCURRENCY=50 MIN_INTERVAL_MS=0 RUNTIMES=0 PORT=18890 PERF=0
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -37,7 +37,8 @@ stop_broker() { kill -INT "$broker"; wait "$broker" || true; }
 
 start_broker
 fleet=(target/release/dps fleet --endpoint "localhost:$port" --ca "$work/pki/ca.pem" --id-scope "$scope"
-  --devices "$work/devices.jsonl" --out "$work/out.jsonl" --concurrency "$concurrency" --min-interval-ms "$min_interval")
+  --devices "$work/devices.jsonl" --out "$work/out.jsonl" --concurrency "$concurrency" --min-interval-ms "$min_interval"
+  --runtimes "${RUNTIMES:-0}")
 /usr/bin/time -f "%e %U %S %M" -o "$work/time" "${fleet[@]}" >/dev/null 2>&1 || true
 read -r ours_wall ours_user ours_sys ours_rss <"$work/time"
 ours_assigned=$(grep -c '"assigned"' "$work/out.jsonl" || true)
@@ -45,7 +46,8 @@ if [ "${PERF:-0}" = 1 ]; then
   rm -f "$work/out.jsonl"
   mkdir -p bench/results
   perf record -q -g -o "$work/perf.data" "${fleet[@]}" >/dev/null 2>&1 || true
-  perf report -i "$work/perf.data" --no-children --sort dso,sym 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 >bench/results/user-path.perf.txt
+  { perf report -i "$work/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v "^#" | grep -v "^$" | head -12
+    perf report -i "$work/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep -v "^#" | grep -v "^$" | head -40; } >bench/results/user-path.perf.txt
 fi
 stop_broker
 
