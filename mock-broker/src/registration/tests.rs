@@ -166,3 +166,48 @@ fn the_records_are_bounded_and_the_oldest_made_go_first() {
         Some(Some("a"))
     );
 }
+
+#[test]
+fn deleted_ids_are_compacted_only_past_twice_the_cap() {
+    let mut records = Registrations::with_max(10);
+    let t = SystemTime::UNIX_EPOCH;
+    let assigned = || Decision::Assigned {
+        hub: "a".into(),
+        device_id: "d".into(),
+        payload: None,
+        policy: MIGRATE,
+    };
+    for i in 0..5 {
+        records.write(&format!("keep-{i}"), None, assigned(), t);
+    }
+    // Each cycle makes a record and deletes it: the live ones stay five, under the cap, and the
+    // order grows by one id a cycle...
+    let mut lengths = Vec::new();
+    for i in 0..17 {
+        let id = format!("gone-{i}");
+        records.write(&id, None, assigned(), t);
+        lengths.push(records.order.len());
+        records.remove(&id);
+    }
+    // ...to twice the cap and one more, then it drops to the live ids (and the new one).
+    let expected: Vec<usize> = (6..=21).chain([6]).collect();
+    assert_eq!(lengths, expected);
+    assert_eq!(records.all().count(), 5);
+}
+
+#[test]
+fn substatus_and_status_read_as_dps_spells_them() {
+    for (substatus, text) in [
+        (Substatus::InitialAssignment, "initialAssignment"),
+        (Substatus::DeviceDataMigrated, "deviceDataMigrated"),
+        (Substatus::DeviceDataReset, "deviceDataReset"),
+        (
+            Substatus::ReprovisionedToInitialAssignment,
+            "reprovisionedToInitialAssignment",
+        ),
+    ] {
+        assert_eq!(substatus.as_str(), text);
+        assert_eq!(serde_json::json!(substatus), text);
+    }
+    assert_eq!(serde_json::json!(RegistrationStatus::Disabled), "disabled");
+}
