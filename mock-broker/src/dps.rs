@@ -175,22 +175,14 @@ impl Dps {
         registration_id: &str,
         if_match: Option<&str>,
     ) -> Result<(), crate::enrollment::EnrollmentError> {
-        use crate::enrollment::EnrollmentError;
+        use crate::enrollment::{EnrollmentError, check_etag};
         let mut state = self.lock();
         let record = state
             .books
             .registrations
             .get(registration_id)
             .ok_or_else(|| EnrollmentError::NotFound(registration_id.to_owned()))?;
-        if let Some(given) = if_match
-            && given != "*"
-            && given.trim_matches('"') != record.etag.trim_matches('"')
-        {
-            return Err(EnrollmentError::EtagMismatch {
-                given: given.to_owned(),
-                current: record.etag.clone(),
-            });
-        }
+        check_etag(if_match, Some(&record.etag))?;
         state.books.registrations.remove(registration_id);
         Ok(())
     }
@@ -221,11 +213,7 @@ impl Dps {
 
     /// Requests admitted and throttled by the quotas so far.
     pub fn quota_summary(&self) -> QuotaSummary {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .quota
-            .summary()
+        self.lock().quota.summary()
     }
 
     /// A 429 when `request` is over a quota, as DPS answers it.
@@ -244,7 +232,7 @@ impl Dps {
             Operation::Register => Kind::Register,
             Operation::Poll { .. } => Kind::Poll,
         };
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.lock();
         let wait = state.quota.admit(quotas, kind, client_id, now).err()?;
         let body = json!({
             "errorCode": 429_001,

@@ -27,8 +27,8 @@ mod view;
 
 pub use matching::Presented;
 pub(crate) use matching::{Matched, NoMatch, find_match};
-pub(crate) use store::new_etag;
 pub use store::{EnrollmentError, Enrollments};
+pub(crate) use store::{check_etag, new_etag};
 pub(crate) use view::{attestation_mechanism, redacted_group, redacted_individual};
 
 use serde::{Deserialize, Serialize};

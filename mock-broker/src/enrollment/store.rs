@@ -148,21 +148,27 @@ pub(crate) fn new_etag() -> String {
     format!("\"{}\"", &uuid::Uuid::new_v4().simple().to_string()[..16])
 }
 
+/// An enrollment's etag ("" before the store stamped one).
+fn etag_of(settings: &EnrollmentSettings) -> &str {
+    settings.etag.as_deref().unwrap_or_default()
+}
+
 /// Refuses a write whose `If-Match` is stale; `*` matches anything that exists.
-fn check_etag(
+/// `current` is the etag of what exists, if anything does (an enrollment or a registration
+/// record).
+pub(crate) fn check_etag(
     if_match: Option<&str>,
-    current: Option<&EnrollmentSettings>,
+    current: Option<&str>,
 ) -> Result<(), EnrollmentError> {
     let (Some(given), Some(current)) = (if_match, current) else {
         return Ok(());
     };
-    let current = current.etag.clone().unwrap_or_default();
     if given == "*" || given == current || given.trim_matches('"') == current.trim_matches('"') {
         return Ok(());
     }
     Err(EnrollmentError::EtagMismatch {
         given: given.to_owned(),
-        current,
+        current: current.to_owned(),
     })
 }
 
@@ -248,7 +254,7 @@ impl Enrollments {
         let mut inner = self.write();
         let id = key(&enrollment.registration_id);
         let previous = inner.individual.get(&id).map(|s| &s.enrollment.settings);
-        check_etag(if_match, previous)?;
+        check_etag(if_match, previous.map(etag_of))?;
         stamp(&mut enrollment.settings, previous, now);
         inner.individual.insert(
             id,
@@ -291,7 +297,7 @@ impl Enrollments {
         let mut inner = self.write();
         let id = key(&group.enrollment_group_id);
         let previous = inner.groups.get(&id).map(|s| &s.enrollment.settings);
-        check_etag(if_match, previous)?;
+        check_etag(if_match, previous.map(etag_of))?;
         stamp(&mut group.settings, previous, now);
         inner.groups.insert(
             id,
@@ -350,7 +356,7 @@ impl Enrollments {
             .individual
             .get(&id)
             .ok_or_else(|| EnrollmentError::NotFound(registration_id.to_owned()))?;
-        check_etag(if_match, Some(&current.enrollment.settings))?;
+        check_etag(if_match, Some(etag_of(&current.enrollment.settings)))?;
         inner.individual.remove(&id);
         Ok(())
     }
@@ -363,7 +369,7 @@ impl Enrollments {
             .groups
             .get(&key)
             .ok_or_else(|| EnrollmentError::NotFound(id.to_owned()))?;
-        check_etag(if_match, Some(&current.enrollment.settings))?;
+        check_etag(if_match, Some(etag_of(&current.enrollment.settings)))?;
         inner.groups.remove(&key);
         Ok(())
     }

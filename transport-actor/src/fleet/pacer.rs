@@ -306,9 +306,7 @@ impl Pacer {
     pub(crate) fn refused(&mut self, ticket: u64, now: Instant) {
         self.end_outage(now);
         // The service did not count it: its slot is free.
-        if let Some(i) = self.sent.iter().rposition(|(t, _)| *t == ticket) {
-            self.sent.remove(i);
-        }
+        self.forget_sent(ticket);
         if self
             .last_cut
             .is_some_and(|at| now.duration_since(at) < WINDOW)
@@ -343,10 +341,15 @@ impl Pacer {
     /// answer): the fleet probes until the service answers again.
     pub(crate) fn unreachable(&mut self, ticket: u64) {
         // The service did not count it.
+        self.forget_sent(ticket);
+        self.probe_failed();
+    }
+
+    /// Takes `ticket`'s register out of the log of those the service counts.
+    fn forget_sent(&mut self, ticket: u64) {
         if let Some(i) = self.sent.iter().rposition(|(t, _)| *t == ticket) {
             self.sent.remove(i);
         }
-        self.probe_failed();
     }
 
     /// A request (a register, or a poll: polls take no ticket) found the service unreachable.
