@@ -1,0 +1,295 @@
+//! The floor over the wire: the client's side of bare TLS handshakes with a real broker over
+//! TCP, as many as a run has devices, `concurrency` at a time on one thread.
+//!
+//! The in-memory floor (`floor.rs`) prices the handshake's cryptography for both ends; a
+//! provisioning client also pays the kernel for its connection (`connect`, the flights sent and
+//! read, `close`), which on loopback includes the receiving side's TCP work. This floor pays both
+//! and nothing else: no MQTT, no actors, no files; the server's chain is verified once (as the
+//! transport's verdict cache does) and its signature over every handshake each time. What a
+//! provisioning client costs above it is its own; what another client costs, divided by it, is
+//! the most any client built on rustls and ring could beat that client by on this machine.
+
+use std::cell::Cell;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use dps_messages::Authentication;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+
+use super::probes::{cpu_seconds, peak_rss_mib};
+use super::report::{BenchReport, percentile};
+use super::target::prepare_transport;
+use super::{AuthArg, BenchArgs};
+
+/// `--floor --broker`: bare TLS handshakes with the broker, each device presenting its own
+/// certificate, then `close_notify` and close.
+pub(super) async fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
+    if args.auth != AuthArg::X509 || args.ws {
+        return Err("the floor over the wire is for X.509 devices over TCP".into());
+    }
+    let (target, _) = prepare_transport(args)?;
+    let address = args.broker.clone().unwrap_or_default();
+    let addr = address
+        .to_socket_addrs()
+        .map_err(|e| format!("{address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{address}: no address"))?;
+    let host = address
+        .rsplit_once(':')
+        .map_or(address.as_str(), |(h, _)| h);
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(target.ca_pem.as_bytes()) {
+        roots
+            .add(ca.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let verifier = Arc::new(ChainOnce {
+        inner: WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| e.to_string())?,
+        verified: OnceLock::new(),
+    });
+    let keys: Vec<Arc<CertifiedKey>> = target
+        .credentials
+        .iter()
+        .filter_map(|auth| match auth {
+            Authentication::X509(identity) => Some(identity.certified_key()),
+            Authentication::SymmetricKey(_) => None,
+        })
+        .collect();
+    let n = keys.len();
+    let keys = Rc::new(keys);
+    let next = Rc::new(Cell::new(0));
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency.clamp(1, n.max(1)))
+        .map(|_| {
+            let (keys, next, provider, verifier, name) = (
+                keys.clone(),
+                next.clone(),
+                provider.clone(),
+                verifier.clone(),
+                name.clone(),
+            );
+            actix_rt::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut first_error = None;
+                loop {
+                    let i = next.get();
+                    let Some(key) = keys.get(i) else { break };
+                    next.set(i + 1);
+                    let t0 = Instant::now();
+                    // One configuration per connection, as the transport makes them.
+                    let config = ClientConfig::builder_with_provider(provider.clone())
+                        .with_safe_default_protocol_versions()
+                        .map_err(|e| e.to_string())
+                        .map(|b| {
+                            b.dangerous()
+                                .with_custom_certificate_verifier(verifier.clone())
+                                .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
+                                    key.clone(),
+                                )))
+                        });
+                    let done = match config {
+                        Ok(config) => handshake(addr, Arc::new(config), name.clone()).await,
+                        Err(e) => Err(e),
+                    };
+                    match done {
+                        Ok(()) => latencies.push(t0.elapsed()),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                (latencies, first_error)
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = Vec::with_capacity(n);
+    let mut first_error = None;
+    for worker in workers {
+        let (done, error) = worker.await.map_err(|e| e.to_string())?;
+        latencies.extend(done);
+        first_error = first_error.or(error);
+    }
+    let wall = started.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
+    latencies.sort();
+    Ok(BenchReport {
+        kind: "rustls-floor-tcp",
+        devices: n,
+        concurrency: args.concurrency,
+        protocol: "tls",
+        auth: AuthArg::X509,
+        broker: address,
+        registrations_per_sec: latencies.len() as f64 / wall.as_secs_f64(),
+        wall_ms: wall.as_secs_f64() * 1000.0,
+        failed: n - latencies.len(),
+        p50_ms: percentile(&latencies, 0.50),
+        p95_ms: percentile(&latencies, 0.95),
+        p99_ms: percentile(&latencies, 0.99),
+        peak_rss_mib: peak_rss_mib(),
+        cpu_seconds: cpu,
+        first_error,
+        held: None,
+    })
+}
+
+/// One connection: TCP, the TLS handshake, `close_notify`, close.
+async fn handshake(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+) -> Result<(), String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut tls = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(4096);
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        flush(&stream, &mut tls, &mut out).await?;
+        if !tls.is_handshaking() {
+            break;
+        }
+        stream.readable().await.map_err(|e| e.to_string())?;
+        match stream.try_read(&mut buf) {
+            Ok(0) => return Err("the broker closed the connection mid-handshake".into()),
+            Ok(read) => {
+                let mut records = &buf[..read];
+                while !records.is_empty() {
+                    tls.read_tls(&mut records).map_err(|e| e.to_string())?;
+                    tls.process_new_packets().map_err(|e| e.to_string())?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    tls.send_close_notify();
+    flush(&stream, &mut tls, &mut out).await
+}
+
+/// Sends whatever TLS has to send, in one write where the socket takes it.
+async fn flush(
+    stream: &TcpStream,
+    tls: &mut ClientConnection,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.clear();
+    while tls.wants_write() {
+        tls.write_tls(out).map_err(|e| e.to_string())?;
+    }
+    let mut rest = &out[..];
+    while !rest.is_empty() {
+        stream.writable().await.map_err(|e| e.to_string())?;
+        match stream.try_write(rest) {
+            Ok(sent) => rest = &rest[sent..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// The WebPKI verifier, asked about the server's chain once: the first chain it accepts is
+/// taken again byte for byte. The server's signature over each handshake is always checked.
+#[derive(Debug)]
+struct ChainOnce {
+    inner: Arc<WebPkiServerVerifier>,
+    verified: OnceLock<Vec<u8>>,
+}
+
+impl ServerCertVerifier for ChainOnce {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.verified.get().map(Vec::as_slice) != Some(end_entity.as_ref()) {
+            self.inner.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            )?;
+            let _ = self.verified.set(end_entity.to_vec());
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dps_mock_broker::{MockBroker, TestPki};
+
+    #[actix_rt::test]
+    async fn the_floor_over_the_wire_completes_real_handshakes_with_a_broker() {
+        let dir = std::env::temp_dir().join(format!("dps-floor-wire-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pki = Arc::new(TestPki::generate().unwrap());
+        pki.write_to(&dir, &[]).unwrap();
+        let broker = MockBroker::builder().pki(pki.clone()).start().unwrap();
+        let args = BenchArgs {
+            floor: true,
+            broker: Some(format!("localhost:{}", broker.addr().port())),
+            id_scope: Some(dps_mock_broker::DEFAULT_ID_SCOPE.into()),
+            ca: Some(dir.join("ca.pem")),
+            device_ca_cert: Some(dir.join("ca.pem")),
+            device_ca_key: Some(dir.join("ca.key")),
+            ..super::super::test_args(3, 2)
+        };
+        let report = floor(&args).await.unwrap();
+        assert_eq!(
+            (
+                report.kind,
+                report.devices,
+                report.failed,
+                report.first_error
+            ),
+            ("rustls-floor-tcp", 3, 0, None)
+        );
+        let sas = BenchArgs {
+            auth: AuthArg::Sas,
+            ..args
+        };
+        assert!(floor(&sas).await.unwrap_err().contains("X.509"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
