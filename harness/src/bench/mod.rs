@@ -5,13 +5,16 @@
 //! `--broker` the devices go to any broker, such as `dps-mock-broker` in another process, which
 //! is how BENCHMARKS.md compares this transport with the Node SDK. `--floor` measures instead
 //! the same number of bare rustls handshakes with client certificates, in memory: the physical
-//! limit the transport is measured against.
+//! limit the transport is measured against; with `--broker`, the client's side of them over
+//! TCP with that broker, the kernel's share of a connection included.
 //!
 //! `target.rs` prepares where the devices go and their credentials; `run.rs` provisions them
-//! (or holds them connected); `floor.rs` makes the bare handshakes; `probes.rs` reads this
+//! (or holds them connected); `floor.rs` makes the bare handshakes in memory, `floor_wire.rs`
+//! over TCP; `probes.rs` reads this
 //! process's memory and CPU; `report.rs` says what was measured.
 
 mod floor;
+mod floor_wire;
 mod probes;
 mod report;
 mod run;
@@ -72,7 +75,8 @@ pub struct BenchArgs {
     /// The external broker's group enrollment key, for `--auth sas`.
     #[arg(long)]
     pub group_key: Option<String>,
-    /// Measure bare rustls handshakes with client certificates instead (the floor).
+    /// Measure bare rustls handshakes with client certificates instead (the floor): in memory,
+    /// or with --broker the client's side of them over TCP with that broker.
     #[arg(long, conflicts_with = "hold")]
     pub floor: bool,
     /// Measure memory per connected device instead: each device connects and sends its
@@ -91,7 +95,9 @@ pub struct BenchArgs {
 
 /// Runs the benchmark and prints its report.
 pub async fn main(args: BenchArgs) -> ExitCode {
-    let report = if args.floor {
+    let report = if args.floor && args.broker.is_some() {
+        floor_wire::floor(&args).await
+    } else if args.floor {
         floor::floor(&args)
     } else if args.hold {
         run::hold(&args).await
