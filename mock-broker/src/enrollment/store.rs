@@ -225,7 +225,7 @@ impl Enrollments {
     /// current etag (or `*`). Returns the enrollment as stored (etag and times set).
     pub fn put_individual(
         &self,
-        mut enrollment: IndividualEnrollment,
+        enrollment: IndividualEnrollment,
         if_match: Option<&str>,
         now: SystemTime,
     ) -> Result<IndividualEnrollment, EnrollmentError> {
@@ -251,25 +251,21 @@ impl Enrollments {
             "tpm" => Vec::new(),
             other => return Err(invalid(format!("unknown attestation type `{other}`"))),
         };
-        let mut inner = self.write();
         let id = key(&enrollment.registration_id);
-        let previous = inner.individual.get(&id).map(|s| &s.enrollment.settings);
-        check_etag(if_match, previous.map(etag_of))?;
-        stamp(&mut enrollment.settings, previous, now);
-        inner.individual.insert(
+        put_in(
+            &mut self.write().individual,
             id,
-            Stored {
-                enrollment: enrollment.clone(),
-                certs,
-            },
-        );
-        Ok(enrollment)
+            enrollment,
+            certs,
+            if_match,
+            now,
+        )
     }
 
     /// Makes or replaces an enrollment group, as [`put_individual`](Self::put_individual).
     pub fn put_group(
         &self,
-        mut group: EnrollmentGroup,
+        group: EnrollmentGroup,
         if_match: Option<&str>,
         now: SystemTime,
     ) -> Result<EnrollmentGroup, EnrollmentError> {
@@ -294,19 +290,8 @@ impl Enrollments {
             }
             other => return Err(invalid(format!("attestation type `{other}` for a group"))),
         };
-        let mut inner = self.write();
         let id = key(&group.enrollment_group_id);
-        let previous = inner.groups.get(&id).map(|s| &s.enrollment.settings);
-        check_etag(if_match, previous.map(etag_of))?;
-        stamp(&mut group.settings, previous, now);
-        inner.groups.insert(
-            id,
-            Stored {
-                enrollment: group.clone(),
-                certs,
-            },
-        );
-        Ok(group)
+        put_in(&mut self.write().groups, id, group, certs, if_match, now)
     }
 
     /// The individual enrollment of `registration_id` (any case).
@@ -350,27 +335,73 @@ impl Enrollments {
         registration_id: &str,
         if_match: Option<&str>,
     ) -> Result<(), EnrollmentError> {
-        let mut inner = self.write();
-        let id = key(registration_id);
-        let current = inner
-            .individual
-            .get(&id)
-            .ok_or_else(|| EnrollmentError::NotFound(registration_id.to_owned()))?;
-        check_etag(if_match, Some(etag_of(&current.enrollment.settings)))?;
-        inner.individual.remove(&id);
-        Ok(())
+        delete_in(&mut self.write().individual, registration_id, if_match)
     }
 
     /// Deletes an enrollment group; `if_match` as for a write.
     pub fn delete_group(&self, id: &str, if_match: Option<&str>) -> Result<(), EnrollmentError> {
-        let mut inner = self.write();
-        let key = key(id);
-        let current = inner
-            .groups
-            .get(&key)
-            .ok_or_else(|| EnrollmentError::NotFound(id.to_owned()))?;
-        check_etag(if_match, Some(etag_of(&current.enrollment.settings)))?;
-        inner.groups.remove(&key);
-        Ok(())
+        delete_in(&mut self.write().groups, id, if_match)
     }
+}
+
+/// What the store keeps of either kind of enrollment: its settings (etag and times).
+trait Enrolled: Clone {
+    fn settings(&self) -> &EnrollmentSettings;
+    fn settings_mut(&mut self) -> &mut EnrollmentSettings;
+}
+
+impl Enrolled for IndividualEnrollment {
+    fn settings(&self) -> &EnrollmentSettings {
+        &self.settings
+    }
+    fn settings_mut(&mut self) -> &mut EnrollmentSettings {
+        &mut self.settings
+    }
+}
+
+impl Enrolled for EnrollmentGroup {
+    fn settings(&self) -> &EnrollmentSettings {
+        &self.settings
+    }
+    fn settings_mut(&mut self) -> &mut EnrollmentSettings {
+        &mut self.settings
+    }
+}
+
+/// Writes `enrollment` (already checked) under `id`: its `If-Match` checked against what is
+/// there, the write stamped. Returns it as stored.
+fn put_in<T: Enrolled>(
+    map: &mut BTreeMap<String, Stored<T>>,
+    id: String,
+    mut enrollment: T,
+    certs: Vec<CertificateDer<'static>>,
+    if_match: Option<&str>,
+    now: SystemTime,
+) -> Result<T, EnrollmentError> {
+    let previous = map.get(&id).map(|s| s.enrollment.settings());
+    check_etag(if_match, previous.map(etag_of))?;
+    stamp(enrollment.settings_mut(), previous, now);
+    map.insert(
+        id,
+        Stored {
+            enrollment: enrollment.clone(),
+            certs,
+        },
+    );
+    Ok(enrollment)
+}
+
+/// Deletes the enrollment `id` (any case) if `if_match` allows.
+fn delete_in<T: Enrolled>(
+    map: &mut BTreeMap<String, Stored<T>>,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<(), EnrollmentError> {
+    let key = key(id);
+    let current = map
+        .get(&key)
+        .ok_or_else(|| EnrollmentError::NotFound(id.to_owned()))?;
+    check_etag(if_match, Some(etag_of(current.enrollment.settings())))?;
+    map.remove(&key);
+    Ok(())
 }
