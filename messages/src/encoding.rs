@@ -32,8 +32,15 @@ pub(crate) fn percent_encode(input: &str, case: HexCase) -> String {
 }
 
 /// Decodes `%XX` escapes (either case). Unlike form decoding, `+` stays `+`: a base64 signature
-/// sent unencoded must not turn into spaces. A malformed escape is kept as text.
-pub(crate) fn percent_decode(input: &str) -> String {
+/// sent unencoded must not turn into spaces. A malformed escape is kept as text; bytes that
+/// decode to invalid UTF-8 become U+FFFD.
+///
+/// ```
+/// use dps_messages::service::percent_decode;
+///
+/// assert_eq!(percent_decode("reg%3A1%2Fa+b%zz"), "reg:1/a+b%zz");
+/// ```
+pub fn percent_decode(input: &str) -> String {
     fn hex(b: u8) -> Option<u8> {
         (b as char).to_digit(16).map(|d| d as u8)
     }
@@ -75,6 +82,8 @@ mod tests {
     #[test]
     fn decodes_both_cases_and_keeps_plus_and_bad_escapes() {
         assert_eq!(percent_decode("a%2fb%2Fc+d%3d%zz%4"), "a/b/c+d=%zz%4");
+        // A sign is not a hex digit, though `u8::from_str_radix` would take one.
+        assert_eq!(percent_decode("%+f%-1"), "%+f%-1");
         assert_eq!(
             percent_decode(&percent_encode("é x", HexCase::Lower)),
             "é x"

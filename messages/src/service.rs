@@ -4,7 +4,8 @@
 //! A device needs none of this. A stand-in reads a request's topic with
 //! [`Operation::from_topic`](crate::Operation::from_topic), its body with [`RegisterBody`], a
 //! symmetric-key device's password with [`SasToken`], and answers on [`response_topic`] (a
-//! [`ResponseTopic`] made text).
+//! [`ResponseTopic`] made text). [`percent_decode`] reads what clients percent-encode (a SAS
+//! token's fields, an SDK's URI path segments) as the service does.
 //!
 //! ```
 //! use dps_messages::response::ResponseTopic;
@@ -21,6 +22,7 @@
 
 use serde_json::Value;
 
+pub use crate::encoding::percent_decode;
 use crate::encoding::{HexCase, percent_encode};
 use crate::response::ResponseTopic;
 pub use crate::sas::{SasRejection, SasToken, derive_device_key};

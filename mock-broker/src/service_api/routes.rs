@@ -110,7 +110,7 @@ impl Service<'_> {
             .trim_matches('/')
             .split('/')
             .filter(|s| !s.is_empty())
-            .map(percent_decoded)
+            .map(dps_messages::service::percent_decode)
             .collect();
         let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
         let Some((first, rest)) = segments.split_first() else {
@@ -303,30 +303,6 @@ impl Service<'_> {
         }
         response
     }
-}
-
-/// `segment` with its `%XX` escapes decoded; an escape that is not one is kept as written.
-fn percent_decoded(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub(super) fn read_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, EnrollmentError> {
