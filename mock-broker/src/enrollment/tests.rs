@@ -203,6 +203,36 @@ fn the_most_specific_ca_on_the_chain_wins() {
 }
 
 #[test]
+fn two_groups_of_the_same_ca_tie_to_the_first_by_id_whatever_the_order_written() {
+    let pki = TestPki::generate().unwrap();
+    let store = Enrollments::new();
+    let now = SystemTime::now();
+    for id in ["b-root", "a-root", "c-root"] {
+        store
+            .put_group(EnrollmentGroup::x509_ca(id, pki.ca_pem()), None, now)
+            .unwrap();
+    }
+    let device = pki.device("dev").unwrap();
+    assert_eq!(
+        matched(&store, "dev", &x509(&device.cert_pem)),
+        Ok("group:a-root".into())
+    );
+}
+
+#[test]
+fn the_hub_gets_the_enrollments_device_id_else_the_registration_id() {
+    let key = crate::TEST_SYMMETRIC_KEY;
+    let named =
+        Matched::Individual(IndividualEnrollment::symmetric_key("dev", key).device_id("hub-dev-7"));
+    assert_eq!(named.device_id("dev"), "hub-dev-7");
+    let unnamed = Matched::Individual(IndividualEnrollment::symmetric_key("dev", key));
+    assert_eq!(unnamed.device_id("dev"), "dev");
+    // A group names no device: each device is known by its registration id.
+    let group = Matched::Group(EnrollmentGroup::symmetric_key("g", key));
+    assert_eq!(group.device_id("dev-9"), "dev-9");
+}
+
+#[test]
 fn symmetric_keys_match_individual_then_group_and_a_wrong_token_matches_nothing() {
     use dps_messages::SymmetricKey;
     let store = Enrollments::new();

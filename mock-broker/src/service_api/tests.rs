@@ -195,3 +195,18 @@ fn bulk_updates_if_match_etag_and_reports_each_failure() {
     };
     assert_eq!(service.handle(&paged, SystemTime::now()).status, 400);
 }
+
+#[test]
+fn a_policy_shows_its_name_and_never_its_key() {
+    let policy = ServicePolicy {
+        name: "provisioningserviceowner".into(),
+        key: "c2VjcmV0IHNlcnZpY2Uga2V5".into(),
+    };
+    let shown = format!("{policy:?}");
+    assert!(
+        shown.contains("provisioningserviceowner")
+            && shown.contains("<redacted>")
+            && !shown.contains("c2VjcmV0"),
+        "{shown}"
+    );
+}
