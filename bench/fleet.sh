@@ -14,19 +14,13 @@ quota="${QUOTA:-12000}"
 concurrency="${CONCURRENCY:-500}"
 rate="${RATE:-50}"
 port="${PORT:-18884}"
-key=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
 
-cargo build --release -q -p dps-harness -p dps-mock-broker
+. bench/lib.sh
+build_release
 work="$(mktemp -d)"
-target/release/dps-mock-broker --listen "127.0.0.1:$port" --no-ws --ca-out "$work/ca.pem" \
-  --group-key "$key" --retry-after 1 --quota-registrations-per-minute "$quota" \
-  --quota-polls-per-device 5 >"$work/broker.log" 2>&1 &
-broker=$!
-trap 'kill $broker 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 50); do grep -q listening "$work/broker.log" && break; sleep 0.1; done
-for i in $(seq "$n"); do
-  printf '{"registration_id":"fleet-%05d","group_key":"%s"}\n' "$i" "$key"
-done >"$work/devices.jsonl"
+trap 'kill ${broker:-} 2>/dev/null || true; rm -rf "$work"' EXIT
+start_quota_broker "$work" "$port" "$quota"
+group_key_devices fleet "$n" >"$work/devices.jsonl"
 
 /usr/bin/time -f "%e %U %S %M" -o "$work/time" target/release/dps fleet \
   --endpoint "localhost:$port" --ca "$work/ca.pem" --id-scope 0ne00000001 \

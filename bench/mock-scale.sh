@@ -14,16 +14,16 @@ n="${1:-10000}"
 concurrency="${CONCURRENCY:-500}"
 port="${PORT:-18888}"
 hold="${HOLD:-25}"
-key=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
 scope=0ne00000001
 
-cargo build --release -q -p dps-harness -p dps-mock-broker
+. bench/lib.sh
+build_release
 work="$(mktemp -d)"
 target/release/dps-mock-broker --listen "127.0.0.1:$port" --no-ws --ca-out "$work/ca.pem" \
-  --group-key "$key" --retry-after 0 2>"$work/broker.err" >"$work/broker.out" &
+  --group-key "$GROUP_KEY" --retry-after 0 2>"$work/broker.err" >"$work/broker.out" &
 broker=$!
 trap 'kill $broker 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 50); do grep -q listening "$work/broker.out" && break; sleep 0.1; done
+wait_listening "$work/broker.out"
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$broker/status"; }
 fds() { ls "/proc/$broker/fd" | wc -l; }
 # One good device's provisioning, in milliseconds.
@@ -31,7 +31,7 @@ good() {
   local t0 t1
   t0=$(date +%s%N)
   target/release/dps provision --endpoint "localhost:$port" --ca "$work/ca.pem" --id-scope "$scope" \
-    --registration-id "good-$1" --group-key "$key" >/dev/null 2>&1
+    --registration-id "good-$1" --group-key "$GROUP_KEY" >/dev/null 2>&1
   t1=$(date +%s%N)
   echo $(((t1 - t0) / 1000000))
 }
@@ -41,7 +41,7 @@ idle_rss=$(rss)
 idle=$(for i in 1 2 3 4 5; do good "idle-$i"; done | median)
 
 target/release/dps bench --hold --hold-for "$hold" --devices "$n" --concurrency "$concurrency" \
-  --auth sas --group-key "$key" --broker "localhost:$port" --ca "$work/ca.pem" --id-scope "$scope" \
+  --auth sas --group-key "$GROUP_KEY" --broker "localhost:$port" --ca "$work/ca.pem" --id-scope "$scope" \
   >"$work/bench.out" 2>"$work/bench.err" &
 bench=$!
 # Until every device is connected (the bench says so), or the bench ends.

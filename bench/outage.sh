@@ -16,25 +16,23 @@ at="${AT:-3}"
 quota="${QUOTA:-12000}"
 concurrency="${CONCURRENCY:-250}"
 port="${PORT:-18887}"
-key=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
 command -v strace >/dev/null || { echo "needs strace"; exit 1; }
 
-cargo build --release -q -p dps-harness -p dps-mock-broker
+. bench/lib.sh
+build_release
 work="$(mktemp -d)"
 target/release/dps-mock-broker pki --out "$work/pki" >/dev/null
 broker() {
   target/release/dps-mock-broker --listen "127.0.0.1:$port" --no-ws \
     --server-cert "$work/pki/server.pem" --server-key "$work/pki/server.key" \
-    --device-ca "$work/pki/ca.pem" --group-key "$key" --retry-after 1 \
+    --device-ca "$work/pki/ca.pem" --group-key "$GROUP_KEY" --retry-after 1 \
     --quota-registrations-per-minute "$quota" --quota-polls-per-device 5 >>"$work/broker.log" 2>&1 &
   echo $!
 }
 pid=$(broker)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 50); do grep -q listening "$work/broker.log" && break; sleep 0.1; done
-for i in $(seq "$n"); do
-  printf '{"registration_id":"outage-%05d","group_key":"%s"}\n' "$i" "$key"
-done >"$work/devices.jsonl"
+wait_listening "$work/broker.log"
+group_key_devices outage "$n" >"$work/devices.jsonl"
 
 start=$(date +%s.%N)
 strace -f -tt -e trace=connect -o "$work/connects" target/release/dps fleet \

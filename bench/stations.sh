@@ -17,20 +17,14 @@ quota="${QUOTA:-12000}"
 concurrency="${CONCURRENCY:-250}"
 rate="${RATE:-50}"
 port="${PORT:-18886}"
-key=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
 
-cargo build --release -q -p dps-harness -p dps-mock-broker
+. bench/lib.sh
+build_release
 work="$(mktemp -d)"
-target/release/dps-mock-broker --listen "127.0.0.1:$port" --no-ws --ca-out "$work/ca.pem" \
-  --group-key "$key" --retry-after 1 --quota-registrations-per-minute "$quota" \
-  --quota-polls-per-device 5 >"$work/broker.log" 2>&1 &
-broker=$!
-trap 'kill $broker 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 50); do grep -q listening "$work/broker.log" && break; sleep 0.1; done
+trap 'kill ${broker:-} 2>/dev/null || true; rm -rf "$work"' EXIT
+start_quota_broker "$work" "$port" "$quota"
 for s in $(seq "$stations"); do
-  for i in $(seq "$n"); do
-    printf '{"registration_id":"station%d-%05d","group_key":"%s"}\n' "$s" "$i" "$key"
-  done >"$work/devices-$s.jsonl"
+  group_key_devices "station$s" "$n" >"$work/devices-$s.jsonl"
 done
 
 start=$(date +%s.%N)

@@ -19,7 +19,8 @@ min_interval="${MIN_INTERVAL_MS:-0}"
 port="${PORT:-18890}"
 scope=0ne00000001
 
-cargo build --release -q -p dps-harness -p dps-mock-broker
+. bench/lib.sh
+build_release
 [ -d bench/node/node_modules ] || bench/install-node-sdk.sh >/dev/null
 work="$(mktemp -d)"
 trap 'kill $broker 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -33,7 +34,7 @@ start_broker() {
     --server-cert "$work/pki/server.pem" --server-key "$work/pki/server.key" \
     --device-ca "$work/pki/ca.pem" --id-scope "$scope" >"$work/broker.log" 2>&1 &
   broker=$!
-  for _ in $(seq 50); do grep -q listening "$work/broker.log" && break; sleep 0.1; done
+  wait_listening "$work/broker.log"
 }
 stop_broker() { kill -INT "$broker"; wait "$broker" || true; }
 
