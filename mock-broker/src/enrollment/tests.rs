@@ -134,6 +134,121 @@ fn every_write_has_a_new_etag_and_a_stale_if_match_is_refused() {
 }
 
 #[test]
+fn custom_allocation_needs_its_webhook_and_static_allocation_takes_one_hub() {
+    let store = Enrollments::new();
+    let now = SystemTime::now();
+    let key = crate::TEST_GROUP_KEY;
+    let refused = |result: Result<EnrollmentGroup, EnrollmentError>, why: &str| matches!(result, Err(EnrollmentError::Invalid(w)) if w.contains(why));
+    let no_webhook =
+        EnrollmentGroup::symmetric_key("custom", key).allocation(AllocationPolicy::Custom);
+    assert!(refused(
+        store.put_group(no_webhook, None, now),
+        "customAllocationDefinition"
+    ));
+    let custom = EnrollmentGroup::symmetric_key("custom", key)
+        .custom_allocation("http://127.0.0.1:9/api/allocate");
+    assert!(store.put_group(custom, None, now).is_ok());
+    let one_hub = EnrollmentGroup::symmetric_key("static", key)
+        .hubs(["a"])
+        .allocation(AllocationPolicy::Static);
+    assert!(store.put_group(one_hub, None, now).is_ok());
+    let two_hubs = EnrollmentGroup::symmetric_key("static", key)
+        .hubs(["a", "b"])
+        .allocation(AllocationPolicy::Static);
+    assert!(refused(store.put_group(two_hubs, None, now), "one hub"));
+}
+
+#[test]
+fn an_if_match_without_its_quotes_names_the_same_etag() {
+    let store = Enrollments::new();
+    let now = SystemTime::now();
+    let e = IndividualEnrollment::symmetric_key("dev", crate::TEST_SYMMETRIC_KEY);
+    let etag = store
+        .put_individual(e.clone(), None, now)
+        .unwrap()
+        .settings
+        .etag
+        .unwrap();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    let bare = etag.trim_matches('"').to_owned();
+    assert!(store.put_individual(e.clone(), Some(&bare), now).is_ok());
+    // Now stale, quoted or not.
+    assert!(matches!(
+        store.put_individual(e, Some(&bare), now),
+        Err(EnrollmentError::EtagMismatch { .. })
+    ));
+}
+
+#[test]
+fn groups_are_stamped_and_their_etags_checked_as_individual_enrollments_are() {
+    let store = Enrollments::new();
+    let now = SystemTime::now();
+    let later = now + std::time::Duration::from_secs(60);
+    let g = EnrollmentGroup::symmetric_key("Line-1", crate::TEST_GROUP_KEY);
+    let first = store.put_group(g.clone(), None, now).unwrap();
+    let etag = first.settings.etag.clone().unwrap();
+    let second = store.put_group(g.clone(), Some(&etag), later).unwrap();
+    assert_ne!(second.settings.etag, first.settings.etag);
+    assert_eq!(
+        second.settings.created_date_time_utc,
+        first.settings.created_date_time_utc
+    );
+    assert_ne!(
+        second.settings.last_updated_date_time_utc,
+        first.settings.last_updated_date_time_utc
+    );
+    assert_eq!(
+        store.group("line-1").unwrap().settings.etag,
+        second.settings.etag
+    );
+    assert!(matches!(
+        store.put_group(g, Some(&etag), later),
+        Err(EnrollmentError::EtagMismatch { .. })
+    ));
+    assert!(matches!(
+        store.delete_group("LINE-1", Some(&etag)),
+        Err(EnrollmentError::EtagMismatch { .. })
+    ));
+    store
+        .delete_group("line-1", second.settings.etag.as_deref())
+        .unwrap();
+    assert_eq!(
+        store.delete_group("line-1", None),
+        Err(EnrollmentError::NotFound("line-1".into()))
+    );
+}
+
+#[test]
+fn a_file_gives_its_hubs_and_enrollments_and_a_bad_enrollment_is_its_error() {
+    let hubs = vec![
+        LinkedHub::new("hub-a.example"),
+        LinkedHub::new("hub-b.example"),
+    ];
+    let store = Enrollments::from_file(EnrollmentFile {
+        linked_hubs: hubs.clone(),
+        individual_enrollments: vec![IndividualEnrollment::symmetric_key(
+            "dev",
+            crate::TEST_SYMMETRIC_KEY,
+        )],
+        enrollment_groups: vec![EnrollmentGroup::symmetric_key("g", crate::TEST_GROUP_KEY)],
+    })
+    .unwrap();
+    assert_eq!(store.linked_hubs(), hubs);
+    assert!(store.individual("dev").is_some() && store.group("g").is_some());
+    let bad = EnrollmentFile {
+        individual_enrollments: vec![IndividualEnrollment::symmetric_key(
+            "dev 1",
+            crate::TEST_SYMMETRIC_KEY,
+        )],
+        ..EnrollmentFile::default()
+    };
+    assert!(matches!(
+        Enrollments::from_file(bad),
+        Err(EnrollmentError::Invalid(_))
+    ));
+}
+
+#[test]
 fn an_individual_enrollment_wins_over_a_group_and_must_accept_the_credential() {
     let pki = TestPki::generate().unwrap();
     let store = Enrollments::new();
