@@ -182,7 +182,7 @@ impl BrokerBuilder {
     /// An individual enrollment. With any enrollment (or group), the broker models DPS: a
     /// device registers only as an enrollment admits it, is assigned by the enrollment's
     /// allocation policy, and a device no enrollment admits gets DPS's 401 (see
-    /// [`enrollment`]). Without, it admits any device its CA or keys do, to its one hub.
+    /// [`enrollment`](crate::enrollment)). Without, it admits any device its CA or keys do, to its one hub.
     pub fn enrollment(mut self, enrollment: IndividualEnrollment) -> Self {
         self.enrollments.individual_enrollments.push(enrollment);
         self

@@ -44,7 +44,7 @@ impl BrokerHandle {
         self.tcp_addr
     }
 
-    /// The service API's address, when it is served ([`BrokerBuilder::service_api`]).
+    /// The service API's address, when it is served ([`BrokerBuilder::service_api`](crate::BrokerBuilder::service_api)).
     pub fn service_addr(&self) -> Option<SocketAddr> {
         self.service_addr
     }
@@ -82,13 +82,13 @@ impl BrokerHandle {
         }
     }
 
-    /// Requests the quotas admitted and throttled so far ([`BrokerBuilder::quotas`]).
+    /// Requests the quotas admitted and throttled so far ([`BrokerBuilder::quotas`](crate::BrokerBuilder::quotas)).
     pub fn quota_summary(&self) -> QuotaSummary {
         self.shared.dps.quota_summary()
     }
 
     /// The CA that signs the certificates the broker issues, when it issues any
-    /// ([`BrokerBuilder::issue_certificates`]).
+    /// ([`BrokerBuilder::issue_certificates`](crate::BrokerBuilder::issue_certificates)).
     pub fn issuing_ca(&self) -> Option<&Arc<IssuingCa>> {
         self.issuing_ca.as_ref()
     }
@@ -116,10 +116,10 @@ impl BrokerHandle {
         self.shared.dps.delete_registration(registration_id)
     }
 
-    /// The test PKI the broker uses: the one given to [`BrokerBuilder::pki`], or the one it
+    /// The test PKI the broker uses: the one given to [`BrokerBuilder::pki`](crate::BrokerBuilder::pki), or the one it
     /// generated. Mint device certificates with it (`broker.pki().unwrap().device("dev-1")`).
     /// `None` when the broker was given a server certificate of its own
-    /// ([`BrokerBuilder::server_cert`]) and no PKI.
+    /// ([`BrokerBuilder::server_cert`](crate::BrokerBuilder::server_cert)) and no PKI.
     pub fn pki(&self) -> Option<&Arc<TestPki>> {
         self.pki.as_ref()
     }
@@ -130,7 +130,7 @@ impl BrokerHandle {
     }
 
     /// The record of every connection so far (of the live ones only, with
-    /// [`BrokerBuilder::forget_ended`]).
+    /// [`BrokerBuilder::forget_ended`](crate::BrokerBuilder::forget_ended)).
     pub fn records(&self) -> Vec<ConnectionRecord> {
         self.recorder.snapshot()
     }

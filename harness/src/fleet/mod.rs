@@ -1,7 +1,7 @@
 //! `dps fleet`: provisions the devices a JSON Lines file lists, at the pace the service allows,
 //! and appends each one's outcome to another JSON Lines file as it ends.
 //!
-//! The out file is the run's memory ([`out_file`]): outcomes are group-committed (one write
+//! The out file is the run's memory (`out_file.rs`): outcomes are group-committed (one write
 //! and one `fdatasync` for those that end within a few milliseconds of each other) and counted
 //! done only once synced, so a
 //! crash or a Ctrl-C leaves only whole lines, and a rerun skips the devices it already shows
