@@ -194,6 +194,27 @@ fn bulk_updates_if_match_etag_and_reports_each_failure() {
         dps: &d,
     };
     assert_eq!(service.handle(&paged, SystemTime::now()).status, 400);
+    // A page size of 0 is no size: every enrollment in one page, and nothing to continue.
+    let all = ApiRequest {
+        max_items: Some(0),
+        continuation: None,
+        ..paged
+    };
+    let answer = service.handle(&all, SystemTime::now());
+    let count = d.enrollments().individuals().len();
+    assert!(count > 1, "{count}");
+    assert_eq!(
+        answer.body.as_ref().and_then(Value::as_array).map(Vec::len),
+        Some(count)
+    );
+    assert!(
+        !answer
+            .headers
+            .iter()
+            .any(|(name, _)| *name == "x-ms-continuation"),
+        "{:?}",
+        answer.headers
+    );
 }
 
 #[test]
