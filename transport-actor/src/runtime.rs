@@ -92,6 +92,11 @@ impl MqttRuntime {
                 let result = ntex::rt::System::build()
                     .name(&system_name)
                     .disable_signals()
+                    // ntex's watchdog pings the system's arbiters every 2 s (and wakes the
+                    // thread again a second later to check the pong): two wake-ups every
+                    // two seconds for as long as the process lives, for a latency report
+                    // nobody reads here. An idle device's runtime sleeps instead.
+                    .ping_interval(0)
                     .thread_pool_recv_timeout(POOL_IDLE)
                     .build(ntex::rt::DefaultRuntime)
                     .run(move || {
@@ -206,6 +211,43 @@ mod tests {
             .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
             .filter(|name| name.starts_with(prefix))
             .count()
+    }
+
+    /// Voluntary context switches (sleeps ended by a wake-up) of this process's threads
+    /// named `name`.
+    #[cfg(target_os = "linux")]
+    fn wakeups_of(name: &str) -> u64 {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let task = task.ok()?.path();
+                let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+                if comm.trim_end() != name {
+                    return None;
+                }
+                let status = std::fs::read_to_string(task.join("status")).ok()?;
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn an_idle_runtime_thread_sleeps_with_no_watchdog_waking_it() {
+        let runtime = MqttRuntime::start("idle-rt").unwrap();
+        // Started, one job run to its end, and back asleep (a thread's switch is counted
+        // when it goes to sleep, so its last one must be behind us).
+        assert_eq!(block_on(runtime.spawn_fn(|| async { 1 })).unwrap(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let before = wakeups_of("idle-rt");
+        // Past ntex's watchdog interval (2 s), which woke the thread twice in it.
+        std::thread::sleep(std::time::Duration::from_millis(2_500));
+        assert_eq!(wakeups_of("idle-rt") - before, 0);
     }
 
     #[test]
