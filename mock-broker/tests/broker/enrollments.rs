@@ -191,7 +191,14 @@ fn custom_allocation_assigns_as_the_webhook_answers() {
         let site = request["deviceRuntimeContext"]["payload"]["site"]
             .as_u64()
             .unwrap_or(0);
-        let answer = json!({"iotHubHostName": HUBS[site as usize], "payload": {"welcome": site}});
+        // A roomy answer (well under the 256 KiB the mock reads) is read whole.
+        let welcome = if request["deviceRuntimeContext"]["registrationId"] == "dev-roomy" {
+            json!("x".repeat(10_000))
+        } else {
+            json!(site)
+        };
+        let answer =
+            json!({"iotHubHostName": HUBS[site as usize], "payload": {"welcome": welcome}});
         Some((200, answer.to_string()))
     });
     let broker = custom_broker(&url);
@@ -204,6 +211,14 @@ fn custom_allocation_assigns_as_the_webhook_answers() {
         assert_eq!(body["registrationState"]["payload"], json!({"welcome": 2}));
     });
     let request = requests.recv_timeout(LONG).unwrap();
+    let b = broker.clone();
+    run(async move {
+        let (_, body) =
+            provision(&b, group_device(&b, "dev-roomy"), Some(json!({"site": 1}))).await;
+        assert_eq!(hub_of(&body), HUBS[1]);
+        let welcome = &body["registrationState"]["payload"]["welcome"];
+        assert_eq!(welcome.as_str().map(str::len), Some(10_000));
+    });
     assert_eq!(request["enrollmentGroup"]["enrollmentGroupId"], "custom");
     assert_eq!(request["deviceRuntimeContext"]["registrationId"], "dev-c");
     assert_eq!(
@@ -222,6 +237,12 @@ fn a_custom_allocation_whose_webhook_times_out_or_answers_badly_fails_the_regist
                 Some((200, json!({"iotHubHostName": "rogue.example"}).to_string()))
             }
             Some("broken") => Some((500, "{}".into())),
+            // Past the 256 KiB the mock reads of an answer.
+            Some("huge") => {
+                let pad = "x".repeat(300 * 1024);
+                let answer = json!({"iotHubHostName": HUBS[0], "payload": {"pad": pad}});
+                Some((200, answer.to_string()))
+            }
             _ => Some((200, "not json".into())),
         },
     );
@@ -232,6 +253,7 @@ fn a_custom_allocation_whose_webhook_times_out_or_answers_badly_fails_the_regist
             ("silent", "did not answer"),
             ("elsewhere", "not one of the enrollment's hubs"),
             ("broken", "status code: 500"),
+            ("huge", "size limit"),
             ("garbled", "not JSON"),
         ] {
             let (status, body) = provision(&b, group_device(&b, id), None).await;
