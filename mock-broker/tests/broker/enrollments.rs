@@ -211,6 +211,22 @@ fn custom_allocation_assigns_as_the_webhook_answers() {
         assert_eq!(body["registrationState"]["payload"], json!({"welcome": 2}));
     });
     let request = requests.recv_timeout(LONG).unwrap();
+    assert_eq!(request["enrollmentGroup"]["enrollmentGroupId"], "custom");
+    assert_eq!(request["deviceRuntimeContext"]["registrationId"], "dev-c");
+    assert_eq!(
+        request["deviceRuntimeContext"]["payload"],
+        json!({"site": 2})
+    );
+    assert_eq!(request["linkedHubs"], json!(HUBS));
+    // The device authenticated with a key (DPS says which kind, never the key itself).
+    let context = &request["deviceRuntimeContext"];
+    assert!(context.get("symmetricKey").is_some() && context.get("x509").is_none());
+    // A first registration has no current assignment to tell the webhook.
+    assert!(
+        request["deviceRuntimeContext"]
+            .get("currentIotHubHostName")
+            .is_none()
+    );
     let b = broker.clone();
     run(async move {
         let (_, body) =
@@ -219,13 +235,15 @@ fn custom_allocation_assigns_as_the_webhook_answers() {
         let welcome = &body["registrationState"]["payload"]["welcome"];
         assert_eq!(welcome.as_str().map(str::len), Some(10_000));
     });
-    assert_eq!(request["enrollmentGroup"]["enrollmentGroupId"], "custom");
-    assert_eq!(request["deviceRuntimeContext"]["registrationId"], "dev-c");
-    assert_eq!(
-        request["deviceRuntimeContext"]["payload"],
-        json!({"site": 2})
-    );
-    assert_eq!(request["linkedHubs"], json!(HUBS));
+    requests.recv_timeout(LONG).unwrap();
+    // Registering again, the device is on HUBS[2]: DPS tells the webhook where it is.
+    let b = broker.clone();
+    run(async move {
+        provision(&b, group_device(&b, "dev-c"), Some(json!({"site": 0}))).await;
+    });
+    let again = &requests.recv_timeout(LONG).unwrap()["deviceRuntimeContext"];
+    assert_eq!(again["currentIotHubHostName"], HUBS[2]);
+    assert_eq!(again["currentDeviceId"], "dev-c");
 }
 
 #[test]
