@@ -404,3 +404,26 @@ fn a_scripted_success_is_filled_in_with_a_pollable_operation() {
         (200, Some("assigned"))
     );
 }
+
+#[test]
+fn a_poll_without_an_operation_id_is_a_400_and_an_unknown_one_a_404() {
+    let d = dps(Script::new());
+    let (topic, body) = parts(d.on_publish(
+        client("dev"),
+        &poll_topic("r1", ""),
+        b" ",
+        SystemTime::now(),
+    ));
+    assert_eq!(topic.status, 400);
+    assert!(
+        body["message"].as_str().unwrap().contains("no operationId"),
+        "{body}"
+    );
+    let (topic, _) = parts(d.on_publish(
+        client("dev"),
+        &poll_topic("r2", "no-such-operation"),
+        b" ",
+        SystemTime::now(),
+    ));
+    assert_eq!(topic.status, 404);
+}
