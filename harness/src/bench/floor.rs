@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use dps_mock_broker::TestPki;
 
-use super::probes::{cpu_seconds, peak_rss_mib};
-use super::report::{BenchReport, percentile};
+use super::probes::cpu_seconds;
+use super::report::{BenchReport, Measured, Ran};
 use super::{AuthArg, BenchArgs, registration_id};
 
 /// The bare rustls floor: the same number of full TLS handshakes with client certificates,
@@ -102,29 +102,24 @@ pub(super) fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
             .collect()
     });
     let wall = started.elapsed();
-    let mut latencies = Vec::with_capacity(n);
+    let mut samples = Vec::with_capacity(n);
     for r in results {
-        latencies.extend(r?);
+        samples.extend(r?.into_iter().map(|latency| (latency, true)));
     }
-    latencies.sort();
-    Ok(BenchReport {
+    let measured = Measured {
+        samples,
+        first_error: None,
+        wall,
+        cpu_seconds: cpu_seconds() - cpu_before,
+    };
+    Ok(measured.report(Ran {
         kind: "rustls-floor",
         devices: n,
         concurrency: threads,
         protocol: "tls",
         auth: AuthArg::X509,
         broker: "in-memory".into(),
-        registrations_per_sec: n as f64 / wall.as_secs_f64(),
-        wall_ms: wall.as_secs_f64() * 1000.0,
-        failed: n - latencies.len(),
-        p50_ms: percentile(&latencies, 0.50),
-        p95_ms: percentile(&latencies, 0.95),
-        p99_ms: percentile(&latencies, 0.99),
-        peak_rss_mib: peak_rss_mib(),
-        cpu_seconds: cpu_seconds() - cpu_before,
-        first_error: None,
-        held: None,
-    })
+    }))
 }
 
 /// Pumps TLS records between the two sides until both finish the handshake.

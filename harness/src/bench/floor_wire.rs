@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dps_messages::Authentication;
 use rustls::client::WebPkiServerVerifier;
@@ -24,8 +24,8 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
 
-use super::probes::{cpu_seconds, peak_rss_mib};
-use super::report::{BenchReport, percentile};
+use super::probes::cpu_seconds;
+use super::report::{BenchReport, Measured, Ran};
 use super::target::prepare_transport;
 use super::{AuthArg, BenchArgs};
 
@@ -82,7 +82,7 @@ pub(super) async fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
                 name.clone(),
             );
             actix_rt::spawn(async move {
-                let mut latencies = Vec::new();
+                let mut samples = Vec::new();
                 let mut first_error = None;
                 loop {
                     let i = next.get();
@@ -104,45 +104,36 @@ pub(super) async fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
                         Ok(config) => handshake(addr, Arc::new(config), name.clone()).await,
                         Err(e) => Err(e),
                     };
-                    match done {
-                        Ok(()) => latencies.push(t0.elapsed()),
-                        Err(e) => {
-                            first_error.get_or_insert(e);
-                        }
+                    samples.push((t0.elapsed(), done.is_ok()));
+                    if let Err(e) = done {
+                        first_error.get_or_insert(e);
                     }
                 }
-                (latencies, first_error)
+                (samples, first_error)
             })
         })
         .collect();
-    let mut latencies: Vec<Duration> = Vec::with_capacity(n);
+    let mut samples = Vec::with_capacity(n);
     let mut first_error = None;
     for worker in workers {
         let (done, error) = worker.await.map_err(|e| e.to_string())?;
-        latencies.extend(done);
+        samples.extend(done);
         first_error = first_error.or(error);
     }
-    let wall = started.elapsed();
-    let cpu = cpu_seconds() - cpu_before;
-    latencies.sort();
-    Ok(BenchReport {
+    let measured = Measured {
+        samples,
+        first_error,
+        wall: started.elapsed(),
+        cpu_seconds: cpu_seconds() - cpu_before,
+    };
+    Ok(measured.report(Ran {
         kind: "rustls-floor-tcp",
         devices: n,
         concurrency: args.concurrency,
         protocol: "tls",
         auth: AuthArg::X509,
         broker: address,
-        registrations_per_sec: latencies.len() as f64 / wall.as_secs_f64(),
-        wall_ms: wall.as_secs_f64() * 1000.0,
-        failed: n - latencies.len(),
-        p50_ms: percentile(&latencies, 0.50),
-        p95_ms: percentile(&latencies, 0.95),
-        p99_ms: percentile(&latencies, 0.99),
-        peak_rss_mib: peak_rss_mib(),
-        cpu_seconds: cpu,
-        first_error,
-        held: None,
-    })
+    }))
 }
 
 /// One connection: TCP, the TLS handshake, `close_notify`, close.

@@ -12,7 +12,7 @@ use super::AuthArg;
 /// What a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    /// `transport` or `rustls-floor`.
+    /// `transport`, `transport-hold`, `rustls-floor` or `rustls-floor-tcp`.
     pub kind: &'static str,
     /// Devices (or handshakes).
     pub devices: usize,
@@ -59,6 +59,57 @@ pub struct Held {
     pub kib_per_connected_device: f64,
 }
 
+/// What ran: the fields of a report that say what was measured.
+pub(super) struct Ran {
+    pub(super) kind: &'static str,
+    pub(super) devices: usize,
+    pub(super) concurrency: usize,
+    pub(super) protocol: &'static str,
+    pub(super) auth: AuthArg,
+    pub(super) broker: String,
+}
+
+/// What a run's operations (registrations, or handshakes) came to.
+pub(super) struct Measured {
+    /// Each operation's latency and whether it succeeded.
+    pub(super) samples: Vec<(Duration, bool)>,
+    pub(super) first_error: Option<String>,
+    pub(super) wall: Duration,
+    pub(super) cpu_seconds: f64,
+}
+
+impl Measured {
+    /// The report of `ran`: throughput and latencies from the operations that succeeded.
+    pub(super) fn report(self, ran: Ran) -> BenchReport {
+        let failed = self.samples.iter().filter(|(_, ok)| !ok).count();
+        let mut latencies: Vec<Duration> = self
+            .samples
+            .iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(d, _)| *d)
+            .collect();
+        latencies.sort();
+        BenchReport {
+            kind: ran.kind,
+            devices: ran.devices,
+            concurrency: ran.concurrency,
+            protocol: ran.protocol,
+            auth: ran.auth,
+            broker: ran.broker,
+            registrations_per_sec: latencies.len() as f64 / self.wall.as_secs_f64(),
+            wall_ms: self.wall.as_secs_f64() * 1000.0,
+            failed,
+            p50_ms: percentile(&latencies, 0.50),
+            p95_ms: percentile(&latencies, 0.95),
+            p99_ms: percentile(&latencies, 0.99),
+            peak_rss_mib: super::probes::peak_rss_mib(),
+            cpu_seconds: self.cpu_seconds,
+            first_error: self.first_error,
+            held: None,
+        }
+    }
+}
+
 /// The `p` percentile (nearest rank) of `sorted`, in milliseconds.
 pub(super) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -70,7 +121,7 @@ pub(super) fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 /// The report as a person reads it.
 pub(super) fn human(r: &BenchReport) -> String {
-    let what = if r.kind == "rustls-floor" {
+    let what = if r.kind.starts_with("rustls-floor") {
         "handshakes"
     } else {
         "registrations"
@@ -166,6 +217,34 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_counts_what_succeeded_and_says_what_ran() {
+        let ms = Duration::from_millis;
+        let report = Measured {
+            samples: vec![(ms(30), true), (ms(10), true), (ms(99), false)],
+            first_error: Some("refused".into()),
+            wall: Duration::from_secs(2),
+            cpu_seconds: 0.5,
+        }
+        .report(Ran {
+            kind: "rustls-floor-tcp",
+            devices: 3,
+            concurrency: 2,
+            protocol: "tls",
+            auth: AuthArg::X509,
+            broker: "localhost:1".into(),
+        });
+        assert_eq!((report.failed, report.registrations_per_sec), (1, 1.0));
+        assert_eq!((report.p50_ms, report.p99_ms), (10.0, 30.0));
+        assert_eq!(report.first_error.as_deref(), Some("refused"));
+        // A floor counts handshakes, over the wire as in memory.
+        assert!(
+            human(&report).contains("3 handshakes"),
+            "{}",
+            human(&report)
+        );
+    }
 
     #[test]
     fn percentiles_pick_the_nearest_rank() {

@@ -7,52 +7,22 @@ use dps_messages::{Disconnect, ProvisioningError, Register, RegistrationRequest}
 use dps_transport_actor::fleet::{Fleet, FleetDevice, FleetOptions, PacerOptions};
 use dps_transport_actor::{ClientOptions, MqttRuntime};
 
-use super::probes::{cpu_seconds, peak_rss_mib, rss_mib};
-use super::report::{BenchReport, Held, Progress, percentile};
+use super::probes::{cpu_seconds, rss_mib};
+use super::report::{BenchReport, Held, Measured, Progress, Ran};
 use super::target::prepare_transport;
 use super::{BenchArgs, registration_id};
 use crate::setup;
 
-/// What the devices' registrations came to.
-struct Provisioned {
-    /// Each registration's latency and whether it succeeded.
-    samples: Vec<(Duration, bool)>,
-    first_error: Option<String>,
-    wall: Duration,
-    cpu_seconds: f64,
-}
-
-impl Provisioned {
-    /// The report of `args`'s run as `kind`, against `broker`; latencies are those of the
-    /// registrations that succeeded.
-    fn report(self, kind: &'static str, args: &BenchArgs, broker: String) -> BenchReport {
-        let failed = self.samples.iter().filter(|(_, ok)| !ok).count();
-        let mut latencies: Vec<Duration> = self
-            .samples
-            .iter()
-            .filter(|(_, ok)| *ok)
-            .map(|(d, _)| *d)
-            .collect();
-        latencies.sort();
-        BenchReport {
-            kind,
-            devices: args.devices,
-            concurrency: args.concurrency,
-            protocol: if args.ws { "mqtt_ws" } else { "mqtt" },
-            auth: args.auth,
-            broker,
-            registrations_per_sec: latencies.len() as f64 / self.wall.as_secs_f64(),
-            wall_ms: self.wall.as_secs_f64() * 1000.0,
-            failed,
-            p50_ms: percentile(&latencies, 0.50),
-            p95_ms: percentile(&latencies, 0.95),
-            p99_ms: percentile(&latencies, 0.99),
-            peak_rss_mib: peak_rss_mib(),
-            cpu_seconds: self.cpu_seconds,
-            first_error: self.first_error,
-            held: None,
-        }
-    }
+/// The report of `args`'s transport run as `kind`, against `broker`.
+fn report(measured: Measured, kind: &'static str, args: &BenchArgs, broker: String) -> BenchReport {
+    measured.report(Ran {
+        kind,
+        devices: args.devices,
+        concurrency: args.concurrency,
+        protocol: if args.ws { "mqtt_ws" } else { "mqtt" },
+        auth: args.auth,
+        broker,
+    })
 }
 
 /// Provisions every device with the transport's [`Fleet`], `concurrency` at a time, each with its
@@ -101,7 +71,7 @@ pub(super) async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
             }
             let wall = started.elapsed();
             progress.finish();
-            Ok::<_, String>(Provisioned {
+            Ok::<_, String>(Measured {
                 samples,
                 first_error,
                 wall,
@@ -110,7 +80,7 @@ pub(super) async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
         })
         .await
         .map_err(|e| e.to_string())??;
-    Ok(provisioned.report("transport", args, target.name))
+    Ok(report(provisioned, "transport", args, target.name))
 }
 
 /// `--hold`: every device connects and registers (its first request, answered `assigning`),
@@ -172,7 +142,7 @@ pub(super) async fn hold(args: &BenchArgs) -> Result<BenchReport, String> {
     for transport in &held {
         let _ = transport.send(Disconnect::default()).await;
     }
-    let provisioned = Provisioned {
+    let provisioned = Measured {
         samples,
         first_error,
         wall,
@@ -185,7 +155,7 @@ pub(super) async fn hold(args: &BenchArgs) -> Result<BenchReport, String> {
             kib_per_connected_device: (connected_rss_mib - before_rss_mib) * 1024.0
                 / n.max(1) as f64,
         }),
-        ..provisioned.report("transport-hold", args, target.name)
+        ..report(provisioned, "transport-hold", args, target.name)
     })
 }
 
