@@ -15,15 +15,12 @@ concurrency="${CONCURRENCY:-500}"
 port="${PORT:-18885}"
 scope=0ne00000001
 
-cargo build --release -q -p dps-harness -p dps-mock-broker
+. bench/lib.sh
+build_release
 [ -d bench/node/node_modules ] || bench/install-node-sdk.sh >/dev/null
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-target/release/dps-mock-broker pki --out "$work/pki" --count "$n" >/dev/null
-for i in $(seq "$n"); do
-  id=$(printf 'bench-%04d' "$i")
-  printf '{"registration_id":"%s","cert":"%s/pki/%s.pem","key":"%s/pki/%s.key"}\n' "$id" "$work" "$id" "$work" "$id"
-done >"$work/devices.jsonl"
+x509_devices "$work" "$n" >"$work/devices.jsonl"
 
 start_broker() {
   target/release/dps-mock-broker --listen "127.0.0.1:$port" --no-ws --retry-after 1 \
@@ -31,7 +28,7 @@ start_broker() {
     --device-ca "$work/pki/ca.pem" --id-scope "$scope" \
     --quota-registrations-per-minute "$quota" --quota-polls-per-device 5 >"$work/broker.log" 2>&1 &
   broker=$!
-  for _ in $(seq 50); do grep -q listening "$work/broker.log" && break; sleep 0.1; done
+  wait_listening "$work/broker.log"
 }
 stop_broker() { # prints the broker's quota summary
   kill -INT "$broker"; wait "$broker" || true

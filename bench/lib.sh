@@ -28,6 +28,17 @@ start_quota_broker() { # WORK PORT QUOTA
   wait_listening "$1/broker.log"
 }
 
+# A test PKI for N X.509 devices in WORK/pki (`dps-mock-broker pki`), and the lines of a devices
+# file naming each one's certificate and key: bench-0001 ... bench-N.
+x509_devices() { # WORK N
+  target/release/dps-mock-broker pki --out "$1/pki" --count "$2" >/dev/null
+  for i in $(seq "$2"); do
+    local id
+    id=$(printf 'bench-%04d' "$i")
+    printf '{"registration_id":"%s","cert":"%s/pki/%s.pem","key":"%s/pki/%s.key"}\n' "$id" "$1" "$id" "$1" "$id"
+  done
+}
+
 # The lines of a devices file for N group-key devices PREFIX-00001 ... PREFIX-N.
 group_key_devices() { # PREFIX N
   for i in $(seq "$2"); do

@@ -24,11 +24,7 @@ build_release
 [ -d bench/node/node_modules ] || bench/install-node-sdk.sh >/dev/null
 work="$(mktemp -d)"
 trap 'kill $broker 2>/dev/null || true; rm -rf "$work"' EXIT
-target/release/dps-mock-broker pki --out "$work/pki" --count "$n" >/dev/null
-for i in $(seq "$n"); do
-  id=$(printf 'bench-%04d' "$i")
-  printf '{"registration_id":"%s","cert":"%s/pki/%s.pem","key":"%s/pki/%s.key"}\n' "$id" "$work" "$id" "$work" "$id"
-done >"$work/devices.jsonl"
+x509_devices "$work" "$n" >"$work/devices.jsonl"
 start_broker() {
   target/release/dps-mock-broker --listen "127.0.0.1:$port" --no-ws --retry-after 0 \
     --server-cert "$work/pki/server.pem" --server-key "$work/pki/server.key" \
