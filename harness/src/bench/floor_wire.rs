@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dps_messages::Authentication;
 use rustls::client::WebPkiServerVerifier;
@@ -28,6 +28,10 @@ use super::probes::cpu_seconds;
 use super::report::{BenchReport, Measured, Ran};
 use super::target::prepare_transport;
 use super::{AuthArg, BenchArgs};
+
+/// How long one connection may take before it counts as failed: a broker that accepts and
+/// then says nothing must not hold the run.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// `--floor --broker`: bare TLS handshakes with the broker, each device presenting its own
 /// certificate, then `close_notify` and close.
@@ -101,7 +105,10 @@ pub(super) async fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
                                 )))
                         });
                     let done = match config {
-                        Ok(config) => handshake(addr, Arc::new(config), name.clone()).await,
+                        Ok(config) => {
+                            let config = Arc::new(config);
+                            handshake_within(HANDSHAKE_DEADLINE, addr, config, name.clone()).await
+                        }
                         Err(e) => Err(e),
                     };
                     samples.push((t0.elapsed(), done.is_ok()));
@@ -134,6 +141,18 @@ pub(super) async fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
         auth: AuthArg::X509,
         broker: address,
     }))
+}
+
+/// [`handshake`], failed when it has not ended by `deadline`.
+async fn handshake_within(
+    deadline: Duration,
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+) -> Result<(), String> {
+    tokio::time::timeout(deadline, handshake(addr, config, name))
+        .await
+        .unwrap_or_else(|_| Err(format!("no handshake within {deadline:?}")))
 }
 
 /// One connection: TCP, the TLS handshake, `close_notify`, close.
@@ -282,5 +301,27 @@ mod tests {
         };
         assert!(floor(&sas).await.unwrap_err().contains("X.509"));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[actix_rt::test]
+    async fn a_broker_that_accepts_and_says_nothing_fails_the_handshake_at_its_deadline() {
+        // The kernel completes the TCP handshake from the backlog; nobody ever answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let deadline = Duration::from_millis(100);
+        let outcome = handshake_within(
+            deadline,
+            silent.local_addr().unwrap(),
+            Arc::new(config),
+            name,
+        )
+        .await;
+        assert_eq!(outcome, Err("no handshake within 100ms".into()));
     }
 }
