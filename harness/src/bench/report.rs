@@ -236,6 +236,7 @@ mod tests {
             broker: "localhost:1".into(),
         });
         assert_eq!((report.failed, report.registrations_per_sec), (1, 1.0));
+        assert_eq!((report.wall_ms, report.cpu_seconds), (2000.0, 0.5));
         assert_eq!((report.p50_ms, report.p99_ms), (10.0, 30.0));
         assert_eq!(report.first_error.as_deref(), Some("refused"));
         // A floor counts handshakes, over the wire as in memory.
