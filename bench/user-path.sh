@@ -4,8 +4,10 @@
 # (bench/node/bench.js) provisioning the same N devices (default 1,000) at the same concurrency
 # against a fresh `dps-mock-broker` each, retry-after 0, no quota. Prints each side's wall
 # time, process CPU (user + sys, /usr/bin/time) per registration and peak RSS, and the ratios;
-# then the floor: `dps bench --floor --broker`, the client's side of as many bare TLS
-# handshakes over TCP with the same mock (the most any client on rustls could beat Node by).
+# then two floors with the same mock: `dps bench --floor --broker`, the client's side of as many
+# bare TLS handshakes over TCP, and with `--exchange` each of them carrying DPS's whole MQTT
+# exchange written by hand on one thread (no actors, no MQTT library, no files): the least any
+# client on rustls could spend on a registration.
 # With PERF=1 it also records where `dps fleet`'s CPU goes (perf record -g) into
 # bench/results/user-path.perf.txt.
 #
@@ -50,10 +52,13 @@ if [ "${PERF:-0}" = 1 ]; then
 fi
 # The floor over the wire: the client's side of bare TLS handshakes with the same mock, the
 # same certificates, concurrency and count; no MQTT, no files.
-target/release/dps bench --floor --broker "localhost:$port" --id-scope "$scope" --ca "$work/pki/ca.pem" \
-  --device-ca-cert "$work/pki/ca.pem" --device-ca-key "$work/pki/ca.key" --devices "$n" \
-  --concurrency "$concurrency" --json >"$work/floor.json"
+floor=(target/release/dps bench --floor --broker "localhost:$port" --id-scope "$scope" --ca "$work/pki/ca.pem"
+  --device-ca-cert "$work/pki/ca.pem" --device-ca-key "$work/pki/ca.key" --devices "$n"
+  --concurrency "$concurrency" --json)
+"${floor[@]}" >"$work/floor.json"
 floor_cpu=$(grep -o '"cpu_seconds":[0-9.]*' "$work/floor.json" | cut -d: -f2)
+"${floor[@]}" --exchange >"$work/exchange.json"
+exchange_cpu=$(grep -o '"cpu_seconds":[0-9.]*' "$work/exchange.json" | cut -d: -f2)
 stop_broker
 
 start_broker
@@ -63,11 +68,12 @@ NODE_EXTRA_CA_CERTS="$work/pki/ca.pem" /usr/bin/time -f "%e %U %S %M" -o "$work/
 read -r node_wall node_user node_sys node_rss <"$work/time"
 stop_broker
 
-awk -v n="$n" -v fc="$floor_cpu" -v c="$concurrency" -v ow="$ours_wall" -v ou="$ours_user" -v os="$ours_sys" -v orss="$ours_rss" \
+awk -v n="$n" -v fc="$floor_cpu" -v xc="$exchange_cpu" -v c="$concurrency" -v ow="$ours_wall" -v ou="$ours_user" -v os="$ours_sys" -v orss="$ours_rss" \
   -v oa="$ours_assigned" -v nw="$node_wall" -v nu="$node_user" -v ns="$node_sys" -v nrss="$node_rss" 'BEGIN {
   ocpu = ou + os; ncpu = nu + ns
   printf "| %d X.509 devices from files, concurrency %d | dps fleet: %.2f s, CPU %.2f s (%.2f ms a registration), peak RSS %.1f MiB, %d assigned | Node SDK: %.2f s, CPU %.2f s (%.2f ms), peak RSS %.1f MiB | CPU %.1fx less, RSS %.1fx less |\n",
     n, c, ow, ocpu, 1000 * ocpu / n, orss / 1024, oa, nw, ncpu, 1000 * ncpu / n, nrss / 1024, ncpu / ocpu, nrss / orss
   if (fc > 0) printf "bare TLS client over TCP (the floor): CPU %.2f s (%.2f ms a handshake); Node SDK / floor %.1fx, dps fleet / floor %.1fx\n", fc, 1000 * fc / n, ncpu / fc, ocpu / fc
+  if (xc > 0) printf "with the whole MQTT exchange by hand (the floor of a registration): CPU %.2f s (%.2f ms a registration); Node SDK / floor %.1fx, dps fleet / floor %.2fx\n", xc, 1000 * xc / n, ncpu / xc, ocpu / xc
 }'
 grep -o '"failed":[0-9]*' "$work/node.json" | sed 's/^/Node SDK /' || true

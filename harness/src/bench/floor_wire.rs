@@ -8,6 +8,7 @@
 //! transport's verdict cache does) and its signature over every handshake each time. What a
 //! provisioning client costs above it is its own; what another client costs, divided by it, is
 //! the most any client built on rustls and ring could beat that client by on this machine.
+//! With `--exchange`, each connection also carries DPS's MQTT exchange (`floor_exchange.rs`).
 
 use std::cell::Cell;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -27,14 +28,15 @@ use tokio::net::TcpStream;
 use super::probes::cpu_seconds;
 use super::report::{BenchReport, Measured, Ran};
 use super::target::prepare_transport;
-use super::{AuthArg, BenchArgs};
+use super::{AuthArg, BenchArgs, floor_exchange, registration_id};
 
 /// How long one connection may take before it counts as failed: a broker that accepts and
 /// then says nothing must not hold the run.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// `--floor --broker`: bare TLS handshakes with the broker, each device presenting its own
-/// certificate, then `close_notify` and close.
+/// certificate, then `close_notify` and close; with `--exchange`, each device's registration
+/// between the handshake and the close.
 pub(super) async fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
     if args.auth != AuthArg::X509 || args.ws {
         return Err("the floor over the wire is for X.509 devices over TCP".into());
@@ -63,14 +65,17 @@ pub(super) async fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
             .map_err(|e| e.to_string())?,
         verified: OnceLock::new(),
     });
-    let keys: Vec<Arc<CertifiedKey>> = target
+    let keys: Vec<(String, Arc<CertifiedKey>)> = target
         .credentials
         .iter()
-        .filter_map(|auth| match auth {
-            Authentication::X509(identity) => Some(identity.certified_key()),
+        .enumerate()
+        .filter_map(|(i, auth)| match auth {
+            Authentication::X509(identity) => Some((registration_id(i), identity.certified_key())),
             Authentication::SymmetricKey(_) => None,
         })
         .collect();
+    // The id scope each registration names, with --exchange.
+    let exchange: Option<Rc<str>> = args.exchange.then(|| target.id_scope.as_str().into());
     let n = keys.len();
     let keys = Rc::new(keys);
     let next = Rc::new(Cell::new(0));
@@ -78,19 +83,20 @@ pub(super) async fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency.clamp(1, n.max(1)))
         .map(|_| {
-            let (keys, next, provider, verifier, name) = (
+            let (keys, next, provider, verifier, name, exchange) = (
                 keys.clone(),
                 next.clone(),
                 provider.clone(),
                 verifier.clone(),
                 name.clone(),
+                exchange.clone(),
             );
             actix_rt::spawn(async move {
                 let mut samples = Vec::new();
                 let mut first_error = None;
                 loop {
                     let i = next.get();
-                    let Some(key) = keys.get(i) else { break };
+                    let Some((id, key)) = keys.get(i) else { break };
                     next.set(i + 1);
                     let t0 = Instant::now();
                     // One configuration per connection, as the transport makes them.
@@ -107,7 +113,14 @@ pub(super) async fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
                     let done = match config {
                         Ok(config) => {
                             let config = Arc::new(config);
-                            handshake_within(HANDSHAKE_DEADLINE, addr, config, name.clone()).await
+                            let registration =
+                                exchange.as_deref().map(|scope| (scope, id.as_str()));
+                            let connection = Connection {
+                                addr,
+                                config,
+                                name: name.clone(),
+                            };
+                            connection.within(HANDSHAKE_DEADLINE, registration).await
                         }
                         Err(e) => Err(e),
                     };
@@ -134,7 +147,11 @@ pub(super) async fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
         cpu_seconds: cpu_seconds() - cpu_before,
     };
     Ok(measured.report(Ran {
-        kind: "rustls-floor-tcp",
+        kind: if args.exchange {
+            "mqtt-floor-tcp"
+        } else {
+            "rustls-floor-tcp"
+        },
         devices: n,
         concurrency: args.concurrency,
         protocol: "tls",
@@ -143,54 +160,75 @@ pub(super) async fn floor(args: &BenchArgs) -> Result<BenchReport, String> {
     }))
 }
 
-/// [`handshake`], failed when it has not ended by `deadline`.
-async fn handshake_within(
-    deadline: Duration,
+/// One connection of the floor: where to, and as whom.
+struct Connection {
     addr: SocketAddr,
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
-) -> Result<(), String> {
-    tokio::time::timeout(deadline, handshake(addr, config, name))
-        .await
-        .unwrap_or_else(|_| Err(format!("no handshake within {deadline:?}")))
 }
 
-/// One connection: TCP, the TLS handshake, `close_notify`, close.
-async fn handshake(
-    addr: SocketAddr,
-    config: Arc<ClientConfig>,
-    name: ServerName<'static>,
-) -> Result<(), String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut tls = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(4096);
-    let mut buf = vec![0; 16 * 1024];
-    loop {
-        flush(&stream, &mut tls, &mut out).await?;
-        if !tls.is_handshaking() {
-            break;
-        }
-        stream.readable().await.map_err(|e| e.to_string())?;
-        match stream.try_read(&mut buf) {
-            Ok(0) => return Err("the broker closed the connection mid-handshake".into()),
-            Ok(read) => {
-                let mut records = &buf[..read];
-                while !records.is_empty() {
-                    tls.read_tls(&mut records).map_err(|e| e.to_string())?;
-                    tls.process_new_packets().map_err(|e| e.to_string())?;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e.to_string()),
-        }
+impl Connection {
+    /// [`Connection::run`], failed when it has not ended by `deadline`.
+    async fn within(
+        self,
+        deadline: Duration,
+        registration: Option<(&str, &str)>,
+    ) -> Result<(), String> {
+        tokio::time::timeout(deadline, self.run(registration))
+            .await
+            .unwrap_or_else(|_| Err(format!("no handshake within {deadline:?}")))
     }
-    tls.send_close_notify();
-    flush(&stream, &mut tls, &mut out).await
+
+    /// TCP, the TLS handshake, the registration of (id scope, registration id) when there is
+    /// one, `close_notify`, close.
+    async fn run(self, registration: Option<(&str, &str)>) -> Result<(), String> {
+        let stream = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut tls = ClientConnection::new(self.config, self.name).map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(4096);
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            flush(&stream, &mut tls, &mut out).await?;
+            if !tls.is_handshaking() {
+                break;
+            }
+            read_records(&stream, &mut tls, &mut buf).await?;
+        }
+        if let Some((id_scope, registration_id)) = registration {
+            floor_exchange::register(&stream, &mut tls, &mut out, id_scope, registration_id)
+                .await?;
+        }
+        tls.send_close_notify();
+        flush(&stream, &mut tls, &mut out).await
+    }
+}
+
+/// Waits for what the broker sends and hands the TLS records in it to `tls`.
+pub(super) async fn read_records(
+    stream: &TcpStream,
+    tls: &mut ClientConnection,
+    buf: &mut [u8],
+) -> Result<(), String> {
+    stream.readable().await.map_err(|e| e.to_string())?;
+    match stream.try_read(buf) {
+        Ok(0) => Err("the broker closed the connection".into()),
+        Ok(read) => {
+            let mut records = &buf[..read];
+            while !records.is_empty() {
+                tls.read_tls(&mut records).map_err(|e| e.to_string())?;
+                tls.process_new_packets().map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Sends whatever TLS has to send, in one write where the socket takes it.
-async fn flush(
+pub(super) async fn flush(
     stream: &TcpStream,
     tls: &mut ClientConnection,
     out: &mut Vec<u8>,
@@ -275,7 +313,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let pki = Arc::new(TestPki::generate().unwrap());
         pki.write_to(&dir, &[]).unwrap();
-        let broker = MockBroker::builder().pki(pki.clone()).start().unwrap();
+        let broker = MockBroker::builder()
+            .pki(pki.clone())
+            .retry_after(0)
+            .start()
+            .unwrap();
         let args = BenchArgs {
             floor: true,
             broker: Some(format!("localhost:{}", broker.addr().port())),
@@ -295,6 +337,22 @@ mod tests {
             ),
             ("rustls-floor-tcp", 3, 0, None)
         );
+        // With --exchange each device registers too, and counts only once assigned.
+        let exchange = BenchArgs {
+            exchange: true,
+            ..args.clone()
+        };
+        let report = floor(&exchange).await.unwrap();
+        assert_eq!(
+            (
+                report.kind,
+                report.devices,
+                report.failed,
+                report.first_error
+            ),
+            ("mqtt-floor-tcp", 3, 0, None)
+        );
+        assert_eq!(broker.registrations().len(), 3);
         let sas = BenchArgs {
             auth: AuthArg::Sas,
             ..args
@@ -315,13 +373,12 @@ mod tests {
                 .with_no_client_auth();
         let name = ServerName::try_from("localhost").unwrap();
         let deadline = Duration::from_millis(100);
-        let outcome = handshake_within(
-            deadline,
-            silent.local_addr().unwrap(),
-            Arc::new(config),
+        let connection = Connection {
+            addr: silent.local_addr().unwrap(),
+            config: Arc::new(config),
             name,
-        )
-        .await;
+        };
+        let outcome = connection.within(deadline, None).await;
         assert_eq!(outcome, Err("no handshake within 100ms".into()));
     }
 }

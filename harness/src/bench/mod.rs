@@ -10,10 +10,11 @@
 //!
 //! `target.rs` prepares where the devices go and their credentials; `run.rs` provisions them
 //! (or holds them connected); `floor.rs` makes the bare handshakes in memory, `floor_wire.rs`
-//! over TCP; `probes.rs` reads this
+//! over TCP, and `floor_exchange.rs` adds DPS's MQTT packets to them; `probes.rs` reads this
 //! process's memory and CPU; `report.rs` says what was measured.
 
 mod floor;
+mod floor_exchange;
 mod floor_wire;
 mod probes;
 mod report;
@@ -79,6 +80,11 @@ pub struct BenchArgs {
     /// or with --broker the client's side of them over TCP with that broker.
     #[arg(long, conflicts_with = "hold")]
     pub floor: bool,
+    /// With --floor --broker: each device also registers between its handshake and its close,
+    /// with DPS's MQTT packets written by hand on one thread (no actors, no MQTT library, no
+    /// files): the floor of the whole registration.
+    #[arg(long, requires_all = ["floor", "broker"])]
+    pub exchange: bool,
     /// Measure memory per connected device instead: each device connects and sends its
     /// register request, stays connected until all have, and the resident memory is read
     /// then, against the reading before the first connection.
@@ -145,6 +151,7 @@ pub(crate) fn test_args(devices: usize, concurrency: usize) -> BenchArgs {
         device_ca_key: None,
         group_key: None,
         floor: false,
+        exchange: false,
         hold: false,
         hold_for: 0,
         broker_workers: 1,

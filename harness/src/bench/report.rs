@@ -12,7 +12,7 @@ use super::AuthArg;
 /// What a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    /// `transport`, `transport-hold`, `rustls-floor` or `rustls-floor-tcp`.
+    /// `transport`, `transport-hold`, `rustls-floor`, `rustls-floor-tcp` or `mqtt-floor-tcp`.
     pub kind: &'static str,
     /// Devices (or handshakes).
     pub devices: usize,
