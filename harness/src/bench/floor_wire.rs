@@ -361,6 +361,71 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// A broker on a fresh test PKI, and the arguments of a floor over the wire with DPS's
+    /// exchange against it, for `devices` devices.
+    fn exchange_with(
+        builder: dps_mock_broker::BrokerBuilder,
+        devices: usize,
+    ) -> (dps_mock_broker::BrokerHandle, BenchArgs, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "dps-floor-exchange-{}-{}",
+            std::process::id(),
+            devices
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pki = Arc::new(TestPki::generate().unwrap());
+        pki.write_to(&dir, &[]).unwrap();
+        let broker = builder.pki(pki).start().unwrap();
+        let args = BenchArgs {
+            floor: true,
+            exchange: true,
+            broker: Some(format!("localhost:{}", broker.addr().port())),
+            id_scope: Some(dps_mock_broker::DEFAULT_ID_SCOPE.into()),
+            ca: Some(dir.join("ca.pem")),
+            device_ca_cert: Some(dir.join("ca.pem")),
+            device_ca_key: Some(dir.join("ca.key")),
+            ..super::super::test_args(devices, 1)
+        };
+        (broker, args, dir)
+    }
+
+    #[actix_rt::test]
+    async fn the_exchange_floor_waits_the_retry_after_the_service_asks_for() {
+        let (broker, args, dir) = exchange_with(MockBroker::builder().retry_after(1), 1);
+        let started = Instant::now();
+        let report = floor(&args).await.unwrap();
+        assert_eq!((report.failed, report.first_error), (0, None));
+        // `202 assigning` said retry-after 1: the poll went no sooner.
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert_eq!(broker.registrations().len(), 1);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[actix_rt::test]
+    async fn a_registration_the_service_never_decides_fails_after_twenty_answers() {
+        use dps_mock_broker::Script;
+        use dps_mock_broker::script::{DeviceScript, Step};
+        let assigning = Step::respond(202)
+            .with_body(serde_json::json!({"operationId": "op-1", "status": "assigning"}))
+            .with_retry_after(0);
+        let steps = (0..30).fold(DeviceScript::new(), |s, _| s.request(assigning.clone()));
+        let script = Script::new().device("bench-0001", steps);
+        let (broker, args, dir) = exchange_with(MockBroker::builder().script(script), 1);
+        let report = floor(&args).await.unwrap();
+        assert_eq!(report.failed, 1);
+        assert_eq!(
+            report.first_error.as_deref(),
+            Some("not assigned after 20 answers")
+        );
+        let publishes = broker.records()[0]
+            .events
+            .iter()
+            .filter(|e| matches!(e.event, dps_mock_broker::record::Event::Publish { .. }))
+            .count();
+        assert_eq!(publishes, 20, "the register and 19 polls");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[actix_rt::test]
     async fn a_broker_that_accepts_and_says_nothing_fails_the_handshake_at_its_deadline() {
         // The kernel completes the TCP handshake from the backlog; nobody ever answers.
