@@ -187,6 +187,9 @@ const MAY_HAVE_REJECTED_CERTIFICATE: &str = "it may have rejected the client cer
      it chain to the CA of the enrollment?)";
 
 /// Whether `error` is the connection being cut rather than failing for a reason of its own.
+/// `NotConnected` is ntex-tls's word for a peer that closed during the TLS handshake: with
+/// TLS 1.2 (all real DPS speaks) a service refusing the client certificate sends its alert
+/// and closes there, and ntex-tls passes on neither the alert nor a reset.
 fn is_reset(error: &io::Error) -> bool {
     matches!(
         error.kind(),
@@ -194,6 +197,7 @@ fn is_reset(error: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::NotConnected
     )
 }
 
@@ -326,6 +330,12 @@ mod tests {
             let detail = detail(connect_error(reset, &spec(true)));
             assert!(detail.contains("client certificate"), "{detail}");
         }
+        // TLS 1.2, as real DPS: the alert comes mid-handshake and ntex-tls says only this. It
+        // is a refusal, not an outage a fleet would wait out until the device's deadline.
+        let mid_handshake = io::Error::new(io::ErrorKind::NotConnected, "disconnected");
+        let closed = client::ClientError::Connect(ConnectError::Io(mid_handshake));
+        let said = detail(connect_error(closed, &spec(true)));
+        assert!(said.contains("client certificate"), "{said}");
         // Without a certificate, or for another failure, the error is passed on as it is.
         let reset = client::ClientError::Disconnected(Some(io::ErrorKind::ConnectionReset.into()));
         assert!(
