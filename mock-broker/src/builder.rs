@@ -72,7 +72,7 @@ impl Default for BrokerBuilder {
             record_sink: None,
             keep_ended: true,
             limits: ConnectionLimits::default(),
-            tls_versions: TlsVersions::Both,
+            tls_versions: TlsVersions::default(),
             issuing_ca: None,
             issued_validity: issuance::DEFAULT_ISSUED_VALIDITY,
             quotas: Quotas::default(),
@@ -271,8 +271,9 @@ impl BrokerBuilder {
         self
     }
 
-    /// The TLS versions the listeners accept (both 1.2 and 1.3 by default; real DPS requires
-    /// 1.2 at least). A test can offer 1.2 only to catch a client that breaks on it.
+    /// The TLS versions the listeners accept: TLS 1.2 only by default, as real DPS (see
+    /// [`TlsVersions::Tls12`]). A test can offer 1.3 as well, or 1.3 only, to see a client
+    /// with either.
     pub fn tls_versions(mut self, versions: TlsVersions) -> Self {
         self.tls_versions = versions;
         self

@@ -108,8 +108,8 @@ struct Serve {
     /// Seconds a client has, after TLS, to send its whole CONNECT.
     #[arg(long, default_value_t = 10)]
     connect_timeout: u64,
-    /// The TLS versions to accept: 1.2, 1.3 or both (real DPS requires 1.2 at least).
-    #[arg(long, default_value = "both")]
+    /// The TLS versions to accept: 1.2, 1.3 or both (real DPS speaks TLS 1.2 only).
+    #[arg(long, default_value = "1.2")]
     tls_versions: TlsVersions,
     /// Issue certificates: a register carrying a CSR (api-version 2025-07-01-preview) gets a
     /// certificate signed by an issuing CA generated for this run (or the one given below).

@@ -30,10 +30,13 @@ fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, BrokerEr
 /// The TLS versions a broker accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TlsVersions {
-    /// TLS 1.2 and 1.3, as real DPS.
-    #[default]
+    /// TLS 1.2 and 1.3: a client that prefers 1.3 gets it, as it would from a service that
+    /// offered both.
     Both,
-    /// TLS 1.2 only.
+    /// TLS 1.2 only, as real DPS: Microsoft's "TLS support in DPS" says DPS supports TLS 1.2
+    /// and nothing else, so a device that cannot speak 1.2 fails against DPS and must fail
+    /// here too.
+    #[default]
     Tls12,
     /// TLS 1.3 only.
     Tls13,
