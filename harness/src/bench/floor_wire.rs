@@ -307,17 +307,20 @@ mod tests {
     use super::*;
     use dps_mock_broker::{MockBroker, TestPki};
 
-    #[actix_rt::test]
-    async fn the_floor_over_the_wire_completes_real_handshakes_with_a_broker() {
-        let dir = std::env::temp_dir().join(format!("dps-floor-wire-{}", std::process::id()));
+    /// A broker from `builder` on a fresh test PKI written to a folder of `name`'s own, and the
+    /// arguments of a floor over the wire against it for `devices` devices, `concurrency` at
+    /// once: bare handshakes (set `exchange` for registrations).
+    fn floor_against(
+        name: &str,
+        builder: dps_mock_broker::BrokerBuilder,
+        devices: usize,
+        concurrency: usize,
+    ) -> (dps_mock_broker::BrokerHandle, BenchArgs, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("dps-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let pki = Arc::new(TestPki::generate().unwrap());
         pki.write_to(&dir, &[]).unwrap();
-        let broker = MockBroker::builder()
-            .pki(pki.clone())
-            .retry_after(0)
-            .start()
-            .unwrap();
+        let broker = builder.pki(pki).start().unwrap();
         let args = BenchArgs {
             floor: true,
             broker: Some(format!("localhost:{}", broker.addr().port())),
@@ -325,8 +328,15 @@ mod tests {
             ca: Some(dir.join("ca.pem")),
             device_ca_cert: Some(dir.join("ca.pem")),
             device_ca_key: Some(dir.join("ca.key")),
-            ..super::super::test_args(3, 2)
+            ..super::super::test_args(devices, concurrency)
         };
+        (broker, args, dir)
+    }
+
+    #[actix_rt::test]
+    async fn the_floor_over_the_wire_completes_real_handshakes_with_a_broker() {
+        let builder = MockBroker::builder().retry_after(0);
+        let (broker, args, dir) = floor_against("floor-wire", builder, 3, 2);
         let report = floor(&args).await.unwrap();
         assert_eq!(
             (
@@ -361,37 +371,14 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    /// A broker on a fresh test PKI, and the arguments of a floor over the wire with DPS's
-    /// exchange against it, for `devices` devices.
-    fn exchange_with(
-        builder: dps_mock_broker::BrokerBuilder,
-        devices: usize,
-    ) -> (dps_mock_broker::BrokerHandle, BenchArgs, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "dps-floor-exchange-{}-{}",
-            std::process::id(),
-            devices
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let pki = Arc::new(TestPki::generate().unwrap());
-        pki.write_to(&dir, &[]).unwrap();
-        let broker = builder.pki(pki).start().unwrap();
-        let args = BenchArgs {
-            floor: true,
-            exchange: true,
-            broker: Some(format!("localhost:{}", broker.addr().port())),
-            id_scope: Some(dps_mock_broker::DEFAULT_ID_SCOPE.into()),
-            ca: Some(dir.join("ca.pem")),
-            device_ca_cert: Some(dir.join("ca.pem")),
-            device_ca_key: Some(dir.join("ca.key")),
-            ..super::super::test_args(devices, 1)
-        };
-        (broker, args, dir)
-    }
-
     #[actix_rt::test]
     async fn the_exchange_floor_waits_the_retry_after_the_service_asks_for() {
-        let (broker, args, dir) = exchange_with(MockBroker::builder().retry_after(1), 1);
+        let builder = MockBroker::builder().retry_after(1);
+        let (broker, args, dir) = floor_against("floor-retry-after", builder, 1, 1);
+        let args = BenchArgs {
+            exchange: true,
+            ..args
+        };
         let started = Instant::now();
         let report = floor(&args).await.unwrap();
         assert_eq!((report.failed, report.first_error), (0, None));
@@ -410,7 +397,12 @@ mod tests {
             .with_retry_after(0);
         let steps = (0..30).fold(DeviceScript::new(), |s, _| s.request(assigning.clone()));
         let script = Script::new().device("bench-0001", steps);
-        let (broker, args, dir) = exchange_with(MockBroker::builder().script(script), 1);
+        let builder = MockBroker::builder().script(script);
+        let (broker, args, dir) = floor_against("floor-undecided", builder, 1, 1);
+        let args = BenchArgs {
+            exchange: true,
+            ..args
+        };
         let report = floor(&args).await.unwrap();
         assert_eq!(report.failed, 1);
         assert_eq!(
