@@ -26,6 +26,10 @@ const PUBACK: u8 = 4;
 const SUBACK: u8 = 9;
 const UNSUBACK: u8 = 11;
 
+/// The longest packet read from the broker: DPS's answers are a few hundred bytes, and the
+/// bytes of a packet still coming are held until it is whole.
+const MAX_PACKET: usize = 64 * 1024;
+
 /// DISCONNECT, whole.
 const DISCONNECT: [u8; 2] = [0xE0, 0];
 
@@ -200,6 +204,9 @@ fn split_packet(plain: &mut Vec<u8>) -> Result<Option<(u8, Vec<u8>)>, String> {
     for (i, byte) in plain.iter().skip(1).take(4).enumerate() {
         length |= usize::from(byte & 0x7F) << (7 * i);
         if byte & 0x80 == 0 {
+            if length > MAX_PACKET {
+                return Err(format!("a packet of {length} bytes, over {MAX_PACKET}"));
+            }
             let start = i + 2;
             if plain.len() < start + length {
                 return Ok(None);
@@ -326,5 +333,10 @@ mod tests {
         assert!(split_packet(&mut endless).is_err());
         let mut unfinished = vec![0x30, 0xFF, 0xFF, 0xFF];
         assert_eq!(split_packet(&mut unfinished), Ok(None));
+        // A packet longer than any answer is refused before its bytes are held.
+        let mut huge = packet(0x30, &vec![0; MAX_PACKET + 1])[..4].to_vec();
+        assert!(split_packet(&mut huge).is_err());
+        let mut largest = packet(0x30, &vec![0; MAX_PACKET])[..4].to_vec();
+        assert_eq!(split_packet(&mut largest), Ok(None));
     }
 }
